@@ -1,0 +1,44 @@
+"""Build the configured encoder and task, turning option errors into config errors."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Config
+from .data import DataInfo
+from .encoders import Encoder, build_encoder
+from .errors import BadInput, ConfigError, OptionError
+from .tasks import TASKS, PretextTask
+
+
+def make_encoder(config: Config, info: DataInfo) -> Encoder:
+    """The configured backbone for images of ``info``'s channels and size; checks it can take them."""
+    try:
+        encoder = build_encoder(config.model.backbone, config.model.options, info.channels, info.image_size,
+                                info.mean, info.std)
+    except OptionError as err:
+        raise ConfigError(f"model.{err.option}", str(err).split(": ", 1)[1]) from None
+    try:
+        with torch.no_grad():
+            encoder.eval()(torch.zeros(1, info.channels, info.image_size, info.image_size))
+        encoder.train()
+    except RuntimeError as err:
+        raise ConfigError("model.backbone", f"{config.model.backbone} cannot take {info.image_size} px inputs "
+                          f"({str(err).splitlines()[0][:120]}); raise data.image_size or set "
+                          "model.small_input=true") from None
+    return encoder
+
+
+def make_task(config: Config, encoder: Encoder) -> PretextTask:
+    try:
+        return TASKS[config.task.name](encoder, **config.task.options)
+    except OptionError as err:
+        raise ConfigError(f"task.{err.option}", str(err).split(": ", 1)[1]) from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"device: {name} requested but CUDA is not available on this machine (use device=cpu or auto)")
+    return torch.device(name)

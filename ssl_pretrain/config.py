@@ -1,0 +1,246 @@
+"""Run configuration: YAML defaults, dotted command-line overrides, validated dataclasses.
+
+Flow: ``load_config(path, overrides)`` reads YAML with ``yaml.safe_load``, applies ``key=value``
+overrides (values parsed as YAML), then validates every key. ``Config.to_dict()`` is the resolved
+config, every default filled in, as written to ``config.yaml`` in the run directory.
+The options of ``model`` and ``task`` come from the signatures of the registered factories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import yaml
+
+from .errors import BadInput, ConfigError
+from .options import resolve_options
+from .typecheck import check_value
+
+
+def _ranged(default: Any, check: Callable[[Any], bool], accepted: str) -> Any:
+    return field(default=default, metadata={"check": check, "accepted": accepted})
+
+
+def _positive(default: Any) -> Any:
+    return _ranged(default, lambda v: v is None or v > 0, "> 0")
+
+
+def _non_negative(default: Any) -> Any:
+    return _ranged(default, lambda v: v is None or v >= 0, ">= 0")
+
+
+@dataclass
+class DataConfig:
+    name: Literal["fashion_mnist", "cifar10", "stl10", "image_folder"] = "fashion_mnist"
+    root: Optional[str] = None
+    test_root: Optional[str] = None
+    limit: Optional[int] = _positive(None)
+    image_size: Optional[int] = _ranged(None, lambda v: v is None or v >= 8, ">= 8 (null = the dataset's own)")
+    channels: Optional[int] = _ranged(None, lambda v: v in (None, 1, 3), "1, 3 or null")
+    num_workers: int = _non_negative(0)
+    download: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    batch_size: int = _positive(128)
+    epochs: int = _positive(1)
+    max_steps: Optional[int] = _positive(None)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = _positive(1e-3)
+    weight_decay: float = _non_negative(1e-4)
+    momentum: float = _ranged(0.9, lambda v: 0 <= v < 1, "in [0, 1)")
+    warmup_steps: int = _non_negative(100)
+    min_lr_ratio: float = _ranged(0.0, lambda v: 0 <= v <= 1, "in [0, 1]")
+    checkpoint_every: int = _positive(500)
+    log_every: int = _positive(20)
+    image_every: int = _positive(200)
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ProbeConfig:
+    encoder: Optional[str] = None
+    control: Literal["none", "random_init"] = "none"
+    max_iter: int = _positive(200)
+    l2: float = _non_negative(1e-4)
+    batch_size: int = _positive(512)
+    train_limit: Optional[int] = _positive(None)
+    test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "small_resnet"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class TaskConfig:
+    name: str = "dae"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    seed: int = _non_negative(0)
+    output_dir: str = "runs"
+    run_name: Optional[str] = None
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain YAML-able data (model and task options flattened)."""
+        out = dataclasses.asdict(self)
+        out["model"] = {"backbone": self.model.backbone, **self.model.options}
+        out["task"] = {"name": self.task.name, **self.task.options}
+        return out
+
+
+_FIXED_SECTIONS = {"data": DataConfig, "trainer": TrainerConfig, "probe": ProbeConfig}
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with ``safe_load``; a missing or malformed file is bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise BadInput(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadInput(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set each ``dotted.key=value`` (value parsed as YAML) in a copy of ``raw``."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            raise ConfigError(key, f"value {text!r} is not valid YAML") from None
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(key, f"{part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _build_section(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix, f"must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}", f"unknown key; accepted keys here: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key = f"{prefix}{name}"
+        value = check_value(raw[name], hints[name], key)
+        check = f.metadata.get("check")
+        if check is not None and not check(value):
+            raise ConfigError(key, f"must be {f.metadata['accepted']}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def _build_model(raw: Any) -> ModelConfig:
+    from .encoders import ENCODERS
+
+    raw = dict(raw or {})
+    backbone = check_value(raw.pop("backbone", ModelConfig.backbone), str, "model.backbone")
+    if backbone not in ENCODERS:
+        raise ConfigError("model.backbone", f"unknown backbone {backbone!r}; accepted: {', '.join(ENCODERS)}")
+    return ModelConfig(backbone, resolve_options(ENCODERS[backbone], raw, "model"))
+
+
+def _build_task(raw: Any) -> TaskConfig:
+    from .tasks import TASKS
+
+    raw = dict(raw or {})
+    name = check_value(raw.pop("name", TaskConfig.name), str, "task.name")
+    if name not in TASKS:
+        raise ConfigError("task.name", f"unknown task {name!r}; accepted: {', '.join(TASKS)}")
+    return TaskConfig(name, resolve_options(TASKS[name], raw, "task"))
+
+
+def build_config(raw: dict) -> Config:
+    """Validate a raw nested mapping into a :class:`Config`; raises ConfigError naming the bad key."""
+    raw = dict(raw)
+    sections = {name: _build_section(cls, raw.pop(name, None), f"{name}.") for name, cls in _FIXED_SECTIONS.items()}
+    if not isinstance(raw.get("model", {}) or {}, dict) or not isinstance(raw.get("task", {}) or {}, dict):
+        raise ConfigError("model" if not isinstance(raw.get("model", {}) or {}, dict) else "task", "must be a mapping")
+    model = _build_model(raw.pop("model", None))
+    task = _build_task(raw.pop("task", None))
+    top = _build_section(_TopLevel, raw, "")
+    config = Config(**dataclasses.asdict(top), model=model, task=task, **sections)
+    if config.run_name is None:
+        config.run_name = f"{config.data.name}-{config.task.name}"
+    _check_device(config.device)
+    return config
+
+
+@dataclass
+class _TopLevel:
+    seed: int = _non_negative(0)
+    output_dir: str = "runs"
+    run_name: Optional[str] = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
+    device: str = "auto"
+
+
+def _check_device(device: str) -> None:
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return
+    raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def load_config(path: Optional[str | Path], overrides: list[str] = (), base: Optional[dict] = None) -> Config:
+    """Read ``path`` (or start from ``base``), apply overrides and validate."""
+    raw = dict(base or {})
+    if path is not None:
+        raw = _merge(raw, read_yaml(path))
+    return build_config(apply_overrides(raw, list(overrides)))
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

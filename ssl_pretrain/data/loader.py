@@ -1,0 +1,80 @@
+"""Batches of uint8 images in a seeded order, and their conversion to float on the device."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from .datasets import DataInfo
+from .sources import Batch
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Index batches of one epoch; the order is a function of ``(seed, epoch)`` only.
+
+    ``start_batch`` skips the first batches of the current epoch (exact resume). Incomplete
+    last batches are dropped when ``drop_last`` and there is at least one full batch.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True):
+        self.size = size
+        self.batch_size = min(batch_size, size)
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        for b in range(self.start_batch, len(self)):
+            yield order[b * self.batch_size: (b + 1) * self.batch_size].tolist()
+
+
+def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader that fetches whole batches through ``dataset.__getitems__``."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=_keep_batch,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
+def _keep_batch(batch: Batch) -> Batch:
+    return batch
+
+
+def to_device_float(images: torch.Tensor, info: DataInfo, device: torch.device) -> torch.Tensor:
+    """uint8 ``(B, C0, H0, W0)`` -> float ``(B, C, S, S)`` in ``[0, 1]`` on ``device``.
+
+    Converts grey<->RGB and resizes (bilinear, antialiased) to the configured size, batched.
+    """
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    if x.shape[1] != info.channels:
+        if info.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
+            x = (x * weights).sum(dim=1, keepdim=True)
+    if x.shape[-1] != info.image_size or x.shape[-2] != info.image_size:
+        x = F.interpolate(x, size=(info.image_size, info.image_size), mode="bilinear", antialias=True,
+                          align_corners=False).clamp_(0, 1)
+    return x.contiguous()

@@ -1,0 +1,135 @@
+"""Datasets that hand out whole uint8 batches: ``dataset.__getitems__(indices) -> Batch``.
+
+Nothing random happens here: decoding, resizing to a fixed size and centre-cropping are
+deterministic; every random augmentation runs later on the device, batched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class Batch(NamedTuple):
+    """``images``: ``(B, C, H, W)`` uint8; ``labels``: ``(B,)`` int64, -1 where unknown;
+    ``skipped``: paths of files that could not be decoded (dropped from the batch)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list
+
+
+class TensorImages(Dataset):
+    """Images already in memory as a uint8 tensor ``(N, C, H, W)``, with optional labels ``(N,)``."""
+
+    def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], description: str):
+        self.images = images
+        self.labels = labels if labels is not None else torch.full((len(images),), -1, dtype=torch.long)
+        self.description = description
+        self.channels = images.shape[1]
+        self.image_size = images.shape[-1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Batch(self.images[idx], self.labels[idx], [])
+
+    def subset(self, indices: torch.Tensor) -> "TensorImages":
+        return TensorImages(self.images[indices], self.labels[indices], self.description)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.labels >= 0).all())
+
+
+def decode_image(path: Path, size: int, channels: int) -> Optional[np.ndarray]:
+    """Decode, resize the shorter side to ``size`` and centre-crop: ``(channels, size, size)`` uint8.
+
+    Returns None for a file that is not a readable image (truncated, empty, not an image,
+    too large, unreadable permissions).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = _to_mode(img, channels)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError):
+        return None
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((new_w, new_h), Image.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    array = np.asarray(img, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 256.0).clip(0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class FolderImages(Dataset):
+    """Every image file below ``root`` (recursive). Labels are the first-level sub-folders, if any."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str], size: int, channels: int,
+                 description: str):
+        self.files = files
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.classes = classes
+        self.image_size = size
+        self.channels = channels
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        images, labels, skipped = [], [], []
+        for i in indices:
+            array = decode_image(self.files[i], self.image_size, self.channels)
+            if array is None:
+                skipped.append(str(self.files[i]))
+                continue
+            images.append(torch.from_numpy(array.copy()))
+            labels.append(self.labels[i])
+        if not images:
+            empty = torch.zeros(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
+            return Batch(empty, torch.zeros(0, dtype=torch.long), skipped)
+        return Batch(torch.stack(images), torch.stack(labels), skipped)
+
+    def subset(self, indices: torch.Tensor) -> "FolderImages":
+        idx = indices.tolist()
+        return FolderImages([self.files[i] for i in idx], self.labels[indices].tolist(), self.classes,
+                            self.image_size, self.channels, self.description)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.classes) and bool((self.labels >= 0).all())
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files below ``root`` sorted by path, their class index (-1 at the top level) and the classes."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index.get(p.relative_to(root).parts[0], -1) if len(p.relative_to(root).parts) > 1 else -1
+              for p in files]
+    return files, labels, classes

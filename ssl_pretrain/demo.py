@@ -1,0 +1,44 @@
+"""``ssl-pretrain demo``: the README's main job.
+
+Pretrains the default denoising autoencoder (small ResNet, masking noise) on Fashion-MNIST for
+about one epoch (~3.5 min on 2 CPU cores), then runs the frozen linear probe on it and on a
+randomly initialised encoder of the same architecture, and prints both top-1 figures.
+"""
+
+from __future__ import annotations
+
+from .config import load_config
+from .evaluation.probe import run_probe
+from .train.trainer import pretrain
+
+DEMO_SETTINGS = [
+    "data.name=fashion_mnist",
+    "task.name=dae",
+    "trainer.max_steps=450",
+    "trainer.lr=0.002",
+    "probe.control=random_init",
+]
+
+
+def _free_run_name(output_dir: str) -> str:
+    from pathlib import Path
+
+    n = 1
+    while (Path(output_dir) / f"demo-{n}").exists():
+        n += 1
+    return f"demo-{n}"
+
+
+def run_demo(overrides: list[str]) -> dict:
+    """Pretrain then probe; ``overrides`` (``key=value``) change any setting, e.g. ``trainer.max_steps``."""
+    config = load_config(None, DEMO_SETTINGS + list(overrides))
+    if not any(o.startswith("run_name=") for o in overrides):
+        config.run_name = _free_run_name(config.output_dir)
+    run_dir = pretrain(config)
+    config.probe.encoder = str(run_dir)
+    report = run_probe(config)
+    top1 = {row["encoder"]: row["top1"] for row in report["results"]}
+    print(f"\nDAE-pretrained encoder: {top1['pretrained']:.2f}% top-1 | randomly initialised encoder: "
+          f"{top1['random_init']:.2f}% top-1 (linear probe, Fashion-MNIST test set)")
+    print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir / 'tb'})")
+    return report

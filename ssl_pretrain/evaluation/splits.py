@@ -1,0 +1,39 @@
+"""Labeled train/test splits for evaluation."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import Config
+from ..data import open_split
+from ..errors import BadInput
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(keep, held_out)``: ``fraction`` of every class held out, chosen by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for cls in labels.unique(sorted=True):
+        idx = (labels == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n_held = max(1, round(fraction * len(idx))) if len(idx) > 1 else 0
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def labeled_splits(config: Config):
+    """(train, test) labeled datasets for a probe; an image folder without ``data.test_root`` is split."""
+    data = config.data
+    train = open_split(data, "train")
+    if not train.has_labels:
+        raise BadInput(f"data.root: {train.description} has no labels; a probe needs one sub-folder per class")
+    if data.name == "image_folder" and data.test_root is None:
+        keep, held = stratified_split(train.labels, config.probe.test_fraction, config.seed)
+        train, test = train.subset(keep), train.subset(held)
+    else:
+        test = open_split(data, "test")
+    if config.probe.train_limit is not None and config.probe.train_limit < len(train):
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+        train = train.subset(order[: config.probe.train_limit].sort().values)
+    return train, test

@@ -1,0 +1,37 @@
+"""The interface every pretext task implements.
+
+A task is an ``nn.Module`` that owns the encoder and whatever head or decoder it trains. The
+trainer only ever calls these four methods, so a new task is one new module plus one line in
+the registry (``ssl_pretrain/tasks/__init__.py``). A task's options are the keyword-only
+parameters of its constructor, with their defaults; the config validates against them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..encoders import Encoder
+
+
+class PretextTask(nn.Module):
+    """Base class. Shapes: images ``(B, C, H, W)`` float in ``[0, 1]`` on the training device."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def make_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Build ``(inputs, targets)`` from unlabeled images, on their device, with random parameters."""
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss and detached metrics (``{"accuracy": ...}`` where the task has one)."""
+        raise NotImplementedError
+
+    def previews(self, inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image grids for TensorBoard: name -> ``(N, C, H, W)`` in ``[0, 1]``."""
+        return {}
