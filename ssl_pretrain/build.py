@@ -14,8 +14,9 @@ from .tasks import TASKS, PretextTask
 def make_encoder(config: Config, info: DataInfo) -> Encoder:
     """The configured backbone for images of ``info``'s channels and size; checks it can take them."""
     try:
-        encoder = build_encoder(config.model.backbone, config.model.options, info.channels, info.image_size,
-                                info.mean, info.std)
+        encoder = build_encoder(
+            config.model.backbone, config.model.options, info.channels, info.image_size, info.mean, info.std
+        )
     except OptionError as err:
         raise ConfigError(f"model.{err.option}", str(err).split(": ", 1)[1]) from None
     try:
@@ -23,9 +24,12 @@ def make_encoder(config: Config, info: DataInfo) -> Encoder:
             encoder.eval()(torch.zeros(1, info.channels, info.image_size, info.image_size))
         encoder.train()
     except RuntimeError as err:
-        raise ConfigError("model.backbone", f"{config.model.backbone} cannot take {info.image_size} px inputs "
-                          f"({str(err).splitlines()[0][:120]}); raise data.image_size or set "
-                          "model.small_input=true") from None
+        raise ConfigError(
+            "model.backbone",
+            f"{config.model.backbone} cannot take {info.image_size} px inputs "
+            f"({str(err).splitlines()[0][:120]}); raise data.image_size or set "
+            "model.small_input=true",
+        ) from None
     return encoder
 
 

@@ -10,12 +10,13 @@ from .config import Config, load_config, read_yaml
 from .errors import BadInput
 
 
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-pretrain", description="Self-supervised pretraining of image encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in [("pretrain", "train an encoder with a pretext task"),
-                       ("probe", "frozen-encoder linear probe (probe.encoder=PATH)")]:
+    for name, text in [
+        ("pretrain", "train an encoder with a pretext task"),
+        ("probe", "frozen-encoder linear probe (probe.encoder=PATH)"),
+    ]:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. trainer.max_steps=50")

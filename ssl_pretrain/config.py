@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -36,11 +37,11 @@ def _non_negative(default: Any) -> Any:
 @dataclass
 class DataConfig:
     name: Literal["fashion_mnist", "cifar10", "stl10", "image_folder"] = "fashion_mnist"
-    root: Optional[str] = None
-    test_root: Optional[str] = None
-    limit: Optional[int] = _positive(None)
-    image_size: Optional[int] = _ranged(None, lambda v: v is None or v >= 8, ">= 8 (null = the dataset's own)")
-    channels: Optional[int] = _ranged(None, lambda v: v in (None, 1, 3), "1, 3 or null")
+    root: str | None = None
+    test_root: str | None = None
+    limit: int | None = _positive(None)
+    image_size: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 (null = the dataset's own)")
+    channels: int | None = _ranged(None, lambda v: v in (None, 1, 3), "1, 3 or null")
     num_workers: int = _non_negative(0)
     download: bool = True
 
@@ -49,7 +50,7 @@ class DataConfig:
 class TrainerConfig:
     batch_size: int = _positive(128)
     epochs: int = _positive(1)
-    max_steps: Optional[int] = _positive(None)
+    max_steps: int | None = _positive(None)
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = _positive(1e-3)
     weight_decay: float = _non_negative(1e-4)
@@ -65,12 +66,12 @@ class TrainerConfig:
 
 @dataclass
 class ProbeConfig:
-    encoder: Optional[str] = None
+    encoder: str | None = None
     control: Literal["none", "random_init"] = "none"
     max_iter: int = _positive(200)
     l2: float = _non_negative(1e-4)
     batch_size: int = _positive(512)
-    train_limit: Optional[int] = _positive(None)
+    train_limit: int | None = _positive(None)
     test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1)")
 
 
@@ -88,9 +89,11 @@ class TaskConfig:
 
 @dataclass
 class Config:
-    seed: int = _non_negative(0)
+    """The whole run configuration; the top-level keys are validated by :class:`_TopLevel`."""
+
+    seed: int = 0
     output_dir: str = "runs"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -214,7 +217,7 @@ def build_config(raw: dict) -> Config:
 class _TopLevel:
     seed: int = _non_negative(0)
     output_dir: str = "runs"
-    run_name: Optional[str] = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
+    run_name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     device: str = "auto"
 
 
@@ -224,7 +227,7 @@ def _check_device(device: str) -> None:
     raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-def load_config(path: Optional[str | Path], overrides: list[str] = (), base: Optional[dict] = None) -> Config:
+def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
     """Read ``path`` (or start from ``base``), apply overrides and validate."""
     raw = dict(base or {})
     if path is not None:

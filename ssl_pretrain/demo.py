@@ -38,7 +38,9 @@ def run_demo(overrides: list[str]) -> dict:
     config.probe.encoder = str(run_dir)
     report = run_probe(config)
     top1 = {row["encoder"]: row["top1"] for row in report["results"]}
-    print(f"\nDAE-pretrained encoder: {top1['pretrained']:.2f}% top-1 | randomly initialised encoder: "
-          f"{top1['random_init']:.2f}% top-1 (linear probe, Fashion-MNIST test set)")
+    print(
+        f"\nDAE-pretrained encoder: {top1['pretrained']:.2f}% top-1 | randomly initialised encoder: "
+        f"{top1['random_init']:.2f}% top-1 (linear probe, Fashion-MNIST test set)"
+    )
     print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir / 'tb'})")
     return report

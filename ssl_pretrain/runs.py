@@ -27,8 +27,9 @@ def check_run_dir(config: Config, resume: bool) -> Path:
         if not checkpoint_path(run_dir).is_file():
             raise BadInput(f"--resume: no checkpoint at {checkpoint_path(run_dir)} (run_name={config.run_name})")
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise BadInput(f"run_name: {run_dir} already holds a run; pass --resume to continue it or choose "
-                       "another run_name")
+        raise BadInput(
+            f"run_name: {run_dir} already holds a run; pass --resume to continue it or choose another run_name"
+        )
     _check_writable(Path(config.output_dir))
     return run_dir
 

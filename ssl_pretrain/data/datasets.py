@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def default_root(name: str) -> Path:
     return Path(os.environ.get("SSL_PRETRAIN_DATA", Path.home() / ".cache" / "ssl_pretrain")) / name
 
 
-def _existing_root(cfg: DataConfig) -> Optional[Path]:
+def _existing_root(cfg: DataConfig) -> Path | None:
     if cfg.root is None:
         return None
     root = Path(cfg.root).expanduser()
@@ -54,7 +54,7 @@ def _existing_root(cfg: DataConfig) -> Optional[Path]:
     return root
 
 
-def _fashion_mnist_files(folder: Path, split: str) -> Optional[tuple[Path, Path]]:
+def _fashion_mnist_files(folder: Path, split: str) -> tuple[Path, Path] | None:
     prefix = "train" if split != "test" else "t10k"
     for base in (folder, folder / "FashionMNIST" / "raw"):
         found = []
@@ -125,6 +125,8 @@ def load_image_folder(cfg: DataConfig, split: Split, size: int, channels: int) -
     files, labels, classes = scan_folder(root)
     if not files:
         raise BadInput(f"{key}: no image files in {root} (looked for .jpg, .png, .bmp, .webp, ... recursively)")
+    if not any(decode_image(f, 8, channels) is not None for f in files):
+        raise BadInput(f"{key}: none of the {len(files)} image files in {root} could be read (e.g. {files[0]})")
     return FolderImages(files, labels, classes, size, channels, f"image folder {root}")
 
 
@@ -165,7 +167,9 @@ def _convert_stats(mean: list[float], std: list[float], channels: int) -> tuple[
     if channels == 3:
         return mean * 3, std * 3
     weights = [0.299, 0.587, 0.114]
-    return [sum(w * m for w, m in zip(weights, mean))], [sum(w * s for w, s in zip(weights, std))]
+    return [sum(w * m for w, m in zip(weights, mean, strict=True))], [
+        sum(w * s for w, s in zip(weights, std, strict=True))
+    ]
 
 
 def _folder_stats(root: Path, channels: int, max_images: int = 256) -> tuple[list[float], list[float]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         else:
             order = torch.arange(self.size)
         for b in range(self.start_batch, len(self)):
-            yield order[b * self.batch_size: (b + 1) * self.batch_size].tolist()
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
 
 
 def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
@@ -55,6 +55,9 @@ def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memor
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=False,
+        # Its own generator: creating an iterator must not draw from the global RNG, which the
+        # augmentations use (an extra draw on resume would change every later augmentation).
+        generator=torch.Generator().manual_seed(sampler.seed),
     )
 
 
@@ -75,6 +78,7 @@ def to_device_float(images: torch.Tensor, info: DataInfo, device: torch.device) 
             weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
             x = (x * weights).sum(dim=1, keepdim=True)
     if x.shape[-1] != info.image_size or x.shape[-2] != info.image_size:
-        x = F.interpolate(x, size=(info.image_size, info.image_size), mode="bilinear", antialias=True,
-                          align_corners=False).clamp_(0, 1)
+        x = F.interpolate(
+            x, size=(info.image_size, info.image_size), mode="bilinear", antialias=True, align_corners=False
+        ).clamp_(0, 1)
     return x.contiguous()

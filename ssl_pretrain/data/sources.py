@@ -7,7 +7,7 @@ deterministic; every random augmentation runs later on the device, batched.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class Batch(NamedTuple):
 class TensorImages(Dataset):
     """Images already in memory as a uint8 tensor ``(N, C, H, W)``, with optional labels ``(N,)``."""
 
-    def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], description: str):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, description: str):
         self.images = images
         self.labels = labels if labels is not None else torch.full((len(images),), -1, dtype=torch.long)
         self.description = description
@@ -43,7 +43,7 @@ class TensorImages(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return Batch(self.images[idx], self.labels[idx], [])
 
-    def subset(self, indices: torch.Tensor) -> "TensorImages":
+    def subset(self, indices: torch.Tensor) -> TensorImages:
         return TensorImages(self.images[indices], self.labels[indices], self.description)
 
     @property
@@ -51,7 +51,7 @@ class TensorImages(Dataset):
         return bool((self.labels >= 0).all())
 
 
-def decode_image(path: Path, size: int, channels: int) -> Optional[np.ndarray]:
+def decode_image(path: Path, size: int, channels: int) -> np.ndarray | None:
     """Decode, resize the shorter side to ``size`` and centre-crop: ``(channels, size, size)`` uint8.
 
     Returns None for a file that is not a readable image (truncated, empty, not an image,
@@ -89,8 +89,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class FolderImages(Dataset):
     """Every image file below ``root`` (recursive). Labels are the first-level sub-folders, if any."""
 
-    def __init__(self, files: list[Path], labels: list[int], classes: list[str], size: int, channels: int,
-                 description: str):
+    def __init__(
+        self, files: list[Path], labels: list[int], classes: list[str], size: int, channels: int, description: str
+    ):
         self.files = files
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.classes = classes
@@ -115,10 +116,16 @@ class FolderImages(Dataset):
             return Batch(empty, torch.zeros(0, dtype=torch.long), skipped)
         return Batch(torch.stack(images), torch.stack(labels), skipped)
 
-    def subset(self, indices: torch.Tensor) -> "FolderImages":
+    def subset(self, indices: torch.Tensor) -> FolderImages:
         idx = indices.tolist()
-        return FolderImages([self.files[i] for i in idx], self.labels[indices].tolist(), self.classes,
-                            self.image_size, self.channels, self.description)
+        return FolderImages(
+            [self.files[i] for i in idx],
+            self.labels[indices].tolist(),
+            self.classes,
+            self.image_size,
+            self.channels,
+            self.description,
+        )
 
     @property
     def has_labels(self) -> bool:
@@ -130,6 +137,5 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     index = {c: i for i, c in enumerate(classes)}
-    labels = [index.get(p.relative_to(root).parts[0], -1) if len(p.relative_to(root).parts) > 1 else -1
-              for p in files]
+    labels = [index.get(p.relative_to(root).parts[0], -1) if len(p.relative_to(root).parts) > 1 else -1 for p in files]
     return files, labels, classes

@@ -5,7 +5,7 @@ Each factory's keyword-only parameters are the ``model.*`` options a config may 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .base import DownsampleRecord, Encoder, IndexedMaxPool2d, TrunkParts
 from .small_resnet import small_resnet
@@ -52,5 +52,12 @@ def encoder_from_spec(spec: dict) -> Encoder:
     )
 
 
-__all__ = ["ENCODERS", "DownsampleRecord", "Encoder", "IndexedMaxPool2d", "TrunkParts", "build_encoder",
-           "encoder_from_spec"]
+__all__ = [
+    "ENCODERS",
+    "DownsampleRecord",
+    "Encoder",
+    "IndexedMaxPool2d",
+    "TrunkParts",
+    "build_encoder",
+    "encoder_from_spec",
+]

@@ -12,8 +12,8 @@ non-persistent buffers, so the saved ``state_dict`` is the plain trunk's). It gi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ class IndexedMaxPool2d(nn.MaxPool2d):
     """
 
     keep_indices: bool = False
-    last_indices: Optional[torch.Tensor] = None
+    last_indices: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.keep_indices:
@@ -47,7 +47,7 @@ class DownsampleRecord:
     in_channels: int
     out_channels: int
     in_size: tuple[int, int]
-    indices: Optional[torch.Tensor] = None
+    indices: torch.Tensor | None = None
 
     @property
     def is_max_pool(self) -> bool:
@@ -66,7 +66,7 @@ class TrunkParts:
     stages: list[tuple[str, list[nn.Module]]]
     downsamplers: list[nn.Module]
     num_features: int
-    torchvision_name: Optional[str] = None
+    torchvision_name: str | None = None
     notes: dict = field(default_factory=dict)
 
 
@@ -81,7 +81,7 @@ class Encoder(nn.Module):
         self.spec = spec
         self._stages = parts.stages
         self._downsamplers = parts.downsamplers
-        self._records: Optional[list[DownsampleRecord]] = None
+        self._records: list[DownsampleRecord] | None = None
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         for module in self._downsamplers:
@@ -90,7 +90,7 @@ class Encoder(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-    def forward_stages(self, x: torch.Tensor, names: Optional[list[str]] = None) -> dict[str, torch.Tensor]:
+    def forward_stages(self, x: torch.Tensor, names: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Feature maps of the requested stages (all when ``names`` is None); stops after the last asked."""
         wanted = set(self.stage_names if names is None else names)
         unknown = wanted - set(self.stage_names)

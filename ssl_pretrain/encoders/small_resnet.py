@@ -45,7 +45,7 @@ class SmallResNet(nn.Module):
         )
         self.downsamplers: list[nn.Module] = []
         channels = widths[0]
-        for i, (width, depth) in enumerate(zip(widths, blocks)):
+        for i, (width, depth) in enumerate(zip(widths, blocks, strict=True)):
             layers: list[nn.Module] = []
             stride = 1
             if i > 0 and downsample == "maxpool":

@@ -34,14 +34,20 @@ def _indexed_pools(module: nn.Module) -> None:
     """Replace every ``nn.MaxPool2d`` child (recursively) by an :class:`IndexedMaxPool2d` twin."""
     for name, child in module.named_children():
         if type(child) is nn.MaxPool2d:
-            setattr(module, name, IndexedMaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
-                                                   ceil_mode=child.ceil_mode))
+            setattr(
+                module,
+                name,
+                IndexedMaxPool2d(
+                    child.kernel_size, child.stride, child.padding, child.dilation, ceil_mode=child.ceil_mode
+                ),
+            )
         else:
             _indexed_pools(child)
 
 
-def find_downsamplers(trunk: nn.Module, stages: list[tuple[str, list[nn.Module]]], in_channels: int,
-                      size: int = 64) -> list[nn.Module]:
+def find_downsamplers(
+    trunk: nn.Module, stages: list[tuple[str, list[nn.Module]]], in_channels: int, size: int = 64
+) -> list[nn.Module]:
     """The modules among the stage lists whose output is spatially smaller than their input, in order."""
     found: list[nn.Module] = []
 
@@ -126,8 +132,14 @@ def mobilenet_v2(in_channels: int, *, small_input: bool = False) -> TrunkParts:
     model = torchvision.models.mobilenet_v2(weights=None)
     _stem_conv_for(model, in_channels, small_input)
     model.classifier = nn.Identity()
-    groups = {"stem": range(0, 2), "stage2": range(2, 4), "stage3": range(4, 7), "stage4": range(7, 14),
-              "stage5": range(14, 18), "head": range(18, 19)}
+    groups = {
+        "stem": range(0, 2),
+        "stage2": range(2, 4),
+        "stage3": range(4, 7),
+        "stage4": range(7, 14),
+        "stage5": range(14, 18),
+        "head": range(18, 19),
+    }
     stages = [(name, [f"features.{i}" for i in idx]) for name, idx in groups.items()]
     return _parts(model, stages, in_channels, 1280, "mobilenet_v2")
 

@@ -9,8 +9,9 @@ from ..encoders import Encoder
 
 
 @torch.no_grad()
-def extract_features(encoder: Encoder, dataset, info: DataInfo, device: torch.device, batch_size: int,
-                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    encoder: Encoder, dataset, info: DataInfo, device: torch.device, batch_size: int, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GAP features of every image, in dataset order.
 
     Returns:

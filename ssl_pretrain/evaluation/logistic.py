@@ -28,8 +28,9 @@ class LinearClassifier:
         return self.logits(features).argmax(dim=1)
 
 
-def fit_logistic_regression(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float = 1e-4,
-                            max_iter: int = 200) -> LinearClassifier:
+def fit_logistic_regression(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float = 1e-4, max_iter: int = 200
+) -> LinearClassifier:
     """Fit on ``features (N, D)``, ``labels (N,)``; deterministic for given inputs."""
     features = features.double()
     mean = features.mean(dim=0)
@@ -37,8 +38,15 @@ def fit_logistic_regression(features: torch.Tensor, labels: torch.Tensor, num_cl
     x = (features - mean) / std
     weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad()

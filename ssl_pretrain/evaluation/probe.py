@@ -20,8 +20,9 @@ from .logistic import fit_logistic_regression, top1
 from .splits import labeled_splits
 
 
-def probe_encoder(name: str, encoder: Encoder, train, test, info: DataInfo, config: Config,
-                  device: torch.device) -> dict:
+def probe_encoder(
+    name: str, encoder: Encoder, train, test, info: DataInfo, config: Config, device: torch.device
+) -> dict:
     """Extract features once, fit the logistic regression, return the result row."""
     start = time.perf_counter()
     encoder = encoder.to(device).eval()
@@ -90,6 +91,8 @@ def _output_dir(source: Path) -> Path:
 
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'encoder':<12} {'layer':<8} {'dim':>6} {'top-1 test':>10} {'top-1 train':>11}"]
-    lines += [f"{r['encoder']:<12} {r['layer']:<8} {r['feature_dim']:>6} {r['top1']:>10.2f} {r['train_top1']:>11.2f}"
-              for r in rows]
+    lines += [
+        f"{r['encoder']:<12} {r['layer']:<8} {r['feature_dim']:>6} {r['top1']:>10.2f} {r['train_top1']:>11.2f}"
+        for r in rows
+    ]
     return "\n".join(lines)

@@ -7,15 +7,16 @@ All work on images in ``[0, 1]``; ``aug(x, params=aug._params)`` replays a draw 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import kornia.augmentation as K
 import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
 
-def pixel_mask(batch: int, height: int, width: int, fraction: float, device: torch.device,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def pixel_mask(
+    batch: int, height: int, width: int, fraction: float, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Exactly ``round(fraction * H * W)`` masked pixels per sample, chosen independently.
 
     Returns:
@@ -48,8 +49,13 @@ class RandomPixelMasking(IntensityAugmentationBase2D):
         device = getattr(self, "device", None) or torch.device("cpu")
         return {"mask": pixel_mask(b, h, w, self.fraction, device)}
 
-    def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
-                        transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def apply_transform(
+        self,
+        input: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        flags: dict[str, Any],
+        transform: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return apply_mask(input, params["mask"].to(input.device))
 
 

@@ -52,11 +52,14 @@ class DenoisingAutoencoder(PretextTask):
         self.corruption_name = corruption
         self.level = level
         self.corrupt = make_corruption(corruption, level)
-        self.decoder = MirrorDecoder(_dry_run_records(encoder), encoder.num_features, encoder.spec["in_channels"],
-                                     upsample)
+        self.decoder = MirrorDecoder(
+            _dry_run_records(encoder), encoder.num_features, encoder.spec["in_channels"], upsample
+        )
 
     def make_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, H, W)`` clean -> (corrupted, clean), both ``(B, C, H, W)`` in pixel units."""
+        if getattr(self.corrupt, "device", None) != images.device:
+            self.corrupt.set_rng_device_and_dtype(images.device, images.dtype)  # draw noise where the images are
         return self.corrupt(images), images
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

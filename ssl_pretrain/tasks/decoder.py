@@ -39,7 +39,7 @@ def bed_of_nails_unpool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, C, h, w) -> (B, C, *size)``: value at the top-left of each 2x2 block, zeros elsewhere."""
     out = x.new_zeros(*x.shape[:-2], *size)
     rows, cols = min(x.shape[-2], (size[0] + 1) // 2), min(x.shape[-1], (size[1] + 1) // 2)
-    out[..., : 2 * rows: 2, : 2 * cols: 2] = x[..., :rows, :cols]
+    out[..., : 2 * rows : 2, : 2 * cols : 2] = x[..., :rows, :cols]
     return out
 
 
@@ -56,7 +56,9 @@ class UpsampleStep(nn.Module):
         super().__init__()
         self.mode = mode
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
         )
         self.transposed = nn.ConvTranspose2d(out_channels, out_channels, 3, 2, 1) if mode == "transposed" else None
 
@@ -85,6 +87,6 @@ class MirrorDecoder(nn.Module):
 
     def forward(self, maps: torch.Tensor, records: list[DownsampleRecord]) -> torch.Tensor:
         x = maps
-        for step, record in zip(self.steps, reversed(records)):
+        for step, record in zip(self.steps, reversed(records), strict=True):
             x = step(x, record)
         return self.out(x)

@@ -58,8 +58,10 @@ def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).splitlines()[0]
-        raise BadInput(f"{what} {path} was refused: it holds objects other than tensors and plain data, "
-                       f"which could run code when loaded ({reason[:160]})") from None
+        raise BadInput(
+            f"{what} {path} was refused: it holds objects other than tensors and plain data, "
+            f"which could run code when loaded ({reason[:160]})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise BadInput(f"{what} {path} is truncated or not a PyTorch file ({reason[:160]})") from None
@@ -93,5 +95,6 @@ def _describe_mismatch(expected: dict, given: dict) -> str:
         parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
     if shapes:
         k = shapes[0]
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(given[k].shape)} vs {tuple(expected[k].shape)})")
+        shown = f"{k}: {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {shown})")
     return "; ".join(parts)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 
 from ..encoders import Encoder, encoder_from_spec
@@ -55,4 +54,3 @@ def load_exported_encoder(weights_path: Path) -> Encoder:
         raise BadInput(f"encoder weights {weights_path} are not a state_dict")
     load_state_strict(encoder.trunk, state, weights_path, f"the {spec['backbone']} encoder in {spec_path.name}")
     return encoder
-

@@ -6,7 +6,6 @@ supervision there (Kornia, per-sample random parameters), one optimizer step fol
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,8 +53,8 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     info = data_info(config.data)
-    dataset = open_split(config.data, "pretrain")
     task = make_task(config, make_encoder(config, info)).to(device)
+    dataset = open_split(config.data, "pretrain")
     run_dir = check_run_dir(config, resume)
 
     sampler = EpochBatchSampler(len(dataset), config.trainer.batch_size, config.seed)
@@ -66,13 +65,18 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     progress = Progress()
     if resume:
         progress = _restore(checkpoint_path(run_dir), task, optimizer, scheduler)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")  # on resume: only once the checkpoint has loaded
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step + 1 if resume else None)
-    bar = tqdm(total=steps, initial=progress.step, disable=not config.trainer.progress, dynamic_ncols=True,
-               desc=f"pretrain {config.task.name}", file=sys.stderr)
+    bar = tqdm(
+        total=steps,
+        initial=progress.step,
+        disable=not config.trainer.progress,
+        dynamic_ncols=True,
+        desc=f"pretrain {config.task.name}",
+        file=sys.stderr,
+    )
     save = lambda: _save_checkpoint(run_dir, config, task, optimizer, scheduler, progress)  # noqa: E731
     try:
         _train(config, task, loader, sampler, info, device, optimizer, scheduler, progress, steps, writer, bar, save)
@@ -81,7 +85,7 @@ def pretrain(config: Config, resume: bool = False) -> Path:
         writer.close()
     save()
     export_encoder(task.encoder, run_dir)
-    write_json(run_dir / "metrics.json", _final_metrics(config, progress))
+    write_json(run_dir / "metrics.json", _final_metrics(config, progress, len(dataset)))
     return run_dir
 
 
@@ -103,8 +107,10 @@ def _train(config, task, loader, sampler, info, device, optimizer, scheduler, pr
             outputs = task(inputs)
             loss, metrics = task.loss(outputs, targets)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {progress.step + 1}; the last good "
-                                    "checkpoint is kept (lower trainer.lr?)")
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {progress.step + 1}; the last good "
+                    "checkpoint is kept (lower trainer.lr?)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -140,8 +146,10 @@ def _report_skipped(skipped: list[str], progress: Progress, dataset) -> None:
     progress.skipped_images += len(skipped)
     if len(skipped) >= len(dataset):
         raise BadInput(f"data.root: none of the {len(dataset)} image files could be read (e.g. {skipped[0]})")
-    tqdm.write(f"warning: skipped {len(skipped)} unreadable image file(s) in epoch {progress.epoch + 1} "
-               f"(e.g. {skipped[0]})", file=sys.stderr)
+    tqdm.write(
+        f"warning: skipped {len(skipped)} unreadable image file(s) in epoch {progress.epoch + 1} (e.g. {skipped[0]})",
+        file=sys.stderr,
+    )
 
 
 def _log_scalars(writer: SummaryWriter, progress: Progress, optimizer, rate: float) -> None:
@@ -179,24 +187,32 @@ def _save_checkpoint(run_dir: Path, config: Config, task, optimizer, scheduler, 
 
 def _restore(path: Path, task, optimizer, scheduler) -> Progress:
     ckpt = load_checkpoint(path)
-    load_state_strict(task, ckpt["model"], path, f"the configured model ({task.encoder.spec['backbone']} "
-                      f"+ {type(task).__name__})")
+    load_state_strict(
+        task, ckpt["model"], path, f"the configured model ({task.encoder.spec['backbone']} + {type(task).__name__})"
+    )
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
     except (ValueError, KeyError) as err:
         raise BadInput(f"{path}: optimizer state does not match trainer.optimizer ({err})") from None
     set_rng_state(ckpt["rng"])
-    return Progress(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["images_seen"],
-                    ckpt["train_seconds"], ckpt["skipped_images"], dict(ckpt["metrics"]))
+    return Progress(
+        ckpt["step"],
+        ckpt["epoch"],
+        ckpt["batch_in_epoch"],
+        ckpt["images_seen"],
+        ckpt["train_seconds"],
+        ckpt["skipped_images"],
+        dict(ckpt["metrics"]),
+    )
 
 
-def _final_metrics(config: Config, progress: Progress) -> dict:
+def _final_metrics(config: Config, progress: Progress, dataset_size: int) -> dict:
     metrics = {
         "task": config.task.name,
         "backbone": config.model.backbone,
         "steps": progress.step,
-        "epochs": round(progress.epoch + progress.batch_in_epoch / max(1, math.inf), 3),
+        "epochs": round(progress.images_seen / dataset_size, 3),
         "images_seen": progress.images_seen,
         "train_seconds": round(progress.train_seconds, 2),
         "images_per_s": round(progress.images_seen / max(1e-9, progress.train_seconds), 1),

@@ -1,0 +1,97 @@
+import pytest
+import yaml
+
+from ssl_pretrain.cli import main
+from ssl_pretrain.config import apply_overrides, build_config, load_config
+from ssl_pretrain.errors import BadInput, ConfigError
+
+
+def test_defaults_are_resolved_for_every_key():
+    config = build_config({})
+    resolved = config.to_dict()
+    assert resolved["task"] == {"name": "dae", "corruption": "masking", "level": 0.4, "upsample": "nearest"}
+    assert resolved["model"]["backbone"] == "small_resnet" and resolved["model"]["widths"] == [32, 64, 128]
+    assert resolved["run_name"] == "fashion_mnist-dae"
+    assert resolved["trainer"]["batch_size"] == 128
+
+
+def test_overrides_are_yaml_typed_and_dotted():
+    raw = apply_overrides({"trainer": {"lr": 0.1}}, ["trainer.max_steps=50", "model.widths=[8, 16]", "data.root=null"])
+    assert raw == {"trainer": {"lr": 0.1, "max_steps": 50}, "model": {"widths": [8, 16]}, "data": {"root": None}}
+    config = build_config(raw)
+    assert config.trainer.max_steps == 50 and config.model.options["widths"] == [8, 16]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.bogus=1", "trainer.bogus"),
+        ("bogus=1", "bogus"),
+        ("trainer.batch_size=abc", "trainer.batch_size"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("trainer.lr=-1", "trainer.lr"),
+        ("trainer.optimizer=adam", "trainer.optimizer"),
+        ("trainer.resume=1", "trainer.resume"),
+        ("data.name=mnist", "data.name"),
+        ("data.channels=2", "data.channels"),
+        ("model.backbone=resnet999", "model.backbone"),
+        ("model.widths=wide", "model.widths"),
+        ("model.depth=3", "model.depth"),
+        ("task.name=jigsaw", "task.name"),
+        ("task.corruption=blur", "task.corruption"),
+        ("task.noise=0.1", "task.noise"),
+        ("device=gpu", "device"),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{key}: ")
+
+
+def test_int_is_accepted_for_float_but_bool_is_not_an_int():
+    assert load_config(None, ["trainer.lr=1"]).trainer.lr == 1.0
+    with pytest.raises(ConfigError):
+        load_config(None, ["trainer.batch_size=true"])
+
+
+def test_yaml_file_is_read_with_safe_load(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("seed: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(BadInput, match="not valid YAML"):
+        load_config(path)
+
+
+def test_shipped_config_is_valid():
+    config = load_config("configs/fashion_mnist/dae.yaml")
+    assert config.task.name == "dae" and config.data.name == "fashion_mnist"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", "trainer.nope=3"],
+        ["pretrain", "-c", "missing.yaml"],
+        ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", "task.level=1.5"],
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssl-pretrain: error: ")
+    assert "Traceback" not in err[0]
+
+
+def test_cross_option_check_names_the_task_key(capsys):
+    assert (
+        main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", "task.upsample=max_unpool", "output_dir=/tmp/never"])
+        == 2
+    )
+    assert "task.upsample: max_unpool needs" in capsys.readouterr().err
+
+
+def test_resolved_config_round_trips_through_yaml():
+    config = load_config("configs/fashion_mnist/dae.yaml", ["trainer.max_steps=7"])
+    again = build_config(yaml.safe_load(yaml.safe_dump(config.to_dict())))
+    assert again.to_dict() == config.to_dict()

@@ -1,0 +1,78 @@
+import json
+
+import torch
+
+from ssl_pretrain.cli import main
+from ssl_pretrain.config import load_config
+from ssl_pretrain.data import DataInfo
+from ssl_pretrain.encoders import build_encoder
+from ssl_pretrain.evaluation.logistic import fit_logistic_regression, top1
+from ssl_pretrain.evaluation.probe import probe_encoder
+from ssl_pretrain.evaluation.splits import labeled_splits, stratified_split
+
+from .conftest import folder_overrides
+
+
+def test_logistic_regression_separates_separable_classes():
+    torch.manual_seed(0)
+    centers = torch.randn(4, 16) * 4
+    labels = torch.arange(400) % 4
+    features = centers[labels] + torch.randn(400, 16)
+    classifier = fit_logistic_regression(features, labels, 4, l2=1e-3, max_iter=100)
+    assert top1(classifier, features, labels) > 98
+    assert classifier.weight.shape == (4, 16)
+
+
+def test_l2_shrinks_the_weights():
+    torch.manual_seed(0)
+    features, labels = torch.randn(200, 8), torch.randint(0, 3, (200,))
+    weak = fit_logistic_regression(features, labels, 3, l2=1e-4)
+    strong = fit_logistic_regression(features, labels, 3, l2=1.0)
+    assert strong.weight.norm() < 0.5 * weak.weight.norm()
+
+
+def test_stratified_split_holds_out_the_fraction_of_every_class():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    keep, held = stratified_split(labels, 0.2, seed=1)
+    assert sorted(torch.cat([keep, held]).tolist()) == list(range(100))
+    assert torch.bincount(labels[held]).tolist() == [10, 6, 4]
+    assert torch.equal(held, stratified_split(labels, 0.2, seed=1)[1])
+
+
+def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
+    config = load_config(None, folder_overrides(image_folder, tmp_path))
+    encoder = build_encoder("small_resnet", {"widths": [4, 8], "blocks": [1, 1]}, 3, 16, [0.5] * 3, [0.25] * 3)
+    encoder.train()
+    # Non-trivial BatchNorm buffers, so an accidental train-mode pass would change them.
+    with torch.no_grad():
+        encoder(torch.rand(8, 3, 16, 16))
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    train, test = labeled_splits(config)
+    row = probe_encoder(
+        "pretrained", encoder, train, test, DataInfo(3, 16, [0.5] * 3, [0.25] * 3), config, torch.device("cpu")
+    )
+    after = encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not encoder.training
+    assert row["feature_dim"] == 8 and 0 <= row["top1"] <= 100
+
+
+def test_probe_command_uses_the_runs_config_and_writes_probe_json(image_folder, tmp_path, capsys):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["probe", f"probe.encoder={run}", "probe.control=random_init"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained" in out and "random_init" in out
+    report = json.loads((run / "probe.json").read_text())
+    assert [r["encoder"] for r in report["results"]] == ["pretrained", "random_init"]
+    protocol = report["protocol"]
+    assert protocol["encoder_mode"] == "eval, frozen" and protocol["backbone"] == "small_resnet"
+    # 12 images a class, 20% held out per class: 10 + 10 + 10 to train, 2 + 2 + 2 to test.
+    assert protocol["train_split"].endswith("30 images") and protocol["test_split"].endswith("6 images")
+    assert protocol["image_size"] == 16
+    assert all(0 <= r["top1"] <= 100 for r in report["results"])
+
+
+def test_probe_without_encoder_or_config_is_bad_input(capsys):
+    assert main(["probe"]) == 2
+    assert "probe.encoder" in capsys.readouterr().err
