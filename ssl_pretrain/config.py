@@ -177,34 +177,27 @@ def _build_section(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
-def _build_model(raw: Any) -> ModelConfig:
-    from .encoders import ENCODERS
-
+def _build_registered(raw: Any, section: str, name_key: str, default: str, registry: dict) -> tuple[str, dict]:
+    """``(name, options)`` of a registry-backed section (``model``: backbone, ``task``: name)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(section, f"must be a mapping of keys, got {raw!r}")
     raw = dict(raw or {})
-    backbone = check_value(raw.pop("backbone", ModelConfig.backbone), str, "model.backbone")
-    if backbone not in ENCODERS:
-        raise ConfigError("model.backbone", f"unknown backbone {backbone!r}; accepted: {', '.join(ENCODERS)}")
-    return ModelConfig(backbone, resolve_options(ENCODERS[backbone], raw, "model"))
-
-
-def _build_task(raw: Any) -> TaskConfig:
-    from .tasks import TASKS
-
-    raw = dict(raw or {})
-    name = check_value(raw.pop("name", TaskConfig.name), str, "task.name")
-    if name not in TASKS:
-        raise ConfigError("task.name", f"unknown task {name!r}; accepted: {', '.join(TASKS)}")
-    return TaskConfig(name, resolve_options(TASKS[name], raw, "task"))
+    key = f"{section}.{name_key}"
+    name = check_value(raw.pop(name_key, default), str, key)
+    if name not in registry:
+        raise ConfigError(key, f"unknown {name_key} {name!r}; accepted: {', '.join(registry)}")
+    return name, resolve_options(registry[name], raw, section)
 
 
 def build_config(raw: dict) -> Config:
     """Validate a raw nested mapping into a :class:`Config`; raises ConfigError naming the bad key."""
     raw = dict(raw)
     sections = {name: _build_section(cls, raw.pop(name, None), f"{name}.") for name, cls in _FIXED_SECTIONS.items()}
-    if not isinstance(raw.get("model", {}) or {}, dict) or not isinstance(raw.get("task", {}) or {}, dict):
-        raise ConfigError("model" if not isinstance(raw.get("model", {}) or {}, dict) else "task", "must be a mapping")
-    model = _build_model(raw.pop("model", None))
-    task = _build_task(raw.pop("task", None))
+    from .encoders import ENCODERS
+    from .tasks import TASKS
+
+    model = ModelConfig(*_build_registered(raw.pop("model", None), "model", "backbone", "small_resnet", ENCODERS))
+    task = TaskConfig(*_build_registered(raw.pop("task", None), "task", "name", "dae", TASKS))
     top = _build_section(_TopLevel, raw, "")
     config = Config(**dataclasses.asdict(top), model=model, task=task, **sections)
     if config.run_name is None:

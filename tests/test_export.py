@@ -15,6 +15,36 @@ from .conftest import folder_overrides
 def resnet_run(image_folder, tmp_path):
     overrides = [o for o in folder_overrides(image_folder, tmp_path) if not o.startswith("model.")]
     overrides.append("model={backbone: resnet18}")  # replaces the config's small_resnet options
+    args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *overrides, "trainer.max_steps=1", "data.image_size=32"]
+    assert main(args) == 0
+    return tmp_path / "run"
+
+
+def test_torchvision_encoder_pt_loads_strictly_into_plain_torchvision(resnet_run):
+    state = torch.load(resnet_run / "encoder.pt", weights_only=True)
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Identity()
+    model.load_state_dict(state, strict=True)
+    spec = yaml.safe_load((resnet_run / "encoder.yaml").read_text())
+    assert spec["torchvision_model"] == "resnet18" and spec["in_channels"] == 3 and spec["image_size"] == 32
+    assert spec["num_features"] == 512 and len(spec["mean"]) == 3
+    encoder = load_encoder(resnet_run).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(encoder.normalize(x)), encoder(x), atol=1e-5)
+
+
+def test_export_command_matches_the_run_export(resnet_run, tmp_path):
+    out = tmp_path / "exported"
+    assert main(["export", str(resnet_run / "checkpoints" / "last.pt"), str(out)]) == 0
+    a = torch.load(resnet_run / "encoder.pt", weights_only=True)
+    b = torch.load(out / "encoder.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["export", str(resnet_run / "checkpoints" / "last.pt"), str(tmp_path / "enc.pt")]) == 0
+    assert (tmp_path / "enc.yaml").is_file()
+
+
+def test_every_encoder_source_gives_the_same_features(image_folder, tmp_path):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     x = torch.rand(2, 3, 16, 16)
