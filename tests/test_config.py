@@ -63,9 +63,11 @@ def test_yaml_file_is_read_with_safe_load(tmp_path):
         load_config(path)
 
 
-def test_shipped_config_is_valid():
-    config = load_config("configs/fashion_mnist/dae.yaml")
-    assert config.task.name == "dae" and config.data.name == "fashion_mnist"
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("configs/*/*.yaml")))
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path)
+    assert config.data.name == path.split("/")[1]
+    assert config.task.name == path.split("/")[2].removesuffix(".yaml")
 
 
 @pytest.mark.parametrize(
