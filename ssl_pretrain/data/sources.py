@@ -19,10 +19,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 class Batch(NamedTuple):
     """``images``: ``(B, C, H, W)`` uint8; ``labels``: ``(B,)`` int64, -1 where unknown;
-    ``skipped``: paths of files that could not be decoded (dropped from the batch)."""
+    ``indices``: ``(B,)`` int64 positions in the dataset; ``skipped``: paths of files that could
+    not be decoded (dropped from the batch)."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    indices: torch.Tensor
     skipped: list
 
 
@@ -41,7 +43,7 @@ class TensorImages(Dataset):
 
     def __getitems__(self, indices: list[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return Batch(self.images[idx], self.labels[idx], [])
+        return Batch(self.images[idx], self.labels[idx], idx, [])
 
     def subset(self, indices: torch.Tensor) -> TensorImages:
         return TensorImages(self.images[indices], self.labels[indices], self.description)
@@ -103,7 +105,7 @@ class FolderImages(Dataset):
         return len(self.files)
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        images, labels, skipped = [], [], []
+        images, labels, kept, skipped = [], [], [], []
         for i in indices:
             array = decode_image(self.files[i], self.image_size, self.channels)
             if array is None:
@@ -111,10 +113,11 @@ class FolderImages(Dataset):
                 continue
             images.append(torch.from_numpy(array.copy()))
             labels.append(self.labels[i])
+            kept.append(i)
         if not images:
             empty = torch.zeros(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
-            return Batch(empty, torch.zeros(0, dtype=torch.long), skipped)
-        return Batch(torch.stack(images), torch.stack(labels), skipped)
+            return Batch(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), skipped)
+        return Batch(torch.stack(images), torch.stack(labels), torch.as_tensor(kept, dtype=torch.long), skipped)
 
     def subset(self, indices: torch.Tensor) -> FolderImages:
         idx = indices.tolist()

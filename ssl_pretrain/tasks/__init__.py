@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from .base import PretextTask
 from .dae import DenoisingAutoencoder
+from .exemplar import Exemplar
+from .relative_patch import RelativePatchLocation
+from .rotation import RotationPrediction
 
 TASKS: dict[str, type[PretextTask]] = {
     "dae": DenoisingAutoencoder,
+    "exemplar": Exemplar,
+    "relative_patch": RelativePatchLocation,
+    "rotation": RotationPrediction,
 }
 
-__all__ = ["TASKS", "PretextTask", "DenoisingAutoencoder"]
+__all__ = ["TASKS", "DenoisingAutoencoder", "Exemplar", "PretextTask", "RelativePatchLocation", "RotationPrediction"]

@@ -21,8 +21,15 @@ class PretextTask(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def make_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Build ``(inputs, targets)`` from unlabeled images, on their device, with random parameters."""
+    def select_images(self, num_images: int, seed: int) -> torch.Tensor | None:
+        """Indices of the pretraining images this task trains on (None: all); called once."""
+        return None
+
+    def make_batch(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Build ``(inputs, targets)`` from unlabeled images, on their device, with random parameters.
+
+        ``indices``: ``(B,)`` positions of the images in the (selected) pretraining set.
+        """
         raise NotImplementedError
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -33,5 +40,5 @@ class PretextTask(nn.Module):
         raise NotImplementedError
 
     def previews(self, inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Image grids for TensorBoard: name -> ``(N, C, H, W)`` in ``[0, 1]``."""
+        """Image grids for TensorBoard: name -> ``(rows, cols, C, H, W)`` in ``[0, 1]``."""
         return {}

@@ -56,7 +56,7 @@ class DenoisingAutoencoder(PretextTask):
             _dry_run_records(encoder), encoder.num_features, encoder.spec["in_channels"], upsample
         )
 
-    def make_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, H, W)`` clean -> (corrupted, clean), both ``(B, C, H, W)`` in pixel units."""
         if getattr(self.corrupt, "device", None) != images.device:
             self.corrupt.set_rng_device_and_dtype(images.device, images.dtype)  # draw noise where the images are
@@ -75,7 +75,7 @@ class DenoisingAutoencoder(PretextTask):
     def previews(self, inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         recon = (outputs * self.encoder.std + self.encoder.mean).clamp(0, 1)
         n = min(8, len(inputs))
-        return {"dae/corrupted_target_reconstruction": torch.cat([inputs[:n].clamp(0, 1), targets[:n], recon[:n]])}
+        return {"dae/corrupted_target_reconstruction": torch.stack([inputs[:n].clamp(0, 1), targets[:n], recon[:n]])}
 
 
 def _dry_run_records(encoder: Encoder) -> list:

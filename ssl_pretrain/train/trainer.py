@@ -55,6 +55,9 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     info = data_info(config.data)
     task = make_task(config, make_encoder(config, info)).to(device)
     dataset = open_split(config.data, "pretrain")
+    chosen = task.select_images(len(dataset), config.seed)
+    if chosen is not None:
+        dataset = dataset.subset(chosen)
     run_dir = check_run_dir(config, resume)
 
     sampler = EpochBatchSampler(len(dataset), config.trainer.batch_size, config.seed)
@@ -103,7 +106,7 @@ def _train(config, task, loader, sampler, info, device, optimizer, scheduler, pr
                 continue
             t0 = time.perf_counter()
             images = to_device_float(batch.images, info, device)
-            inputs, targets = task.make_batch(images)
+            inputs, targets = task.make_batch(images, batch.indices.to(device))
             outputs = task(inputs)
             loss, metrics = task.loss(outputs, targets)
             if not torch.isfinite(loss):
@@ -162,7 +165,8 @@ def _log_scalars(writer: SummaryWriter, progress: Progress, optimizer, rate: flo
 @torch.no_grad()
 def _log_images(writer: SummaryWriter, task, inputs, targets, outputs, step: int) -> None:
     for name, images in task.previews(inputs, targets, outputs).items():
-        writer.add_image(name, make_grid(images.detach().float().cpu(), nrow=min(8, len(images) // 3 or 1)), step)
+        grid = make_grid(images.detach().float().cpu().flatten(0, 1), nrow=images.shape[1], pad_value=1.0)
+        writer.add_image(name, grid, step)
 
 
 def _save_checkpoint(run_dir: Path, config: Config, task, optimizer, scheduler, progress: Progress) -> None:
