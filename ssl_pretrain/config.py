@@ -67,12 +67,14 @@ class TrainerConfig:
 @dataclass
 class ProbeConfig:
     encoder: str | None = None
-    control: Literal["none", "random_init"] = "none"
+    control: Literal["none", "random_init", "raw_pixels", "all"] = "none"
     max_iter: int = _positive(200)
     l2: float = _non_negative(1e-4)
     batch_size: int = _positive(512)
     train_limit: int | None = _positive(None)
     test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1)")
+    resize: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 px or null (the encoder's input size)")
+    patch_grid: bool = False
 
 
 @dataclass

@@ -1,8 +1,10 @@
 import pytest
 import yaml
 
+from ssl_pretrain.build import make_encoder, make_task
 from ssl_pretrain.cli import main
 from ssl_pretrain.config import apply_overrides, build_config, load_config
+from ssl_pretrain.data import DataInfo
 from ssl_pretrain.errors import BadInput, ConfigError
 
 
@@ -68,6 +70,10 @@ def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     assert config.data.name == path.split("/")[1]
     assert config.task.name == path.split("/")[2].removesuffix(".yaml")
+    channels, size = {"fashion_mnist": (1, 28), "cifar10": (3, 32), "stl10": (3, 96)}[config.data.name]
+    info = DataInfo(channels, size, [0.5] * channels, [0.25] * channels)
+    task = make_task(config, make_encoder(config, info))  # every task option is accepted by its task
+    assert task.encoder.spec["image_size"] == size
 
 
 @pytest.mark.parametrize(

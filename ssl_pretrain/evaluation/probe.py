@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,15 +14,17 @@ from ..data import DataInfo
 from ..encoders import Encoder, encoder_from_spec
 from ..errors import ConfigError
 from ..runs import write_json
+from ..tasks.patches import PatchGeometry, default_geometry
 from ..train.rng import seed_everything
 from .encoder_source import load_encoder, run_dir_of
 from .features import extract_features
 from .logistic import fit_logistic_regression, top1
+from .patch_grid import PatchGridFeatures
 from .splits import labeled_splits
 
 
 def probe_encoder(
-    name: str, encoder: Encoder, train, test, info: DataInfo, config: Config, device: torch.device
+    name: str, encoder: Encoder | torch.nn.Module, train, test, info: DataInfo, config: Config, device: torch.device
 ) -> dict:
     """Extract features once, fit the logistic regression, return the result row."""
     start = time.perf_counter()
@@ -34,12 +37,54 @@ def probe_encoder(
     classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
     return {
         "encoder": name,
-        "layer": "pooled",
+        "layer": "pixels"
+        if isinstance(encoder, RawPixels)
+        else "patch_grid"
+        if isinstance(encoder, PatchGridFeatures)
+        else "pooled",
         "feature_dim": train_x.shape[1],
         "top1": round(top1(classifier, test_x, test_y), 2),
         "train_top1": round(top1(classifier, train_x, train_y), 2),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """How the probe shows images to an encoder: at which size, whole or as a 3x3 patch grid."""
+
+    image_size: int
+    geometry: PatchGeometry | None
+    patch_norm: bool
+
+    @property
+    def pooling(self) -> str:
+        if self.geometry is None:
+            return "global average pooling of the last stage"
+        return "mean over a 3x3 patch grid (no jitter) of each patch's globally pooled last stage"
+
+    def wrap(self, encoder: Encoder) -> Encoder | PatchGridFeatures:
+        return encoder if self.geometry is None else PatchGridFeatures(encoder, self.geometry, self.patch_norm)
+
+
+def probe_view(config: Config, spec: dict) -> ProbeView:
+    """``probe.resize`` and ``probe.patch_grid``; a relative-patch run's own grid is the default grid."""
+    task = config.task.options if config.task.name == "relative_patch" else {}
+    size = config.probe.resize or (task.get("resize") if config.probe.patch_grid else None) or spec["image_size"]
+    if not config.probe.patch_grid:
+        return ProbeView(size, None, False)
+    try:
+        geometry = default_geometry(size, task.get("patch"), task.get("gap"), jitter=0)
+    except ValueError as err:
+        raise ConfigError("probe.patch_grid", f"{err} (set probe.resize)") from None
+    return ProbeView(size, geometry, bool(task.get("patch_norm", True)))
+
+
+class RawPixels(torch.nn.Module):
+    """The control every probe should beat: the normalised pixels themselves, ``(B, C, H, W) -> (B, C*H*W)``."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
 
 
 def run_probe(config: Config) -> dict:
@@ -50,25 +95,30 @@ def run_probe(config: Config) -> dict:
     seed_everything(config.seed)
     encoder = load_encoder(config.probe.encoder)
     spec = encoder.spec
-    info = DataInfo(spec["in_channels"], spec["image_size"], spec["mean"], spec["std"])
+    view = probe_view(config, spec)
+    info = DataInfo(spec["in_channels"], view.image_size, spec["mean"], spec["std"])
     train, test = labeled_splits(config)
-    rows = [probe_encoder("pretrained", encoder, train, test, info, config, device)]
-    if config.probe.control == "random_init":
+    rows = [probe_encoder("pretrained", view.wrap(encoder), train, test, info, config, device)]
+    if config.probe.control in ("random_init", "all"):
         torch.manual_seed(config.seed)
-        rows.append(probe_encoder("random_init", encoder_from_spec(spec), train, test, info, config, device))
+        control = view.wrap(encoder_from_spec(spec))
+        rows.append(probe_encoder("random_init", control, train, test, info, config, device))
+    if config.probe.control in ("raw_pixels", "all"):
+        rows.append(probe_encoder("raw_pixels", RawPixels(), train, test, info, config, device))
     report = {
         "results": rows,
         "protocol": {
             "classifier": "multinomial logistic regression, L-BFGS, full batch, standardised features",
             "l2": config.probe.l2,
             "max_iter": config.probe.max_iter,
-            "pooling": "global average pooling of the last stage",
+            "pooling": view.pooling,
             "encoder_mode": "eval, frozen",
             "augmentation": "none",
             "train_limit": config.probe.train_limit,
             "train_split": f"{train.description}, {len(train)} images",
             "test_split": f"{test.description}, {len(test)} images",
             "image_size": info.image_size,
+            "patch_grid": view.geometry.__dict__ if view.geometry else None,
             "channels": info.channels,
             "encoder_source": str(config.probe.encoder),
             "backbone": spec["backbone"],

@@ -56,7 +56,7 @@ class DenoisingAutoencoder(PretextTask):
             _dry_run_records(encoder), encoder.num_features, encoder.spec["in_channels"], upsample
         )
 
-    def make_batch(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, images: torch.Tensor, indices: torch.Tensor | None = None):
         """``(B, C, H, W)`` clean -> (corrupted, clean), both ``(B, C, H, W)`` in pixel units."""
         if getattr(self.corrupt, "device", None) != images.device:
             self.corrupt.set_rng_device_and_dtype(images.device, images.dtype)  # draw noise where the images are

@@ -51,12 +51,21 @@ def multi_positive_nt_xent(embeddings: torch.Tensor, labels: torch.Tensor, tempe
     return loss.mean(), (labels[nearest] == labels).float().mean().detach()
 
 
-def exemplar_augmentation(channels: int, translate: float, scale: list[float], rotation: float, brightness: float,
-                          contrast: float, saturation: float, hue: float) -> nn.Sequential:
+def exemplar_augmentation(
+    channels: int,
+    translate: float,
+    scale: list[float],
+    rotation: float,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+) -> nn.Sequential:
     """Kornia pipeline with per-sample parameters; colour terms only for 3-channel images."""
     ops: list[nn.Module] = [
-        K.RandomAffine(degrees=rotation, translate=(translate, translate), scale=tuple(scale), p=1.0,
-                       padding_mode="reflection")
+        K.RandomAffine(
+            degrees=rotation, translate=(translate, translate), scale=tuple(scale), p=1.0, padding_mode="reflection"
+        )
     ]
     if brightness > 0:
         ops.append(K.RandomBrightness((1 - brightness, 1 + brightness), p=1.0))
@@ -103,13 +112,19 @@ class Exemplar(PretextTask):
     ):
         super().__init__(encoder)
         check_option(num_seeds is None or num_seeds >= 2, "num_seeds", f"must be >= 2 or null, got {num_seeds}")
-        check_option(num_seeds is not None or loss == "contrastive", "num_seeds",
-                     "null (every image) needs loss: contrastive; the classifier needs a fixed number of classes")
+        check_option(
+            num_seeds is not None or loss == "contrastive",
+            "num_seeds",
+            "null (every image) needs loss: contrastive; the classifier needs a fixed number of classes",
+        )
         check_option(copies >= 2, "copies", f"must be >= 2, got {copies}")
         check_option(0 <= translate <= 0.5, "translate", f"must be in [0, 0.5], got {translate}")
         check_option(len(scale) == 2 and 0 < scale[0] <= scale[1], "scale", f"must be [low, high] > 0, got {scale}")
-        check_option(0 <= brightness < 1 and 0 <= contrast < 1 and 0 <= saturation < 1, "contrast",
-                     "brightness, contrast and saturation must be in [0, 1)")
+        check_option(
+            0 <= brightness < 1 and 0 <= contrast < 1 and 0 <= saturation < 1,
+            "contrast",
+            "brightness, contrast and saturation must be in [0, 1)",
+        )
         check_option(0 <= hue <= 0.5, "hue", f"must be in [0, 0.5], got {hue}")
         check_option(temperature > 0, "temperature", f"must be > 0, got {temperature}")
         self.num_seeds = num_seeds
@@ -117,8 +132,9 @@ class Exemplar(PretextTask):
         self.loss_kind = loss
         self.temperature = temperature
         channels = encoder.spec["in_channels"]
-        self.augment = exemplar_augmentation(channels, translate, list(scale), rotation, brightness, contrast,
-                                             saturation, hue)
+        self.augment = exemplar_augmentation(
+            channels, translate, list(scale), rotation, brightness, contrast, saturation, hue
+        )
         d = encoder.num_features
         if loss == "classifier":
             self.head = nn.Linear(d, num_seeds)
@@ -130,8 +146,10 @@ class Exemplar(PretextTask):
         if self.num_seeds is None:
             return None
         if self.num_seeds > num_images:
-            raise BadInput(f"task.num_seeds: {self.num_seeds} seeds asked but the pretraining set has only "
-                           f"{num_images} images (lower task.num_seeds or raise data.limit)")
+            raise BadInput(
+                f"task.num_seeds: {self.num_seeds} seeds asked but the pretraining set has only "
+                f"{num_images} images (lower task.num_seeds or raise data.limit)"
+            )
         order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed + 1))
         return order[: self.num_seeds].sort().values
 

@@ -29,8 +29,9 @@ class PatchGeometry:
         return self.size // 3
 
 
-def default_geometry(size: int, patch: int | None = None, gap: int | None = None,
-                     jitter: int | None = None) -> PatchGeometry:
+def default_geometry(
+    size: int, patch: int | None = None, gap: int | None = None, jitter: int | None = None
+) -> PatchGeometry:
     """Scale the grid with the image: gap ~ 1/4 of a cell, jitter ~ gap / 2 (e.g. 96 px: 32 px
     cells, 24 px patches, gap 8, jitter 4; 224 px: 74 px cells, 56 px patches, gap 18, jitter 9)."""
     cell = size // 3
@@ -38,8 +39,9 @@ def default_geometry(size: int, patch: int | None = None, gap: int | None = None
     patch = cell - gap if patch is None else patch
     jitter = max(0, gap // 2) if jitter is None else jitter
     if patch < 4 or 3 * patch + 2 * gap > size + 2 * jitter or gap < 0 or jitter < 0:
-        raise ValueError(f"a 3x3 grid of {patch} px patches with gap {gap} and jitter {jitter} "
-                         f"does not fit a {size} px image")
+        raise ValueError(
+            f"a 3x3 grid of {patch} px patches with gap {gap} and jitter {jitter} does not fit a {size} px image"
+        )
     return PatchGeometry(size, patch, gap, jitter)
 
 

@@ -107,8 +107,9 @@ class RelativePatchLocation(PretextTask):
     def cut_patches(self, images: torch.Tensor, jitter: bool = True) -> torch.Tensor:
         """``(B, C, H, W)`` -> the 9 grid patches ``(B, 9, C, p, p)``, in reading order."""
         if self.resize and images.shape[-1] != self.resize:
-            images = F.interpolate(images, size=(self.resize, self.resize), mode="bilinear", antialias=True,
-                                   align_corners=False)
+            images = F.interpolate(
+                images, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False
+            )
         self.last_origins = grid_origins(len(images), self.geometry, images.device, jitter)
         return extract_patches(images, self.last_origins, self.geometry.patch)
 

@@ -1,0 +1,34 @@
+"""The benchmark scripts' --smoke modes, so they do not rot (their figures come from full runs)."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("task", ["dae", "rotation", "exemplar", "relative_patch"])
+def test_pretext_benchmark_smoke(task, fashion_mnist_root, tmp_path):
+    done = _run(
+        "benchmarks/pretext_fashion_mnist.py",
+        "--task",
+        task,
+        "--smoke",
+        f"data.root={fashion_mnist_root}",
+        "data.download=false",
+        "model.widths=[4,8]",
+        "model.blocks=[1,1]",
+        "task.copies=2" if task == "exemplar" else "seed=0",
+    )
+    assert done.returncode == 0, done.stderr
+    row = done.stdout.strip().splitlines()[-1]
+    assert row.startswith(f"| {task} |") and row.count("%") >= 3
+
+
+def test_relative_patch_encoding_benchmark_smoke():
+    done = _run("benchmarks/relative_patch_encoding.py", "--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "| naive pair-wise | 16 |" in done.stdout and "Same logits in eval mode: True" in done.stdout
