@@ -75,6 +75,7 @@ class ProbeConfig:
     test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1)")
     resize: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 px or null (the encoder's input size)")
     patch_grid: bool = False
+    pool: int = _ranged(1, lambda v: 1 <= v <= 8, "in 1..8 (1: global average pooling)")
 
 
 @dataclass

@@ -24,8 +24,9 @@ def test_pretext_benchmark_smoke(task, fashion_mnist_root, tmp_path):
         "task.copies=2" if task == "exemplar" else "seed=0",
     )
     assert done.returncode == 0, done.stderr
-    row = done.stdout.strip().splitlines()[-1]
-    assert row.startswith(f"| {task} |") and row.count("%") >= 3
+    lines = done.stdout.strip().splitlines()
+    assert any(line.startswith(f"| {task} | small_resnet") for line in lines)
+    assert lines[-1].startswith("| `probe.pool=1` | pooled | 8 |") and lines[-1].count("%") == 3
 
 
 def test_relative_patch_encoding_benchmark_smoke():

@@ -6,6 +6,7 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.config import load_config
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.encoders import build_encoder
+from ssl_pretrain.evaluation.feature_view import FeatureView
 from ssl_pretrain.evaluation.logistic import fit_logistic_regression, top1
 from ssl_pretrain.evaluation.probe import probe_encoder
 from ssl_pretrain.evaluation.splits import labeled_splits, stratified_split
@@ -49,7 +50,13 @@ def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     train, test = labeled_splits(config)
     row = probe_encoder(
-        "pretrained", encoder, train, test, DataInfo(3, 16, [0.5] * 3, [0.25] * 3), config, torch.device("cpu")
+        "pretrained",
+        FeatureView(encoder),
+        train,
+        test,
+        DataInfo(3, 16, [0.5] * 3, [0.25] * 3),
+        config,
+        torch.device("cpu"),
     )
     after = encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -76,3 +83,24 @@ def test_probe_command_uses_the_runs_config_and_writes_probe_json(image_folder, 
 def test_probe_without_encoder_or_config_is_bad_input(capsys):
     assert main(["probe"]) == 2
     assert "probe.encoder" in capsys.readouterr().err
+
+
+def test_spatially_pooled_view_flattens_the_last_stage_pooled_to_a_grid():
+    encoder = build_encoder("small_resnet", {"widths": [4, 8], "blocks": [1, 1]}, 3, 16, [0.5] * 3, [0.25] * 3).eval()
+    x = torch.rand(2, 3, 16, 16)
+    maps = encoder.forward_maps(x)  # (2, 8, 8, 8)
+    view = FeatureView(encoder, pool=2)
+    features = view.forward_features(x)
+    assert features.shape == (2, 8 * 4) and view.layer == "last_stage_2x2"
+    top_left = maps[:, :, :4, :4].mean(dim=(2, 3))
+    assert torch.allclose(features.view(2, 8, 2, 2)[..., 0, 0], top_left, atol=1e-6)
+    assert torch.allclose(FeatureView(encoder).forward_features(x), maps.mean(dim=(2, 3)), atol=1e-6)
+
+
+def test_probe_pool_option_is_recorded_with_its_protocol(image_folder, tmp_path):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["probe", f"probe.encoder={run}", "probe.pool=2", "probe.control=random_init"]) == 0
+    report = json.loads((run / "probe.json").read_text())
+    assert [(r["layer"], r["feature_dim"]) for r in report["results"]] == [("last_stage_2x2", 32)] * 2
+    assert report["protocol"]["pooling"] == "average pooling to 2x2 of the last stage"

@@ -5,7 +5,7 @@ import torch
 
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import OptionError
-from ssl_pretrain.evaluation.patch_grid import PatchGridFeatures
+from ssl_pretrain.evaluation.feature_view import FeatureView
 from ssl_pretrain.tasks import RelativePatchLocation
 from ssl_pretrain.tasks.patches import (
     CENTRE,
@@ -177,7 +177,7 @@ def test_previews_paste_the_patches_where_they_were_cut():
 
 def test_patch_grid_probe_features_are_the_mean_of_the_nine_grid_patches():
     task = _task(48).eval()
-    view = PatchGridFeatures(task.encoder, default_geometry(48, jitter=0), patch_norm=True)
+    view = FeatureView(task.encoder, geometry=default_geometry(48, jitter=0), patch_norm=True)
     images = torch.rand(3, 1, 48, 48)
     with torch.no_grad():
         torch.manual_seed(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,17 +13,17 @@ from ..data import DataInfo
 from ..encoders import Encoder, encoder_from_spec
 from ..errors import ConfigError
 from ..runs import write_json
-from ..tasks.patches import PatchGeometry, default_geometry
+from ..tasks.patches import default_geometry
 from ..train.rng import seed_everything
 from .encoder_source import load_encoder, run_dir_of
+from .feature_view import FeatureView, RawPixels
 from .features import extract_features
 from .logistic import fit_logistic_regression, top1
-from .patch_grid import PatchGridFeatures
 from .splits import labeled_splits
 
 
 def probe_encoder(
-    name: str, encoder: Encoder | torch.nn.Module, train, test, info: DataInfo, config: Config, device: torch.device
+    name: str, encoder: FeatureView | RawPixels, train, test, info: DataInfo, config: Config, device: torch.device
 ) -> dict:
     """Extract features once, fit the logistic regression, return the result row."""
     start = time.perf_counter()
@@ -37,11 +36,7 @@ def probe_encoder(
     classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
     return {
         "encoder": name,
-        "layer": "pixels"
-        if isinstance(encoder, RawPixels)
-        else "patch_grid"
-        if isinstance(encoder, PatchGridFeatures)
-        else "pooled",
+        "layer": encoder.layer,
         "feature_dim": train_x.shape[1],
         "top1": round(top1(classifier, test_x, test_y), 2),
         "train_top1": round(top1(classifier, train_x, train_y), 2),
@@ -49,42 +44,18 @@ def probe_encoder(
     }
 
 
-@dataclass(frozen=True)
-class ProbeView:
-    """How the probe shows images to an encoder: at which size, whole or as a 3x3 patch grid."""
-
-    image_size: int
-    geometry: PatchGeometry | None
-    patch_norm: bool
-
-    @property
-    def pooling(self) -> str:
-        if self.geometry is None:
-            return "global average pooling of the last stage"
-        return "mean over a 3x3 patch grid (no jitter) of each patch's globally pooled last stage"
-
-    def wrap(self, encoder: Encoder) -> Encoder | PatchGridFeatures:
-        return encoder if self.geometry is None else PatchGridFeatures(encoder, self.geometry, self.patch_norm)
-
-
-def probe_view(config: Config, spec: dict) -> ProbeView:
-    """``probe.resize`` and ``probe.patch_grid``; a relative-patch run's own grid is the default grid."""
+def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, FeatureView]:
+    """Image size and feature view from ``probe.resize``, ``probe.pool``, ``probe.patch_grid``; a
+    relative-patch run's own grid (size, patch, gap, per-patch normalisation) is the default grid."""
     task = config.task.options if config.task.name == "relative_patch" else {}
     size = config.probe.resize or (task.get("resize") if config.probe.patch_grid else None) or spec["image_size"]
     if not config.probe.patch_grid:
-        return ProbeView(size, None, False)
+        return size, FeatureView(encoder, config.probe.pool)
     try:
         geometry = default_geometry(size, task.get("patch"), task.get("gap"), jitter=0)
     except ValueError as err:
         raise ConfigError("probe.patch_grid", f"{err} (set probe.resize)") from None
-    return ProbeView(size, geometry, bool(task.get("patch_norm", True)))
-
-
-class RawPixels(torch.nn.Module):
-    """The control every probe should beat: the normalised pixels themselves, ``(B, C, H, W) -> (B, C*H*W)``."""
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
+    return size, FeatureView(encoder, config.probe.pool, geometry, bool(task.get("patch_norm", True)))
 
 
 def run_probe(config: Config) -> dict:
@@ -95,13 +66,13 @@ def run_probe(config: Config) -> dict:
     seed_everything(config.seed)
     encoder = load_encoder(config.probe.encoder)
     spec = encoder.spec
-    view = probe_view(config, spec)
-    info = DataInfo(spec["in_channels"], view.image_size, spec["mean"], spec["std"])
+    size, view = probe_view(config, spec, encoder)
+    info = DataInfo(spec["in_channels"], size, spec["mean"], spec["std"])
     train, test = labeled_splits(config)
-    rows = [probe_encoder("pretrained", view.wrap(encoder), train, test, info, config, device)]
+    rows = [probe_encoder("pretrained", view, train, test, info, config, device)]
     if config.probe.control in ("random_init", "all"):
         torch.manual_seed(config.seed)
-        control = view.wrap(encoder_from_spec(spec))
+        control = FeatureView(encoder_from_spec(spec), view.pool, view.geometry, view.patch_norm)
         rows.append(probe_encoder("random_init", control, train, test, info, config, device))
     if config.probe.control in ("raw_pixels", "all"):
         rows.append(probe_encoder("raw_pixels", RawPixels(), train, test, info, config, device))
