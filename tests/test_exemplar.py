@@ -10,6 +10,7 @@ from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import BadInput, OptionError
 from ssl_pretrain.tasks import Exemplar
 from ssl_pretrain.tasks.exemplar import multi_positive_nt_xent
+from ssl_pretrain.tasks.preview import label_each
 
 
 def _task(channels=1, **options):
@@ -134,6 +135,6 @@ def test_previews_show_each_seed_then_its_copies():
     images = torch.rand(5, 1, 16, 16)
     inputs, labels = task.make_batch(images, torch.arange(5))
     grid = task.previews(inputs, labels, None)["exemplar/seed_then_copies"]
-    assert grid.shape == (4, 4, 1, 16, 16)
-    assert torch.equal(grid[:, 0], images[:4])
-    assert torch.equal(grid[1, 1:], inputs[3:6].clamp(0, 1))
+    assert grid.shape == (4, 4, 3, 48, 48)
+    assert torch.equal(grid[:, 0], label_each(images[:4], ["seed"] * 4))
+    assert torch.equal(grid[1, 1:], label_each(inputs[3:6], ["1"] * 3))  # seed 1's copies, marked with its class

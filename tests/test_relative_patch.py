@@ -167,12 +167,17 @@ def test_previews_paste_the_patches_where_they_were_cut():
     images = torch.rand(2, 1, 48, 48)
     patches, labels = task.make_batch(images)
     canvas = task.previews(patches, labels, None)["relative_patch/patch_grids"][0]
-    assert canvas.shape == (2, 1, 48, 48)
-    y, x = task.last_origins[0, CENTRE].tolist()
+    assert canvas.shape == (2, 3, 4 * 48, 4 * 48)  # upscaled 4x, RGB so the labels show in red
     p = task.geometry.patch
     stretched = (images[0] - patches[0].min()) / (patches[0].max() - patches[0].min())
-    assert torch.allclose(canvas[0, :, y : y + p, x : x + p], stretched[:, y : y + p, x : x + p], atol=1e-6)
-    assert canvas[0].max() == 1.0  # white gaps between the patches
+    red = canvas[0, 0] - canvas[0, 1] > 0.5
+    for k, (y, x) in enumerate(task.last_origins[0].tolist()):
+        # Bottom half of each patch: the image itself, at the position it was cut from.
+        shown = canvas[0, 0, 4 * (y + p // 2) : 4 * (y + p) : 4, 4 * x : 4 * (x + p) : 4]
+        assert torch.allclose(shown, stretched[0, y + p // 2 : y + p, x : x + p], atol=1 / 255)
+        # Top-left of each patch: its label (0..7 in reading order, centre "c") drawn in red.
+        assert red[4 * y : 4 * y + 16, 4 * x : 4 * x + 16].any(), k
+    assert (canvas[0] == 1.0).all(dim=0).any()  # white gaps between the patches
 
 
 def test_patch_grid_probe_features_are_the_mean_of_the_nine_grid_patches():

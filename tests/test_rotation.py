@@ -4,6 +4,7 @@ import torch
 
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.tasks import RotationPrediction
+from ssl_pretrain.tasks.preview import label_each
 from ssl_pretrain.tasks.rotation import balanced_labels
 
 
@@ -67,6 +68,6 @@ def test_previews_rows_hold_the_rotations_in_order():
     images = torch.rand(16, 1, 16, 16)
     inputs, labels = task.make_batch(images)
     grid = task.previews(inputs, labels, task(inputs))["rotation/rows_0_90_180_270"]
-    assert grid.shape == (4, 4, 1, 16, 16)
+    assert grid.shape == (4, 4, 3, 48, 48)  # upscaled 3x, RGB so the label shows in red
     for k in range(4):
-        assert torch.equal(grid[k], inputs[labels == k][:4])
+        assert torch.equal(grid[k], label_each(inputs[labels == k][:4], [str(90 * k)] * 4))

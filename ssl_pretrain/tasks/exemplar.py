@@ -27,6 +27,7 @@ from ..encoders import Encoder
 from ..errors import BadInput, check_option
 from .base import PretextTask
 from .heads import accuracy
+from .preview import label_each
 
 
 def multi_positive_nt_xent(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float):
@@ -169,9 +170,17 @@ class Exemplar(PretextTask):
         return loss, {"accuracy": acc}
 
     def previews(self, inputs, targets, outputs):
-        """Each row: a seed image, then its transformed copies."""
+        """Each row: a seed image, then its transformed copies, each marked with its surrogate class."""
         if self._last_seeds is None:
             return {}
         n = len(self._last_seeds)
-        copies = inputs[: n * self.copies].view(n, self.copies, *inputs.shape[1:])
-        return {"exemplar/seed_then_copies": torch.cat([self._last_seeds[:, None], copies], dim=1).clamp(0, 1)}
+        rows = []
+        for i in range(n):
+            copies = inputs[i * self.copies : (i + 1) * self.copies]
+            label = str(int(targets[i * self.copies]))
+            rows.append(
+                torch.cat(
+                    [label_each(self._last_seeds[i : i + 1], ["seed"]), label_each(copies, [label] * len(copies))]
+                )
+            )
+        return {"exemplar/seed_then_copies": torch.stack(rows)}

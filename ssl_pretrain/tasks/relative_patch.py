@@ -19,6 +19,7 @@ from ..errors import check_option
 from .base import PretextTask
 from .heads import accuracy, classifier_head
 from .patches import CENTRE, NEIGHBOURS, default_geometry, extract_patches, grid_origins
+from .preview import draw_labels, label_each
 from .rotation import balanced_labels
 
 
@@ -151,9 +152,18 @@ class RelativePatchLocation(PretextTask):
         (centre, neighbour) pairs."""
         shown = _to_unit_range(inputs[:8])
         if self.pairs != "all":
-            return {"relative_patch/centre_then_neighbour": shown}
-        canvas = paste_patches(shown, self.last_origins[: len(shown)], self.geometry.size)
-        return {"relative_patch/patch_grids": canvas.unsqueeze(0)}
+            n = len(shown)
+            centre = label_each(shown[:, 0], ["c"] * n, scale=4)
+            neighbour = label_each(shown[:, 1], [str(t) for t in targets[:n].tolist()], scale=4)
+            return {"relative_patch/centre_then_neighbour": torch.stack([centre, neighbour], dim=1)}
+        origins = self.last_origins[: len(shown)]
+        canvas = paste_patches(shown, origins, self.geometry.size)
+        names = [str(NEIGHBOURS.index(k)) if k != CENTRE else "c" for k in range(9)]
+        labelled = [
+            draw_labels(image, [(y, x, name) for (y, x), name in zip(corners.tolist(), names, strict=True)], scale=4)
+            for image, corners in zip(canvas, origins, strict=True)
+        ]
+        return {"relative_patch/patch_grids": torch.stack(labelled).unsqueeze(0)}
 
 
 def _to_unit_range(patches: torch.Tensor) -> torch.Tensor:

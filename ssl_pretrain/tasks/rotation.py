@@ -16,6 +16,7 @@ from ..encoders import Encoder
 from ..errors import check_option
 from .base import PretextTask
 from .heads import accuracy, classifier_head
+from .preview import label_each
 
 
 def balanced_labels(count: int, classes: int, device: torch.device) -> torch.Tensor:
@@ -62,7 +63,10 @@ class RotationPrediction(PretextTask):
         return F.cross_entropy(outputs, targets), {"accuracy": accuracy(outputs, targets)}
 
     def previews(self, inputs, targets, outputs):
-        """Rows = 0, 90, 180, 270 degrees: up to 8 images each, as rotated and fed to the encoder."""
+        """Rows = 0, 90, 180, 270 degrees: up to 8 images each as fed to the encoder, with their label."""
         rows = [inputs[targets == k][:8] for k in range(4)]
         n = min(len(r) for r in rows)
-        return {"rotation/rows_0_90_180_270": torch.stack([r[:n] for r in rows]).clamp(0, 1)} if n else {}
+        if n == 0:
+            return {}
+        labelled = [label_each(rows[k][:n], [f"{90 * k}"] * n) for k in range(4)]
+        return {"rotation/rows_0_90_180_270": torch.stack(labelled)}
