@@ -16,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in [
         ("pretrain", "train an encoder with a pretext task"),
         ("probe", "frozen-encoder linear probe (probe.encoder=PATH)"),
+        ("knn", "weighted kNN on frozen features (probe.encoder=PATH, knn.k, knn.temperature)"),
     ]:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", help="YAML config file")
@@ -41,7 +42,7 @@ def _probe_config(args) -> Config:
         if run is not None:
             base = read_yaml(run / "config.yaml")
     if args.config is None and base is None:
-        raise BadInput("probe: give -c CONFIG or probe.encoder=RUN_DIR (a run directory with config.yaml)")
+        raise BadInput(f"{args.command}: give -c CONFIG or probe.encoder=RUN_DIR (a run directory with config.yaml)")
     return load_config(args.config, args.overrides, base=base)
 
 
@@ -58,6 +59,10 @@ def run(argv: list[str]) -> int:
         from .evaluation.probe import run_probe
 
         run_probe(_probe_config(args))
+    elif args.command == "knn":
+        from .evaluation.knn import run_knn
+
+        run_knn(_probe_config(args))
     elif args.command == "export":
         from .evaluation.encoder_source import task_from_checkpoint
         from .train.export import export_encoder

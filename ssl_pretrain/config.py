@@ -79,6 +79,13 @@ class ProbeConfig:
 
 
 @dataclass
+class KnnConfig:
+    k: int = _positive(200)
+    temperature: float = _positive(0.07)
+    chunk_size: int = _positive(512)
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "small_resnet"
     options: dict = field(default_factory=dict)
@@ -103,6 +110,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -116,7 +124,7 @@ class Config:
         return out
 
 
-_FIXED_SECTIONS = {"data": DataConfig, "trainer": TrainerConfig, "probe": ProbeConfig}
+_FIXED_SECTIONS = {"data": DataConfig, "trainer": TrainerConfig, "probe": ProbeConfig, "knn": KnnConfig}
 
 
 def read_yaml(path: str | Path) -> dict:

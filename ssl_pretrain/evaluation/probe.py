@@ -27,11 +27,7 @@ def probe_encoder(
 ) -> dict:
     """Extract features once, fit the logistic regression, return the result row."""
     start = time.perf_counter()
-    encoder = encoder.to(device).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    train_x, train_y = extract_features(encoder, train, info, device, config.probe.batch_size, config.data.num_workers)
-    test_x, test_y = extract_features(encoder, test, info, device, config.probe.batch_size, config.data.num_workers)
+    train_x, train_y, test_x, test_y = frozen_features(encoder, train, test, info, config, device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
     return {
@@ -42,6 +38,18 @@ def probe_encoder(
         "train_top1": round(top1(classifier, train_x, train_y), 2),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def frozen_features(encoder: FeatureView | RawPixels, train, test, info: DataInfo, config: Config, device):
+    """``(train_x, train_y, test_x, test_y)`` from the frozen encoder in eval mode, extracted once."""
+    encoder = encoder.to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    batch, workers = config.probe.batch_size, config.data.num_workers
+    return (
+        *extract_features(encoder, train, info, device, batch, workers),
+        *extract_features(encoder, test, info, device, batch, workers),
+    )
 
 
 def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, FeatureView]:
@@ -59,7 +67,18 @@ def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, Featu
 
 
 def run_probe(config: Config) -> dict:
-    """Probe ``probe.encoder`` (and a random-init twin if asked); writes ``probe.json``, prints a table."""
+    """Probe ``probe.encoder`` (and the controls asked for); writes ``probe.json``, prints a table."""
+    protocol = {
+        "classifier": "multinomial logistic regression, L-BFGS, full batch, standardised features",
+        "l2": config.probe.l2,
+        "max_iter": config.probe.max_iter,
+    }
+    return evaluate_frozen(config, "probe", probe_encoder, protocol)
+
+
+def evaluate_frozen(config: Config, command: str, evaluate, protocol: dict) -> dict:
+    """Run ``evaluate(name, view, train, test, info, config, device) -> row`` on the encoder of
+    ``probe.encoder`` and the controls of ``probe.control``; write ``<command>.json``, print a table."""
     if config.probe.encoder is None:
         raise ConfigError("probe.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
     device = resolve_device(config.device)
@@ -69,19 +88,17 @@ def run_probe(config: Config) -> dict:
     size, view = probe_view(config, spec, encoder)
     info = DataInfo(spec["in_channels"], size, spec["mean"], spec["std"])
     train, test = labeled_splits(config)
-    rows = [probe_encoder("pretrained", view, train, test, info, config, device)]
+    rows = [evaluate("pretrained", view, train, test, info, config, device)]
     if config.probe.control in ("random_init", "all"):
         torch.manual_seed(config.seed)
         control = FeatureView(encoder_from_spec(spec), view.pool, view.geometry, view.patch_norm)
-        rows.append(probe_encoder("random_init", control, train, test, info, config, device))
+        rows.append(evaluate("random_init", control, train, test, info, config, device))
     if config.probe.control in ("raw_pixels", "all"):
-        rows.append(probe_encoder("raw_pixels", RawPixels(), train, test, info, config, device))
+        rows.append(evaluate("raw_pixels", RawPixels(), train, test, info, config, device))
     report = {
         "results": rows,
         "protocol": {
-            "classifier": "multinomial logistic regression, L-BFGS, full batch, standardised features",
-            "l2": config.probe.l2,
-            "max_iter": config.probe.max_iter,
+            **protocol,
             "pooling": view.pooling,
             "encoder_mode": "eval, frozen",
             "augmentation": "none",
@@ -97,9 +114,9 @@ def run_probe(config: Config) -> dict:
         },
     }
     out_dir = _output_dir(Path(config.probe.encoder))
-    write_json(out_dir / "probe.json", report)
+    write_json(out_dir / f"{command}.json", report)
     print(format_table(rows))
-    print(f"probe.json written to {out_dir}")
+    print(f"{command}.json written to {out_dir}")
     return report
 
 
@@ -111,9 +128,9 @@ def _output_dir(source: Path) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'encoder':<12} {'layer':<8} {'dim':>6} {'top-1 test':>10} {'top-1 train':>11}"]
-    lines += [
-        f"{r['encoder']:<12} {r['layer']:<8} {r['feature_dim']:>6} {r['top1']:>10.2f} {r['train_top1']:>11.2f}"
-        for r in rows
-    ]
+    """Rows of encoder, layer, feature size, test top-1 (and train top-1 where there is one)."""
+    lines = [f"{'encoder':<12} {'layer':<16} {'dim':>6} {'top-1 test':>10} {'top-1 train':>11}"]
+    for r in rows:
+        train = f"{r['train_top1']:>11.2f}" if "train_top1" in r else f"{'-':>11}"
+        lines.append(f"{r['encoder']:<12} {r['layer']:<16} {r['feature_dim']:>6} {r['top1']:>10.2f} {train}")
     return "\n".join(lines)
