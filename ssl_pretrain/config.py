@@ -80,7 +80,7 @@ class ProbeConfig:
 
 @dataclass
 class KnnConfig:
-    k: int = _positive(200)
+    k: int = _positive(20)
     temperature: float = _positive(0.07)
     chunk_size: int = _positive(512)
 

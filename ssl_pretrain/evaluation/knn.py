@@ -21,7 +21,7 @@ def weighted_knn_predict(
     train_y: torch.Tensor,
     test_x: torch.Tensor,
     num_classes: int,
-    k: int = 200,
+    k: int = 20,
     temperature: float = 0.07,
     chunk_size: int = 512,
 ) -> torch.Tensor:
