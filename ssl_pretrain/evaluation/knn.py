@@ -7,13 +7,11 @@ samples at a time, so memory is ``chunk_size x N_train`` floats: 512 x 60k is 12
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from .probe import evaluate_frozen, frozen_features
+from .probe import evaluate_frozen
 
 
 def weighted_knn_predict(
@@ -38,20 +36,11 @@ def weighted_knn_predict(
     return torch.cat(predictions)
 
 
-def knn_encoder(name, encoder, train, test, info, config: Config, device) -> dict:
-    """Extract features once, classify the test split by weighted kNN, return the result row."""
-    start = time.perf_counter()
-    train_x, train_y, test_x, test_y = frozen_features(encoder, train, test, info, config, device)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
+def knn_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Config) -> dict:
+    """Test top-1 in percent of weighted kNN with the ``knn.*`` settings."""
     knn = config.knn
     predicted = weighted_knn_predict(train_x, train_y, test_x, num_classes, knn.k, knn.temperature, knn.chunk_size)
-    return {
-        "encoder": name,
-        "layer": encoder.layer,
-        "feature_dim": train_x.shape[1],
-        "top1": round(100.0 * (predicted == test_y).float().mean().item(), 2),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    return {"top1": round(100.0 * (predicted == test_y).float().mean().item(), 2)}
 
 
 def run_knn(config: Config) -> dict:
@@ -61,4 +50,4 @@ def run_knn(config: Config) -> dict:
         "k": config.knn.k,
         "temperature": config.knn.temperature,
     }
-    return evaluate_frozen(config, "knn", knn_encoder, protocol)
+    return evaluate_frozen(config, "knn", knn_top1, protocol)

@@ -26,16 +26,29 @@ def probe_encoder(
     name: str, encoder: FeatureView | RawPixels, train, test, info: DataInfo, config: Config, device: torch.device
 ) -> dict:
     """Extract features once, fit the logistic regression, return the result row."""
+    return evaluate_encoder(name, encoder, train, test, info, config, device, logistic_top1)
+
+
+def logistic_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Config) -> dict:
+    """Fit the probe on ``(N, D)`` training features; test and train top-1 in percent."""
+    classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
+    return {
+        "top1": round(top1(classifier, test_x, test_y), 2),
+        "train_top1": round(top1(classifier, train_x, train_y), 2),
+    }
+
+
+def evaluate_encoder(name: str, encoder, train, test, info: DataInfo, config: Config, device, classify) -> dict:
+    """The result row of one frozen encoder: features extracted once, then
+    ``classify(train_x, train_y, test_x, test_y, num_classes, config) -> {"top1": ..., ...}``."""
     start = time.perf_counter()
     train_x, train_y, test_x, test_y = frozen_features(encoder, train, test, info, config, device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
     return {
         "encoder": name,
         "layer": encoder.layer,
         "feature_dim": train_x.shape[1],
-        "top1": round(top1(classifier, test_x, test_y), 2),
-        "train_top1": round(top1(classifier, train_x, train_y), 2),
+        **classify(train_x, train_y, test_x, test_y, num_classes, config),
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -73,12 +86,12 @@ def run_probe(config: Config) -> dict:
         "l2": config.probe.l2,
         "max_iter": config.probe.max_iter,
     }
-    return evaluate_frozen(config, "probe", probe_encoder, protocol)
+    return evaluate_frozen(config, "probe", logistic_top1, protocol)
 
 
-def evaluate_frozen(config: Config, command: str, evaluate, protocol: dict) -> dict:
-    """Run ``evaluate(name, view, train, test, info, config, device) -> row`` on the encoder of
-    ``probe.encoder`` and the controls of ``probe.control``; write ``<command>.json``, print a table."""
+def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> dict:
+    """:func:`evaluate_encoder` with ``classify`` on the encoder of ``probe.encoder`` and the controls
+    of ``probe.control``; writes ``<command>.json``, prints a table."""
     if config.probe.encoder is None:
         raise ConfigError("probe.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
     device = resolve_device(config.device)
@@ -88,13 +101,13 @@ def evaluate_frozen(config: Config, command: str, evaluate, protocol: dict) -> d
     size, view = probe_view(config, spec, encoder)
     info = DataInfo(spec["in_channels"], size, spec["mean"], spec["std"])
     train, test = labeled_splits(config)
-    rows = [evaluate("pretrained", view, train, test, info, config, device)]
+    rows = [evaluate_encoder("pretrained", view, train, test, info, config, device, classify)]
     if config.probe.control in ("random_init", "all"):
         torch.manual_seed(config.seed)
         control = FeatureView(encoder_from_spec(spec), view.pool, view.geometry, view.patch_norm)
-        rows.append(evaluate("random_init", control, train, test, info, config, device))
+        rows.append(evaluate_encoder("random_init", control, train, test, info, config, device, classify))
     if config.probe.control in ("raw_pixels", "all"):
-        rows.append(evaluate("raw_pixels", RawPixels(), train, test, info, config, device))
+        rows.append(evaluate_encoder("raw_pixels", RawPixels(), train, test, info, config, device, classify))
     report = {
         "results": rows,
         "protocol": {

@@ -121,11 +121,8 @@ class Exemplar(PretextTask):
         check_option(copies >= 2, "copies", f"must be >= 2, got {copies}")
         check_option(0 <= translate <= 0.5, "translate", f"must be in [0, 0.5], got {translate}")
         check_option(len(scale) == 2 and 0 < scale[0] <= scale[1], "scale", f"must be [low, high] > 0, got {scale}")
-        check_option(
-            0 <= brightness < 1 and 0 <= contrast < 1 and 0 <= saturation < 1,
-            "contrast",
-            "brightness, contrast and saturation must be in [0, 1)",
-        )
+        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            check_option(0 <= value < 1, name, f"must be in [0, 1), got {value}")
         check_option(0 <= hue <= 0.5, "hue", f"must be in [0, 0.5], got {hue}")
         check_option(temperature > 0, "temperature", f"must be > 0, got {temperature}")
         self.num_seeds = num_seeds
