@@ -44,6 +44,7 @@ class DataConfig:
     channels: int | None = _ranged(None, lambda v: v in (None, 1, 3), "1, 3 or null")
     num_workers: int = _non_negative(0)
     download: bool = True
+    label_fraction: float = _ranged(1.0, lambda v: 0 < v <= 1, "in (0, 1] (share of training labels, stratified)")
 
 
 @dataclass
@@ -76,6 +77,8 @@ class ProbeConfig:
     resize: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 px or null (the encoder's input size)")
     patch_grid: bool = False
     pool: int = _ranged(1, lambda v: 1 <= v <= 8, "in 1..8 (1: global average pooling)")
+    layers: str | list[str] | None = None
+    layer_dim: int = _ranged(9216, lambda v: v >= 1, ">= 1 (values per layer after pooling)")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from ssl_pretrain.data import DataInfo
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.evaluation.feature_view import FeatureView
 from ssl_pretrain.evaluation.logistic import fit_logistic_regression, top1
-from ssl_pretrain.evaluation.probe import probe_encoder
+from ssl_pretrain.evaluation.probe import evaluate_encoder, logistic_top1
 from ssl_pretrain.evaluation.splits import labeled_splits, stratified_split
 
 from .conftest import folder_overrides
@@ -49,15 +49,9 @@ def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
         encoder(torch.rand(8, 3, 16, 16))
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     train, test = labeled_splits(config)
-    row = probe_encoder(
-        "pretrained",
-        FeatureView(encoder),
-        train,
-        test,
-        DataInfo(3, 16, [0.5] * 3, [0.25] * 3),
-        config,
-        torch.device("cpu"),
-    )
+    info = DataInfo(3, 16, [0.5] * 3, [0.25] * 3)
+    cpu = torch.device("cpu")
+    (row,) = evaluate_encoder("pretrained", FeatureView(encoder), train, test, info, config, cpu, logistic_top1)
     after = encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not encoder.training
@@ -104,3 +98,49 @@ def test_probe_pool_option_is_recorded_with_its_protocol(image_folder, tmp_path)
     report = json.loads((run / "probe.json").read_text())
     assert [(r["layer"], r["feature_dim"]) for r in report["results"]] == [("last_stage_2x2", 32)] * 2
     assert report["protocol"]["pooling"] == "average pooling to 2x2 of the last stage"
+
+
+def test_label_fractions_are_stratified_reproducible_and_nested():
+    from ssl_pretrain.evaluation.splits import label_subset
+
+    labels = torch.arange(1000) % 10
+    ten = label_subset(labels, 0.1, seed=3)
+    assert torch.bincount(labels[ten]).tolist() == [10] * 10
+    assert torch.equal(ten, label_subset(labels, 0.1, seed=3))
+    assert not torch.equal(ten, label_subset(labels, 0.1, seed=4))
+    one = label_subset(labels, 0.01, seed=3)
+    assert torch.bincount(labels[one]).tolist() == [1] * 10
+    assert set(one.tolist()) <= set(ten.tolist())
+    assert len(label_subset(labels, 1.0, seed=3)) == 1000
+
+
+def test_probe_on_a_label_fraction_writes_its_own_report(image_folder, tmp_path):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["probe", f"probe.encoder={run}", "data.label_fraction=0.5"]) == 0
+    report = json.loads((run / "probe-labels0.5.json").read_text())
+    # 30 training images (10 a class) -> 5 a class.
+    assert report["protocol"]["label_fraction"] == 0.5
+    assert report["protocol"]["train_split"].endswith("15 images")
+    assert not (run / "probe.json").exists()
+
+
+def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
+    from ssl_pretrain.data import DataInfo as Info
+    from ssl_pretrain.data import EpochBatchSampler, make_loader, to_device_float
+    from ssl_pretrain.evaluation.classifier import load_classifier
+
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["probe", f"probe.encoder={run}", "probe.pool=2"]) == 0
+    report = json.loads((run / "probe.json").read_text())
+    model, info = load_classifier(run / report["classifier_file"])
+    assert info["kind"] == "linear probe" and model.grid == 2
+    _, test = labeled_splits(load_config(run / "config.yaml", [f"data.root={image_folder}"]))
+    spec = model.encoder.spec
+    data = Info(spec["in_channels"], model.image_size, spec["mean"], spec["std"])
+    batch = next(iter(make_loader(test, EpochBatchSampler(len(test), 100, 0, shuffle=False), 0, False)))
+    with torch.no_grad():
+        predicted = model(to_device_float(batch.images, data, torch.device("cpu"))).argmax(1)
+    accuracy = round(100.0 * (predicted == batch.labels).float().mean().item(), 2)
+    assert accuracy == report["results"][0]["top1"]

@@ -21,7 +21,8 @@ from ..tasks.relative_patch import normalise_patches
 
 
 class FeatureView(nn.Module):
-    """``forward_features``: images ``(B, C, S, S)`` in [0, 1] -> probe features ``(B, D * pool**2)``."""
+    """``forward_features``: images ``(B, C, S, S)`` in [0, 1] -> probe features ``(B, D * pool**2)``;
+    ``forward_layers``: the same as ``{layer: features}`` (the interface shared with :class:`LayerView`)."""
 
     def __init__(self, encoder: Encoder, pool: int = 1, geometry: PatchGeometry | None = None, patch_norm: bool = True):
         super().__init__()
@@ -56,12 +57,21 @@ class FeatureView(nn.Module):
             patches = normalise_patches(patches, self.encoder.mean, self.encoder.std)
         return self.pooled(patches.flatten(0, 1)).view(len(x), 9, -1).mean(dim=1)
 
+    def forward_layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.layer: self.forward_features(x)}
+
+    def pooling_of(self, layer: str) -> str:
+        return self.pooling
+
 
 class RawPixels(nn.Module):
-    """Normalised pixels as features, ``(B, C, H, W) -> (B, C*H*W)``."""
+    """Normalised pixels as features, ``(B, C, H, W) -> {"pixels": (B, C*H*W)}``."""
 
     layer = "pixels"
     pooling = "none (pixels)"
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
+    def forward_layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.layer: x.flatten(1)}
+
+    def pooling_of(self, layer: str) -> str:
+        return self.pooling

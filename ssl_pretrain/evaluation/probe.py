@@ -1,4 +1,4 @@
-"""``ssl-pretrain probe``: frozen-encoder linear probe on globally pooled features."""
+"""``ssl-pretrain probe``: frozen-encoder linear probes, on one feature view or on every layer."""
 
 from __future__ import annotations
 
@@ -15,61 +15,82 @@ from ..errors import ConfigError
 from ..runs import write_json
 from ..tasks.patches import default_geometry
 from ..train.rng import seed_everything
+from .classifier import ImageClassifier, fold_standardisation, save_classifier
 from .encoder_source import load_encoder, run_dir_of
 from .feature_view import FeatureView, RawPixels
 from .features import extract_features
+from .layer_view import LayerView, available_layers
 from .logistic import fit_logistic_regression, top1
 from .splits import labeled_splits
 
 
-def probe_encoder(
-    name: str, encoder: FeatureView | RawPixels, train, test, info: DataInfo, config: Config, device: torch.device
-) -> dict:
-    """Extract features once, fit the logistic regression, return the result row."""
-    return evaluate_encoder(name, encoder, train, test, info, config, device, logistic_top1)
-
-
 def logistic_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Config) -> dict:
-    """Fit the probe on ``(N, D)`` training features; test and train top-1 in percent."""
+    """Fit the probe on ``(N, D)`` training features; test and train top-1 in percent, and the fitted
+    classifier under ``"classifier"`` (the caller keeps or drops it)."""
     classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
     return {
         "top1": round(top1(classifier, test_x, test_y), 2),
         "train_top1": round(top1(classifier, train_x, train_y), 2),
+        "classifier": classifier,
     }
 
 
-def evaluate_encoder(name: str, encoder, train, test, info: DataInfo, config: Config, device, classify) -> dict:
-    """The result row of one frozen encoder: features extracted once, then
-    ``classify(train_x, train_y, test_x, test_y, num_classes, config) -> {"top1": ..., ...}``."""
+def evaluate_encoder(name: str, view, train, test, info: DataInfo, config: Config, device, classify) -> list[dict]:
+    """One result row per layer of ``view``: features of all layers extracted in one pass, then
+    ``classify(train_x, train_y, test_x, test_y, num_classes, config) -> {"top1": ..., ...}`` per layer.
+    Each layer's features are freed once it is classified."""
     start = time.perf_counter()
-    train_x, train_y, test_x, test_y = frozen_features(encoder, train, test, info, config, device)
+    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, config, device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    return {
-        "encoder": name,
-        "layer": encoder.layer,
-        "feature_dim": train_x.shape[1],
-        **classify(train_x, train_y, test_x, test_y, num_classes, config),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    extract_seconds = round(time.perf_counter() - start, 1)
+    rows = []
+    for layer in list(train_x):
+        t0 = time.perf_counter()
+        dim = train_x[layer].shape[1]
+        result = classify(train_x.pop(layer), train_y, test_x.pop(layer), test_y, num_classes, config)
+        row = {"encoder": name, "layer": layer, "pooling": view.pooling_of(layer), "feature_dim": dim}
+        row.update(result, extract_seconds=extract_seconds, fit_seconds=round(time.perf_counter() - t0, 1))
+        rows.append(row)
+    return rows
 
 
-def frozen_features(encoder: FeatureView | RawPixels, train, test, info: DataInfo, config: Config, device):
-    """``(train_x, train_y, test_x, test_y)`` from the frozen encoder in eval mode, extracted once."""
-    encoder = encoder.to(device).eval()
-    for p in encoder.parameters():
+def frozen_features(view, train, test, info: DataInfo, config: Config, device):
+    """``(train_x, train_y, test_x, test_y)``, ``x`` as ``{layer: (N, D)}``, from the frozen encoder in
+    eval mode, extracted once."""
+    view = view.to(device).eval()
+    for p in view.parameters():
         p.requires_grad_(False)
     batch, workers = config.probe.batch_size, config.data.num_workers
     return (
-        *extract_features(encoder, train, info, device, batch, workers),
-        *extract_features(encoder, test, info, device, batch, workers),
+        *extract_features(view, train, info, device, batch, workers),
+        *extract_features(view, test, info, device, batch, workers),
     )
 
 
-def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, FeatureView]:
-    """Image size and feature view from ``probe.resize``, ``probe.pool``, ``probe.patch_grid``; a
-    relative-patch run's own grid (size, patch, gap, per-patch normalisation) is the default grid."""
+def probe_layers(config: Config, encoder: Encoder) -> list[str] | None:
+    """The layers of ``probe.layers`` (``all``: every stage and ``pooled``), checked against the encoder."""
+    layers = config.probe.layers
+    if layers is None:
+        return None
+    known = available_layers(encoder)
+    chosen = known if layers == "all" else [layers] if isinstance(layers, str) else list(layers)
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        raise ConfigError("probe.layers", f"unknown layer(s) {unknown}; this encoder has: all, {', '.join(known)}")
+    if config.probe.patch_grid:
+        raise ConfigError("probe.layers", "cannot be combined with probe.patch_grid=true")
+    return chosen
+
+
+def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, FeatureView | LayerView]:
+    """Image size and feature view from ``probe.layers``, ``probe.resize``, ``probe.pool``,
+    ``probe.patch_grid``; a relative-patch run's own grid (size, patch, gap, per-patch normalisation) is
+    the default grid."""
     task = config.task.options if config.task.name == "relative_patch" else {}
     size = config.probe.resize or (task.get("resize") if config.probe.patch_grid else None) or spec["image_size"]
+    layers = probe_layers(config, encoder)
+    if layers is not None:
+        return size, LayerView(encoder, layers, config.probe.layer_dim, size)
     if not config.probe.patch_grid:
         return size, FeatureView(encoder, config.probe.pool)
     try:
@@ -80,13 +101,29 @@ def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, Featu
 
 
 def run_probe(config: Config) -> dict:
-    """Probe ``probe.encoder`` (and the controls asked for); writes ``probe.json``, prints a table."""
+    """Probe ``probe.encoder`` (and the controls asked for); writes ``probe.json`` and, for a single
+    whole-image view, ``probe_classifier.pt`` (encoder + folded linear head); prints a table."""
     protocol = {
         "classifier": "multinomial logistic regression, L-BFGS, full batch, standardised features",
         "l2": config.probe.l2,
         "max_iter": config.probe.max_iter,
     }
     return evaluate_frozen(config, "probe", logistic_top1, protocol)
+
+
+def control_view(view, spec: dict, seed: int):
+    """The same view over a randomly initialised encoder of the same architecture (seeded)."""
+    torch.manual_seed(seed)
+    encoder = encoder_from_spec(spec)
+    if isinstance(view, LayerView):
+        return LayerView(encoder, view.layers, view.layer_dim, view.image_size)
+    return FeatureView(encoder, view.pool, view.geometry, view.patch_norm)
+
+
+def result_stem(command: str, config: Config) -> str:
+    """``probe``, or ``probe-labels0.1`` when evaluated on a fraction of the labels (runs do not clash)."""
+    fraction = config.data.label_fraction
+    return command if fraction >= 1 else f"{command}-labels{fraction:g}"
 
 
 def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> dict:
@@ -101,36 +138,56 @@ def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> d
     size, view = probe_view(config, spec, encoder)
     info = DataInfo(spec["in_channels"], size, spec["mean"], spec["std"])
     train, test = labeled_splits(config)
-    rows = [evaluate_encoder("pretrained", view, train, test, info, config, device, classify)]
+    rows = evaluate_encoder("pretrained", view, train, test, info, config, device, classify)
+    fitted = [row.pop("classifier", None) for row in rows]
     if config.probe.control in ("random_init", "all"):
-        torch.manual_seed(config.seed)
-        control = FeatureView(encoder_from_spec(spec), view.pool, view.geometry, view.patch_norm)
-        rows.append(evaluate_encoder("random_init", control, train, test, info, config, device, classify))
+        control = control_view(view, spec, config.seed)
+        rows += evaluate_encoder("random_init", control, train, test, info, config, device, classify)
     if config.probe.control in ("raw_pixels", "all"):
-        rows.append(evaluate_encoder("raw_pixels", RawPixels(), train, test, info, config, device, classify))
-    report = {
-        "results": rows,
-        "protocol": {
-            **protocol,
-            "pooling": view.pooling,
-            "encoder_mode": "eval, frozen",
-            "augmentation": "none",
-            "train_limit": config.probe.train_limit,
-            "train_split": f"{train.description}, {len(train)} images",
-            "test_split": f"{test.description}, {len(test)} images",
-            "image_size": info.image_size,
-            "patch_grid": view.geometry.__dict__ if view.geometry else None,
-            "channels": info.channels,
-            "encoder_source": str(config.probe.encoder),
-            "backbone": spec["backbone"],
-            "seed": config.seed,
-        },
-    }
+        rows += evaluate_encoder("raw_pixels", RawPixels(), train, test, info, config, device, classify)
+    for row in rows:
+        row.pop("classifier", None)
     out_dir = _output_dir(Path(config.probe.encoder))
-    write_json(out_dir / f"{command}.json", report)
+    stem = result_stem(command, config)
+    report = {"results": rows, "protocol": {**protocol, **_frozen_protocol(config, view, info, train, test)}}
+    if fitted[0] is not None and isinstance(view, FeatureView) and view.geometry is None:
+        path = out_dir / f"{stem}_classifier.pt"
+        _save_probe_classifier(encoder, view.pool, size, fitted[0], path, report)
+        report["classifier_file"] = path.name
+    write_json(out_dir / f"{stem}.json", report)
     print(format_table(rows))
-    print(f"{command}.json written to {out_dir}")
+    print(f"{stem}.json written to {out_dir}")
     return report
+
+
+def _frozen_protocol(config: Config, view, info: DataInfo, train, test) -> dict:
+    spec = view.encoder.spec if hasattr(view, "encoder") else {}
+    return {
+        "pooling": view.pooling,
+        "layer_dim": view.layer_dim if isinstance(view, LayerView) else None,
+        "encoder_mode": "eval, frozen",
+        "augmentation": "none",
+        "epochs": "features extracted once",
+        "label_fraction": config.data.label_fraction,
+        "train_limit": config.probe.train_limit,
+        "train_split": f"{train.description}, {len(train)} images",
+        "test_split": f"{test.description}, {len(test)} images",
+        "image_size": info.image_size,
+        "patch_grid": view.geometry.__dict__ if getattr(view, "geometry", None) else None,
+        "channels": info.channels,
+        "encoder_source": str(config.probe.encoder),
+        "backbone": spec.get("backbone"),
+        "seed": config.seed,
+    }
+
+
+def _save_probe_classifier(encoder: Encoder, pool: int, size: int, fitted, path: Path, report: dict) -> None:
+    model = ImageClassifier(encoder, fitted.weight.shape[0], pool, size)
+    weight, bias = fold_standardisation(fitted.weight, fitted.bias, fitted.mean, fitted.std)
+    model.head.load_state_dict({"weight": weight, "bias": bias})
+    save_classifier(
+        model, path, {"kind": "linear probe", "protocol": report["protocol"], "top1": report["results"][0]["top1"]}
+    )
 
 
 def _output_dir(source: Path) -> Path:

@@ -22,8 +22,22 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
+def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of ``fraction`` of every class (at least one image each), chosen by ``seed``.
+
+    Nested: for one seed, the 1% subset lies inside the 10% subset, which lies inside 100%.
+    """
+    if fraction >= 1:
+        return torch.arange(len(labels))
+    return stratified_split(labels, fraction, seed)[1]
+
+
 def labeled_splits(config: Config):
-    """(train, test) labeled datasets for a probe; an image folder without ``data.test_root`` is split."""
+    """(train, test) labeled datasets for evaluation; an image folder without ``data.test_root`` is split.
+
+    ``data.label_fraction`` keeps that stratified share of the training labels (fixed by the seed);
+    ``probe.train_limit`` then caps the count.
+    """
     data = config.data
     train = open_split(data, "train")
     if not train.has_labels:
@@ -33,6 +47,8 @@ def labeled_splits(config: Config):
         train, test = train.subset(keep), train.subset(held)
     else:
         test = open_split(data, "test")
+    if data.label_fraction < 1:
+        train = train.subset(label_subset(train.labels, data.label_fraction, config.seed))
     if config.probe.train_limit is not None and config.probe.train_limit < len(train):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
         train = train.subset(order[: config.probe.train_limit].sort().values)
