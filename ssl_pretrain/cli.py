@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from .config import Config, load_config, read_yaml
 from .errors import BadInput
 
@@ -17,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
         ("pretrain", "train an encoder with a pretext task"),
         ("probe", "frozen-encoder linear probe (probe.encoder=PATH)"),
         ("knn", "weighted kNN on frozen features (probe.encoder=PATH, knn.k, knn.temperature)"),
+        ("finetune", "fine-tune encoder + head on labeled data (probe.encoder=PATH, finetune.freeze_until)"),
+        ("ensemble", "combine fine-tuned or probed models (ensemble.members=[...], ensemble.method)"),
+        ("gradcam", "Grad-CAM heatmaps, PNG grid + TensorBoard (gradcam.model=PATH, gradcam.layer)"),
     ]:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", help="YAML config file")
@@ -31,18 +36,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The key whose path may stand in for ``-c``: the run it belongs to supplies the defaults.
+_SOURCE_KEYS = {
+    "probe": "probe.encoder",
+    "knn": "probe.encoder",
+    "finetune": "probe.encoder",
+    "ensemble": "ensemble.members",
+    "gradcam": "gradcam.model",
+}
+
+
 def _probe_config(args) -> Config:
-    """``-c`` may be left out when ``probe.encoder`` belongs to a run: its config.yaml gives the defaults."""
+    """``-c`` may be left out when the command's model source belongs to a run (a directory holding
+    ``config.yaml``): that config gives the defaults (for ``ensemble``, the first member's)."""
     from .evaluation.encoder_source import run_dir_of
 
+    key = _SOURCE_KEYS[args.command]
     base = None
-    encoder = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("probe.encoder=")), None)
-    if encoder:
-        run = run_dir_of(Path(encoder).expanduser())
+    value = next((o.split("=", 1)[1] for o in args.overrides if o.startswith(f"{key}=")), None)
+    if value and key == "ensemble.members":
+        members = yaml.safe_load(value)
+        value = members[0] if isinstance(members, list) and members and isinstance(members[0], str) else None
+    if value:
+        run = run_dir_of(Path(value).expanduser())
         if run is not None:
             base = read_yaml(run / "config.yaml")
     if args.config is None and base is None:
-        raise BadInput(f"{args.command}: give -c CONFIG or probe.encoder=RUN_DIR (a run directory with config.yaml)")
+        raise BadInput(f"{args.command}: give -c CONFIG or {key}=PATH inside a run directory (one with config.yaml)")
     return load_config(args.config, args.overrides, base=base)
 
 
@@ -63,6 +83,18 @@ def run(argv: list[str]) -> int:
         from .evaluation.knn import run_knn
 
         run_knn(_probe_config(args))
+    elif args.command == "finetune":
+        from .evaluation.finetune import run_finetune
+
+        run_finetune(_probe_config(args))
+    elif args.command == "ensemble":
+        from .evaluation.ensemble import run_ensemble
+
+        run_ensemble(_probe_config(args))
+    elif args.command == "gradcam":
+        from .evaluation.gradcam import run_gradcam
+
+        run_gradcam(_probe_config(args))
     elif args.command == "export":
         from .evaluation.encoder_source import task_from_checkpoint
         from .train.export import export_encoder

@@ -89,6 +89,58 @@ class KnnConfig:
 
 
 @dataclass
+class OnlineEvalConfig:
+    every: int | None = _positive(None)
+    unit: Literal["epoch", "step"] = "epoch"
+    method: Literal["knn", "probe", "both"] = "knn"
+    train_images: int = _positive(10000)
+    test_images: int = _positive(2000)
+    probe_iter: int = _positive(50)
+
+
+@dataclass
+class FinetuneConfig:
+    freeze_until: str | None = None
+    epochs: int = _positive(10)
+    batch_size: int = _positive(128)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = _positive(1e-2)
+    backbone_lr_mult: float = _non_negative(0.1)
+    weight_decay: float = _non_negative(1e-4)
+    momentum: float = _ranged(0.9, lambda v: 0 <= v < 1, "in [0, 1)")
+    warmup_steps: int = _non_negative(50)
+    head: Literal["gap", "flatten"] = "gap"
+    freeze_bn: bool = False
+    augment: Literal["none", "flip", "crop_flip"] = "crop_flip"
+    val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+    init: Literal["pretrained", "random"] = "pretrained"
+    name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
+    auto_probe_images: int = _positive(5000)
+    small_per_class: int = _positive(100)
+
+
+@dataclass
+class EnsembleConfig:
+    members: list[str] = field(default_factory=list)
+    method: Literal["hard", "soft", "weighted", "stacking"] = "soft"
+    weights: list[float] | None = _ranged(
+        None, lambda v: v is None or (all(w >= 0 for w in v) and sum(v) > 0), "non-negative with a positive sum"
+    )
+    val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+    output: str | None = None
+
+
+@dataclass
+class GradcamConfig:
+    model: str | None = None
+    layer: str | None = None
+    target_class: int | None = _non_negative(None)
+    num_images: int = _ranged(16, lambda v: 1 <= v <= 256, "in 1..256")
+    split: Literal["test", "train"] = "test"
+    output: str | None = None
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "small_resnet"
     options: dict = field(default_factory=dict)
@@ -114,6 +166,10 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    online: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    gradcam: GradcamConfig = field(default_factory=GradcamConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -127,7 +183,16 @@ class Config:
         return out
 
 
-_FIXED_SECTIONS = {"data": DataConfig, "trainer": TrainerConfig, "probe": ProbeConfig, "knn": KnnConfig}
+_FIXED_SECTIONS = {
+    "data": DataConfig,
+    "trainer": TrainerConfig,
+    "probe": ProbeConfig,
+    "knn": KnnConfig,
+    "finetune": FinetuneConfig,
+    "online": OnlineEvalConfig,
+    "ensemble": EnsembleConfig,
+    "gradcam": GradcamConfig,
+}
 
 
 def read_yaml(path: str | Path) -> dict:

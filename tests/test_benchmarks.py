@@ -33,3 +33,34 @@ def test_relative_patch_encoding_benchmark_smoke():
     done = _run("benchmarks/relative_patch_encoding.py", "--smoke")
     assert done.returncode == 0, done.stderr
     assert "| naive pair-wise | 16 |" in done.stdout and "Same logits in eval mode: True" in done.stdout
+
+
+def test_evaluation_suite_benchmark_smoke(fashion_mnist_root, tmp_path):
+    from ssl_pretrain.cli import main
+
+    from .conftest import TINY
+
+    args = [
+        "pretrain",
+        "-c",
+        "configs/fashion_mnist/rotation.yaml",
+        *TINY,
+        f"data.root={fashion_mnist_root}",
+        "data.download=false",
+        f"output_dir={tmp_path}",
+        "run_name=tiny",
+    ]
+    assert main(args) == 0
+    done = _run("benchmarks/evaluation_suite.py", "--run", str(tmp_path / "tiny"), "--smoke", "--label-fraction", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert "| layer2 | average pooling to" in done.stdout and "kNN (k=20" in done.stdout
+    starts = [
+        line.split(" | ")[:2]
+        for line in done.stdout.splitlines()
+        if line.startswith("| pretrained |") or line.startswith("| random |")
+    ]
+    assert [(s[0], s[1].split(" ")[0]) for s in starts] == [
+        ("| pretrained", "full"),
+        ("| random", "full"),
+        ("| pretrained", "head_only"),
+    ]

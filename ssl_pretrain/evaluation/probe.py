@@ -147,7 +147,7 @@ def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> d
         rows += evaluate_encoder("raw_pixels", RawPixels(), train, test, info, config, device, classify)
     for row in rows:
         row.pop("classifier", None)
-    out_dir = _output_dir(Path(config.probe.encoder))
+    out_dir = results_dir(Path(config.probe.encoder))
     stem = result_stem(command, config)
     report = {"results": rows, "protocol": {**protocol, **_frozen_protocol(config, view, info, train, test)}}
     if fitted[0] is not None and isinstance(view, FeatureView) and view.geometry is None:
@@ -190,7 +190,7 @@ def _save_probe_classifier(encoder: Encoder, pool: int, size: int, fitted, path:
     )
 
 
-def _output_dir(source: Path) -> Path:
+def results_dir(source: Path) -> Path:
     run = run_dir_of(source)
     if run is not None:
         return run

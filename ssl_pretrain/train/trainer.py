@@ -23,6 +23,7 @@ from ..errors import BadInput
 from ..runs import check_run_dir, checkpoint_path, write_json
 from .checkpoint import FORMAT, atomic_torch_save, load_checkpoint, load_state_strict
 from .export import export_encoder
+from .online_eval import OnlineEvaluator
 from .optim import make_optimizer, make_scheduler
 from .rng import rng_state, seed_everything, set_rng_state
 
@@ -59,6 +60,7 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     if chosen is not None:
         dataset = dataset.subset(chosen)
     run_dir = check_run_dir(config, resume)
+    online = OnlineEvaluator(config, info, device) if config.online.every else None
 
     sampler = EpochBatchSampler(len(dataset), config.trainer.batch_size, config.seed)
     loader = make_loader(dataset, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
@@ -82,17 +84,37 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     )
     save = lambda: _save_checkpoint(run_dir, config, task, optimizer, scheduler, progress)  # noqa: E731
     try:
-        _train(config, task, loader, sampler, info, device, optimizer, scheduler, progress, steps, writer, bar, save)
+        _train(
+            config,
+            task,
+            loader,
+            sampler,
+            info,
+            device,
+            optimizer,
+            scheduler,
+            progress,
+            steps,
+            writer,
+            bar,
+            save,
+            online,
+        )
     finally:
         bar.close()
         writer.close()
     save()
     export_encoder(task.encoder, run_dir)
-    write_json(run_dir / "metrics.json", _final_metrics(config, progress, len(dataset)))
+    metrics = _final_metrics(config, progress, len(dataset))
+    if online is not None:
+        metrics.update({f"online_{k}": v for k, v in online.last.items()})
+    write_json(run_dir / "metrics.json", metrics)
     return run_dir
 
 
-def _train(config, task, loader, sampler, info, device, optimizer, scheduler, progress, steps, writer, bar, save):
+def _train(
+    config, task, loader, sampler, info, device, optimizer, scheduler, progress, steps, writer, bar, save, online=None
+):
     cfg = config.trainer
     window_images, window_start = 0, time.perf_counter()
     task.train()
@@ -133,6 +155,9 @@ def _train(config, task, loader, sampler, info, device, optimizer, scheduler, pr
                 window_images, window_start = 0, time.perf_counter()
             if progress.step % cfg.image_every == 0 or progress.step == 1:
                 _log_images(writer, task, inputs, targets, outputs, progress.step)
+            if online is not None and online.due(progress.step, progress.epoch, epoch_ended=False):
+                _online_eval(online, task, progress, writer, bar)
+                window_start = time.perf_counter()
             if progress.step % cfg.checkpoint_every == 0 and progress.step < steps:
                 save()
             if progress.step >= steps:
@@ -141,6 +166,14 @@ def _train(config, task, loader, sampler, info, device, optimizer, scheduler, pr
         if progress.batch_in_epoch >= len(sampler):
             progress.epoch += 1
             progress.batch_in_epoch = 0
+            if online is not None and online.due(progress.step, progress.epoch, epoch_ended=True):
+                _online_eval(online, task, progress, writer, bar)
+                window_start = time.perf_counter()
+
+
+def _online_eval(online, task, progress: Progress, writer, bar) -> None:
+    results = online.run(task.encoder, progress.step, writer)
+    bar.set_postfix(loss=f"{progress.last_metrics['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
 
 
 def _report_skipped(skipped: list[str], progress: Progress, dataset) -> None:

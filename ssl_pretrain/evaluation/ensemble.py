@@ -1,0 +1,136 @@
+"""``ssl-pretrain ensemble``: combine fine-tuned or probed models and report each member and the ensemble.
+
+Members are fine-tuning runs (their ``checkpoints/best.pt``), fine-tuning checkpoints or a probe's
+``probe_classifier.pt``. Weights (``weighted``) and the stacking head are learned on a validation split:
+the stratified ``ensemble.val_fraction`` of the labeled training images, drawn with the run's seed exactly
+as ``finetune`` draws its own, so with the same seed and fraction fine-tuned members never trained on it
+(``member_saw_validation`` says so per member; probes trained on every training image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..build import resolve_device
+from ..config import Config
+from ..errors import BadInput, ConfigError
+from ..runs import write_json
+from ..train.checkpoint import atomic_torch_save
+from ..train.rng import seed_everything
+from .classifier import load_classifier
+from .finetune import validation_split
+from .predict import predict_logits
+from .splits import labeled_splits
+from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
+
+
+def member_file(source: str) -> Path:
+    """A fine-tuning run directory -> its ``checkpoints/best.pt``; a file as it is."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        if not best.is_file():
+            raise BadInput(f"ensemble.members: {path} is a directory without checkpoints/best.pt")
+        return best
+    if not path.is_file():
+        raise BadInput(f"ensemble.members: {path} does not exist")
+    return path
+
+
+def _saw_validation(info: dict, config: Config) -> bool | None:
+    protocol = info.get("protocol", {})
+    if info.get("kind") == "linear probe":
+        return True
+    same = (
+        protocol.get("seed") == config.seed
+        and protocol.get("label_fraction") == config.data.label_fraction
+        and f"stratified {config.ensemble.val_fraction:g} " in protocol.get("val_split", "")
+    )
+    return False if same else None
+
+
+def run_ensemble(config: Config) -> dict:
+    cfg = config.ensemble
+    if len(cfg.members) < 2:
+        raise ConfigError("ensemble.members", f"needs at least 2 models, got {len(cfg.members)}")
+    if cfg.weights is not None and len(cfg.weights) != len(cfg.members):
+        raise ConfigError("ensemble.weights", f"needs one weight per member ({len(cfg.members)}), got {cfg.weights}")
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    loaded = [(path, *load_classifier(path, "ensemble member")) for path in map(member_file, cfg.members)]
+    train, test = labeled_splits(config)
+    _, val = validation_split(train, cfg.val_fraction, config.seed)
+
+    members, val_probs, test_probs = [], [], []
+    for path, model, info in loaded:
+        model.to(device)
+        v_logits, val_y = predict_logits(model, val, device)
+        t_logits, test_y = predict_logits(model, test, device)
+        model.cpu()
+        val_probs.append(v_logits.softmax(dim=1))
+        test_probs.append(t_logits.softmax(dim=1))
+        members.append(
+            {
+                "model": str(path),
+                "kind": info.get("kind"),
+                "val_top1": _top1(v_logits, val_y),
+                "test_top1": _top1(t_logits, test_y),
+                "member_saw_validation": _saw_validation(info, config),
+            }
+        )
+    classes = {p.shape[1] for p in test_probs}
+    if len(classes) != 1:
+        raise BadInput(f"ensemble.members: the models predict different numbers of classes ({sorted(classes)})")
+    val_probs, test_probs = torch.stack(val_probs), torch.stack(test_probs)
+
+    weights = None
+    if cfg.method == "weighted":
+        given = cfg.weights is not None
+        weights = (
+            torch.tensor(cfg.weights, dtype=torch.float64)
+            if given
+            else accuracy_weights([m["val_top1"] for m in members])
+        )
+    out_dir = Path(cfg.output) if cfg.output else Path(config.output_dir) / "ensemble"
+    if cfg.method == "stacking":
+        head = fit_stacking(val_probs, val_y)
+        predicted = head.predict(stacking_features(test_probs))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(head.__dict__, out_dir / "stacking_head.pt")
+    elif cfg.method == "hard":
+        predicted = hard_vote(test_probs)
+    else:
+        predicted = soft_vote(test_probs, weights)
+    top1 = round(100.0 * (predicted == test_y).float().mean().item(), 2)
+    report = {
+        "ensemble_top1": top1,
+        "members": members,
+        "protocol": {
+            "method": cfg.method,
+            "weights": None if weights is None else [round(float(w), 4) for w in weights],
+            "weights_from": None if weights is None else ("given" if cfg.weights is not None else "validation top-1"),
+            "stacking_head": "logistic regression on members' log-probabilities" if cfg.method == "stacking" else None,
+            "val_split": f"stratified {cfg.val_fraction:g} of the labeled training images, {len(val)} images",
+            "test_split": f"{test.description}, {len(test)} images",
+            "label_fraction": config.data.label_fraction,
+            "seed": config.seed,
+        },
+    }
+    write_json(out_dir / f"ensemble-{cfg.method}.json", report)
+    print(format_ensemble(report))
+    print(f"ensemble-{cfg.method}.json written to {out_dir}")
+    return report
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return round(100.0 * (logits.argmax(dim=1) == labels).float().mean().item(), 2)
+
+
+def format_ensemble(report: dict) -> str:
+    lines = [f"{'model':<60} {'val top-1':>9} {'test top-1':>10}"]
+    for m in report["members"]:
+        lines.append(f"{m['model'][-60:]:<60} {m['val_top1']:>9.2f} {m['test_top1']:>10.2f}")
+    lines.append(f"{'ensemble (' + report['protocol']['method'] + ')':<60} {'':>9} {report['ensemble_top1']:>10.2f}")
+    return "\n".join(lines)

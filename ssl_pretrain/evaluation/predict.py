@@ -1,0 +1,32 @@
+"""Run a trained classifier over a labeled split: logits in dataset order."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+
+
+def classifier_info(model) -> DataInfo:
+    """How images must be fed to an ``ImageClassifier``: its encoder's channels and its image size."""
+    spec = model.encoder.spec
+    return DataInfo(spec["in_channels"], model.image_size, spec["mean"], spec["std"])
+
+
+@torch.no_grad()
+def predict_logits(model, dataset, device: torch.device, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, K), labels (N,))`` on the CPU, the model in eval mode."""
+    model.eval()
+    info = classifier_info(model)
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, shuffle=False, drop_last=False)
+    logits, labels = [], []
+    for batch in make_loader(dataset, sampler, 0, pin_memory=device.type == "cuda"):
+        if len(batch.images):
+            logits.append(model(to_device_float(batch.images, info, device)).float().cpu())
+            labels.append(batch.labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 in percent, rounded to 2 decimals."""
+    return round(100.0 * (logits.argmax(dim=1) == labels).float().mean().item(), 2)

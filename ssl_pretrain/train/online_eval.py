@@ -1,0 +1,88 @@
+"""Online evaluation during pretraining: kNN and/or linear probe on detached features of a labeled split.
+
+It observes and never steers: features are extracted under ``no_grad`` with every module in eval mode,
+each module's train/eval mode is put back afterwards, and the RNG states (Python, NumPy, torch) are
+saved before and restored after, so a run with online evaluation ends with weights bit-identical to the
+same run without it. Its time is not counted in the run's images/s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import DataInfo
+from ..errors import BadInput
+from ..evaluation.feature_view import FeatureView
+from ..evaluation.features import extract_features
+from ..evaluation.knn import weighted_knn_predict
+from ..evaluation.logistic import fit_logistic_regression, top1
+from .rng import rng_state, set_rng_state
+
+
+def _seeded_subset(dataset, count: int, seed: int):
+    if count >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return dataset.subset(order[:count].sort().values)
+
+
+class OnlineEvaluator:
+    """Built before training (so a dataset without labels fails early); ``due`` says when, ``run`` evaluates."""
+
+    def __init__(self, config: Config, info: DataInfo, device: torch.device):
+        from ..evaluation.splits import labeled_splits
+
+        cfg = config.online
+        self.cfg, self.config, self.info, self.device = cfg, config, info, device
+        try:
+            train, test = labeled_splits(config)
+        except BadInput as err:
+            raise BadInput(f"online.every: online evaluation needs labeled data ({err})") from None
+        self.train = _seeded_subset(train, cfg.train_images, config.seed)
+        self.test = _seeded_subset(test, cfg.test_images, config.seed + 1)
+        self.last: dict[str, float] = {}
+
+    def due(self, step: int, epochs_done: int, epoch_ended: bool) -> bool:
+        if self.cfg.unit == "step":
+            return not epoch_ended and step % self.cfg.every == 0
+        return epoch_ended and epochs_done % self.cfg.every == 0
+
+    def run(self, encoder: nn.Module, step: int, writer) -> dict[str, float]:
+        """Evaluate ``encoder`` now; returns and logs ``{"knn_top1": ..., "probe_top1": ...}``."""
+        modes = {module: module.training for module in encoder.modules()}
+        saved_rng = rng_state()
+        try:
+            results = self._evaluate(encoder)
+        finally:
+            for module, training in modes.items():
+                module.train(training)
+            set_rng_state(saved_rng)
+        for name, value in results.items():
+            writer.add_scalar(f"online/{name}", value, step)
+        self.last = results
+        return results
+
+    @torch.no_grad()
+    def _evaluate(self, encoder: nn.Module) -> dict[str, float]:
+        view = FeatureView(encoder)
+        batch, workers = self.config.probe.batch_size, self.config.data.num_workers
+        train_x, train_y = extract_features(view, self.train, self.info, self.device, batch, workers)
+        test_x, test_y = extract_features(view, self.test, self.info, self.device, batch, workers)
+        train_x, test_x = train_x[view.layer], test_x[view.layer]
+        num_classes = int(max(train_y.max(), test_y.max())) + 1
+        results = {}
+        if self.cfg.method in ("knn", "both"):
+            knn = self.config.knn
+            predicted = weighted_knn_predict(
+                train_x, train_y, test_x, num_classes, knn.k, knn.temperature, knn.chunk_size
+            )
+            results["knn_top1"] = round(100.0 * (predicted == test_y).float().mean().item(), 2)
+        if self.cfg.method in ("probe", "both"):
+            with torch.enable_grad():
+                classifier = fit_logistic_regression(
+                    train_x, train_y, num_classes, self.config.probe.l2, self.cfg.probe_iter
+                )
+            results["probe_top1"] = round(top1(classifier, test_x, test_y), 2)
+        return results

@@ -1,0 +1,146 @@
+"""Fine-tuning: freezing strategies, learning-rate groups, BatchNorm freezing, the auto freeze point, the CLI."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ssl_pretrain.cli import main
+from ssl_pretrain.encoders import build_encoder
+from ssl_pretrain.evaluation.auto_freeze import choose_freeze_point
+from ssl_pretrain.evaluation.classifier import ImageClassifier, load_classifier
+from ssl_pretrain.evaluation.freezing import FreezePlan, make_finetune_optimizer
+
+from .conftest import folder_overrides
+
+STAGES = ["stem", "layer1", "layer2", "layer3"]
+
+
+def _model(head_grid=1):
+    torch.manual_seed(0)
+    encoder = build_encoder("small_resnet", {"widths": [4, 8, 8]}, 1, 16, [0.5], [0.25])
+    return ImageClassifier(encoder, 3, head_grid, 16)
+
+
+def _one_step(model, plan, lr=0.1, mult=0.1, optimizer="adamw"):
+    groups = plan.param_groups(lr, mult, weight_decay=0.0)
+    opt = make_finetune_optimizer(groups, optimizer, momentum=0.0)
+    plan.train()
+    x, y = torch.rand(6, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return opt
+
+
+def _stage_of(key: str) -> str:
+    # encoder.trunk.stem.0.weight -> stem; head.weight -> head
+    parts = key.split(".")
+    return parts[0] if parts[0] == "head" else parts[2]
+
+
+@pytest.mark.parametrize(
+    "freeze_until,frozen",
+    [(None, []), ("stem", ["stem"]), ("layer2", ["stem", "layer1", "layer2"]), ("all", STAGES)],
+)
+def test_each_strategy_changes_exactly_the_unfrozen_parameters(freeze_until, frozen):
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = FreezePlan(model, freeze_until, freeze_bn=False)
+    assert plan.stages == frozen
+    _one_step(model, plan)
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        stage = _stage_of(key)
+        unchanged = torch.equal(before[key], value)
+        assert unchanged == (stage in frozen), f"{key} (stage {stage}) {'un' if unchanged else ''}changed"
+
+
+def test_the_encoder_learns_at_the_multiplier_times_the_heads_rate():
+    model = _model()
+    plan = FreezePlan(model, None, freeze_bn=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = _one_step(model, plan, lr=0.5, mult=0.1, optimizer="sgd")  # plain SGD: step = lr * grad
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"head": 0.5, "encoder": pytest.approx(0.05)}
+    for name, p in model.named_parameters():
+        expected_lr = 0.5 if name.startswith("head") else 0.05
+        torch.testing.assert_close(before[name] - p.detach(), expected_lr * p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_freeze_bn_keeps_running_statistics_of_trained_stages():
+    for freeze_bn in (False, True):
+        model = _model()
+        key = "encoder.trunk.layer3.0.bn1.running_mean"
+        before = model.state_dict()[key].clone()
+        plan = FreezePlan(model, "stem", freeze_bn=freeze_bn)
+        _one_step(model, plan)
+        assert torch.equal(before, model.state_dict()[key]) == freeze_bn
+        assert model.encoder.trunk.layer3[0].conv1.weight.requires_grad  # still trained
+
+
+def test_flatten_head_reads_the_whole_last_stage():
+    model = _model(head_grid=None)
+    assert model.head.in_features == 8 * 4 * 4  # 8 channels at 16 px / 4
+    assert model(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "per_class,top1,expected",
+    [
+        (20, {"stem": 70, "layer1": 75, "layer2": 80, "pooled": 79.5}, "all"),  # small, similar
+        (20, {"stem": 70, "layer1": 85, "layer2": 80, "pooled": 78}, "layer1"),  # small, different
+        (500, {"stem": 70, "layer1": 75, "layer2": 80, "pooled": 79.5}, None),  # large, similar
+        (500, {"stem": 70, "layer1": 85, "layer2": 80, "pooled": 78}, None),  # large, different
+    ],
+)
+def test_auto_freeze_point_covers_the_four_situations(per_class, top1, expected):
+    freeze_until, reason = choose_freeze_point(top1, ["stem", "layer1", "layer2"], per_class, small_per_class=100)
+    assert freeze_until == expected
+    assert ("small" if per_class < 100 else "large") in reason
+    assert ("similar" if top1["pooled"] >= 79 else "different") in reason
+
+
+def test_finetune_command_writes_checkpoints_report_and_tensorboard(image_folder, tmp_path, capsys):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    args = [
+        "finetune",
+        f"probe.encoder={run}",
+        "finetune.epochs=2",
+        "finetune.freeze_until=layer1",
+        "finetune.batch_size=8",
+        "trainer.progress=false",
+        "trainer.log_every=1",
+    ]
+    assert main(args) == 0
+    out_dir = run / "finetune" / "layer1-labels1-pretrained"
+    report = json.loads((out_dir / "finetune.json").read_text())
+    protocol = report["protocol"]
+    assert protocol["strategy"] == "partial" and protocol["frozen_stages"] == ["stem", "layer1"]
+    assert protocol["lr_encoder"] == pytest.approx(protocol["lr_head"] * 0.1)
+    assert len(report["val_top1"]) == 2 and 0 <= report["test_top1_best"] <= 100
+    # 30 labeled training images, 10% of each class held out for validation.
+    assert protocol["train_split"].endswith("27 images") and protocol["val_split"].endswith("3 images")
+    model, info = load_classifier(out_dir / "checkpoints" / "best.pt")
+    assert info["kind"] == "fine-tuned" and info["epoch"] == report["best_epoch"]
+    events = EventAccumulator(str(out_dir / "tb")).Reload()
+    assert [e.step for e in events.Scalars("val/top1")] == [1, 2]
+    assert "finetune/loss" in events.Tags()["scalars"]
+    # The same name again is refused and leaves the first run as it was.
+    before = (out_dir / "finetune.json").read_bytes()
+    assert main(args) == 2
+    assert "finetune.name" in capsys.readouterr().err
+    assert (out_dir / "finetune.json").read_bytes() == before
+
+
+def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    assert main(["finetune", f"probe.encoder={tmp_path / 'run'}", "finetune.freeze_until=layer9"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.freeze_until" in err and "layer1" in err
+    assert not (tmp_path / "run" / "finetune").exists()
