@@ -64,3 +64,25 @@ def test_evaluation_suite_benchmark_smoke(fashion_mnist_root, tmp_path):
         ("| random", "full"),
         ("| pretrained", "head_only"),
     ]
+
+
+def test_probe_speed_benchmark_smoke(fashion_mnist_root, tmp_path):
+    from ssl_pretrain.cli import main
+
+    from .conftest import TINY
+
+    args = [
+        "pretrain",
+        "-c",
+        "configs/fashion_mnist/dae.yaml",
+        *TINY,
+        f"data.root={fashion_mnist_root}",
+        "data.download=false",
+        f"output_dir={tmp_path}",
+        "run_name=tiny",
+    ]
+    assert main(args) == 0
+    done = _run("benchmarks/probe_speed.py", "--run", str(tmp_path / "tiny"), "--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "64 x 32 training features" in done.stdout  # widths [4, 8]: 8 channels pooled to 2x2
+    assert "| scikit-learn LogisticRegression (lbfgs" in done.stdout and "Speed-up: **" in done.stdout

@@ -144,3 +144,22 @@ def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
         predicted = model(to_device_float(batch.images, data, torch.device("cpu"))).argmax(1)
     accuracy = round(100.0 * (predicted == batch.labels).float().mean().item(), 2)
     assert accuracy == report["results"][0]["top1"]
+
+
+def test_closed_form_gradients_match_autograd():
+    import torch.nn.functional as F
+
+    from ssl_pretrain.evaluation.logistic import loss_and_gradients
+
+    torch.manual_seed(0)
+    x, y = torch.randn(500, 20, dtype=torch.float64), torch.randint(0, 4, (500,))
+    w = torch.randn(4, 20, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    loss = F.cross_entropy(x @ w.T + b, y) + 0.5 * 0.01 * w.square().sum()
+    loss.backward()
+    closed, grad_w, grad_b = loss_and_gradients(
+        x.T.contiguous(), F.one_hot(y, 4).T.double(), w.detach(), b.detach(), 0.01
+    )
+    torch.testing.assert_close(closed, loss.detach())
+    torch.testing.assert_close(grad_w, w.grad)
+    torch.testing.assert_close(grad_b, b.grad)

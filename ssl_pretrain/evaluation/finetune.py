@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..build import resolve_device
 from ..config import Config, save_config
-from ..data import EpochBatchSampler, make_loader, to_device_float
+from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
 from ..encoders import encoder_from_spec
 from ..errors import BadInput
 from ..runs import write_json
@@ -47,6 +47,11 @@ def finetune_augmentation(kind: str, size: int) -> torch.nn.Module:
     if kind in ("flip", "crop_flip"):
         ops.append(K.RandomHorizontalFlip())
     return K.AugmentationSequential(*ops) if ops else torch.nn.Identity()
+
+
+def warmup_steps(configured: int, total: int) -> int:
+    """Linear warm-up length: as configured, but at most a tenth of the run (small label fractions)."""
+    return min(configured, total // 10)
 
 
 def encoder_lr_mult(config: Config) -> float:
@@ -88,12 +93,13 @@ def run_finetune(config: Config) -> dict:
     optimizer = make_finetune_optimizer(groups, cfg.optimizer, cfg.momentum)
     sampler = EpochBatchSampler(len(train), cfg.batch_size, config.seed)
     steps = cfg.epochs * len(sampler)
-    warmup = min(cfg.warmup_steps, steps // 10)
+    warmup = warmup_steps(cfg.warmup_steps, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))
 
-    out_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
     protocol = _protocol(config, plan, model, freeze_until, reason, train, val, test)
+    protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
     if reason is not None:
         protocol["auto_probe_top1"] = layer_top1
     history = _train(config, model, plan, optimizer, scheduler, sampler, train, val, device, out_dir, protocol)
@@ -138,7 +144,8 @@ def _auto_freeze_point(config: Config, encoder, train, val, num_classes: int, de
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
         sample = train.subset(order[: cfg.auto_probe_images].sort().values)
     view = LayerView(encoder, available_layers(encoder), config.probe.layer_dim, encoder.spec["image_size"])
-    info = classifier_info(ImageClassifier(encoder, num_classes, 1, encoder.spec["image_size"]))
+    spec = encoder.spec
+    info = DataInfo(spec["in_channels"], spec["image_size"], spec["mean"], spec["std"])
     rows = evaluate_encoder("pretrained", view, sample, val, info, config, device, logistic_top1)
     encoder.train()
     for p in encoder.parameters():
@@ -229,7 +236,6 @@ def _protocol(config, plan, model, freeze_until, reason, train, val, test) -> di
         "lr_encoder": cfg.lr * encoder_lr_mult(config),
         "optimizer": cfg.optimizer,
         "weight_decay": cfg.weight_decay,
-        "schedule": f"linear warm-up {cfg.warmup_steps} steps, cosine to 0",
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "freeze_bn": cfg.freeze_bn,
