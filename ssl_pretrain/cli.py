@@ -46,7 +46,7 @@ _SOURCE_KEYS = {
 }
 
 
-def _probe_config(args) -> Config:
+def _evaluation_config(args) -> Config:
     """``-c`` may be left out when the command's model source belongs to a run (a directory holding
     ``config.yaml``): that config gives the defaults (for ``ensemble``, the first member's)."""
     from .evaluation.encoder_source import run_dir_of
@@ -78,23 +78,23 @@ def run(argv: list[str]) -> int:
     elif args.command == "probe":
         from .evaluation.probe import run_probe
 
-        run_probe(_probe_config(args))
+        run_probe(_evaluation_config(args))
     elif args.command == "knn":
         from .evaluation.knn import run_knn
 
-        run_knn(_probe_config(args))
+        run_knn(_evaluation_config(args))
     elif args.command == "finetune":
         from .evaluation.finetune import run_finetune
 
-        run_finetune(_probe_config(args))
+        run_finetune(_evaluation_config(args))
     elif args.command == "ensemble":
         from .evaluation.ensemble import run_ensemble
 
-        run_ensemble(_probe_config(args))
+        run_ensemble(_evaluation_config(args))
     elif args.command == "gradcam":
         from .evaluation.gradcam import run_gradcam
 
-        run_gradcam(_probe_config(args))
+        run_gradcam(_evaluation_config(args))
     elif args.command == "export":
         from .evaluation.encoder_source import task_from_checkpoint
         from .train.export import export_encoder
