@@ -59,6 +59,7 @@ class TrainerConfig:
     warmup_steps: int = _non_negative(100)
     min_lr_ratio: float = _ranged(0.0, lambda v: 0 <= v <= 1, "in [0, 1]")
     checkpoint_every: int = _positive(500)
+    keep_last: int = _non_negative(0)
     log_every: int = _positive(20)
     image_every: int = _positive(200)
     resume: bool = False

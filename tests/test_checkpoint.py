@@ -54,3 +54,34 @@ def test_truncated_and_foreign_files_are_bad_input(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(BadInput, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_keep_last_keeps_the_newest_step_snapshots(image_folder, tmp_path):
+    from ssl_pretrain.cli import main
+
+    from .conftest import folder_overrides
+
+    args = [
+        "pretrain",
+        "-c",
+        "configs/fashion_mnist/dae.yaml",
+        *folder_overrides(image_folder, tmp_path),
+        "trainer.max_steps=7",
+        "trainer.checkpoint_every=2",
+        "trainer.keep_last=2",
+    ]
+    assert main(args) == 0
+    folder = tmp_path / "run" / "checkpoints"
+    # saves at steps 2, 4, 6 and the end (7): the two newest snapshots stay, next to last.pt
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step-00000006.pt", "step-00000007.pt"]
+    assert load_checkpoint(folder / "step-00000006.pt")["step"] == 6
+    assert load_checkpoint(folder / "step-00000007.pt")["step"] == load_checkpoint(folder / "last.pt")["step"] == 7
+
+
+def test_keep_last_zero_keeps_only_last(image_folder, tmp_path):
+    from ssl_pretrain.cli import main
+
+    from .conftest import folder_overrides
+
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["last.pt"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -47,6 +48,22 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def keep_snapshot(last: Path, step: int, keep: int) -> None:
+    """Also keep ``last`` as ``step-<step>.pt`` beside it (a hard link, else a copy, made atomically) and
+    delete all but the ``keep`` newest such snapshots. ``keep = 0`` keeps none: ``last.pt`` alone."""
+    if keep <= 0:
+        return
+    snapshot = last.with_name(f"step-{step:08d}.pt")
+    tmp = last.with_name(f".{snapshot.name}.tmp")
+    try:
+        os.link(last, tmp)
+    except OSError:
+        shutil.copyfile(last, tmp)
+    os.replace(tmp, snapshot)
+    for old in sorted(last.parent.glob("step-*.pt"))[:-keep]:
+        old.unlink()
 
 
 def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:

@@ -21,7 +21,7 @@ from ..config import Config, save_config
 from ..data import EpochBatchSampler, data_info, make_loader, open_split, to_device_float
 from ..errors import BadInput
 from ..runs import check_run_dir, checkpoint_path, write_json
-from .checkpoint import FORMAT, atomic_torch_save, load_checkpoint, load_state_strict
+from .checkpoint import FORMAT, atomic_torch_save, keep_snapshot, load_checkpoint, load_state_strict
 from .export import export_encoder
 from .online_eval import OnlineEvaluator
 from .optim import make_optimizer, make_scheduler
@@ -220,6 +220,7 @@ def _save_checkpoint(run_dir: Path, config: Config, task, optimizer, scheduler, 
         "metrics": progress.last_metrics,
     }
     atomic_torch_save(state, checkpoint_path(run_dir))
+    keep_snapshot(checkpoint_path(run_dir), progress.step, config.trainer.keep_last)
 
 
 def _restore(path: Path, task, optimizer, scheduler) -> Progress:
