@@ -56,8 +56,7 @@ def main() -> None:
     config = load_config(args.run / "config.yaml", [f"probe.encoder={args.run}", *smoke, *args.overrides])
     device = resolve_device(config.device)
     encoder = load_encoder(args.run)
-    spec = encoder.spec
-    info = DataInfo(spec["in_channels"], spec["image_size"], spec["mean"], spec["std"])
+    info = DataInfo.from_spec(encoder.spec)
     train, test = labeled_splits(config)
     view = FeatureView(encoder, args.pool)
     start = time.perf_counter()

@@ -61,6 +61,14 @@ def fashion_mnist_root(tmp_path):
     return root
 
 
+def seeded_batch(task, seed: int, *batch_args):
+    """``task.make_batch(*batch_args)`` right after ``torch.manual_seed(seed)``."""
+    import torch
+
+    torch.manual_seed(seed)
+    return task.make_batch(*batch_args)
+
+
 def folder_overrides(image_folder, output_dir, run_name: str = "run") -> list[str]:
     return TINY + [
         "data.name=image_folder",

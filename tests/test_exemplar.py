@@ -12,6 +12,8 @@ from ssl_pretrain.tasks import Exemplar
 from ssl_pretrain.tasks.exemplar import multi_positive_nt_xent
 from ssl_pretrain.tasks.preview import label_each
 
+from .conftest import seeded_batch
+
 
 def _task(channels=1, **options):
     encoder = build_encoder(
@@ -50,12 +52,7 @@ def test_copies_are_closer_to_their_own_seed_than_to_other_seeds():
 def test_same_seed_same_batch():
     task = _task(copies=2, num_seeds=20)
     images, indices = torch.rand(4, 1, 16, 16), torch.arange(4)
-    torch.manual_seed(7)
-    a = task.make_batch(images, indices)
-    torch.manual_seed(7)
-    b = task.make_batch(images, indices)
-    torch.manual_seed(8)
-    c = task.make_batch(images, indices)
+    a, b, c = (seeded_batch(task, seed, images, indices) for seed in (7, 7, 8))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
 
 

@@ -17,6 +17,8 @@ from ssl_pretrain.tasks.patches import (
 )
 from ssl_pretrain.tasks.relative_patch import down_up_sample, drop_colour, normalise_patches
 
+from .conftest import seeded_batch
+
 
 def _task(size=48, channels=1, **options):
     encoder = build_encoder(
@@ -155,10 +157,7 @@ def test_colour_defences():
 def test_same_seed_same_batch():
     task = _task(48, colour="drop", downsample_prob=0.3, channels=3)
     images = torch.rand(4, 3, 48, 48)
-    torch.manual_seed(5)
-    a = task.make_batch(images)
-    torch.manual_seed(5)
-    b = task.make_batch(images)
+    a, b = seeded_batch(task, 5, images), seeded_batch(task, 5, images)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 

@@ -7,6 +7,8 @@ from ssl_pretrain.tasks import RotationPrediction
 from ssl_pretrain.tasks.preview import label_each
 from ssl_pretrain.tasks.rotation import balanced_labels
 
+from .conftest import seeded_batch
+
 
 def _task(mode="one"):
     encoder = build_encoder("small_resnet", {"widths": [4, 8], "blocks": [1, 1]}, 1, 16, [0.5], [0.25])
@@ -56,10 +58,7 @@ def test_all_mode_shows_every_image_in_all_four_rotations():
 def test_same_seed_same_batch():
     images = torch.rand(16, 1, 16, 16)
     task = _task()
-    torch.manual_seed(3)
-    a = task.make_batch(images)
-    torch.manual_seed(3)
-    b = task.make_batch(images)
+    a, b = seeded_batch(task, 3, images), seeded_batch(task, 3, images)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 

@@ -40,6 +40,11 @@ class DataInfo:
     mean: list[float]
     std: list[float]
 
+    @classmethod
+    def from_spec(cls, spec: dict, image_size: int | None = None) -> DataInfo:
+        """What an encoder (its ``spec``) expects, at its own input size or at ``image_size``."""
+        return cls(spec["in_channels"], image_size or spec["image_size"], spec["mean"], spec["std"])
+
 
 def default_root(name: str) -> Path:
     return Path(os.environ.get("SSL_PRETRAIN_DATA", Path.home() / ".cache" / "ssl_pretrain")) / name

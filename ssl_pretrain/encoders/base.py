@@ -107,6 +107,10 @@ class Encoder(nn.Module):
                     break
         return out
 
+    def stage_modules(self, name: str) -> list[nn.Module]:
+        """The modules stage ``name`` runs, in order (its output is the last one's)."""
+        return dict(self._stages)[name]
+
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map, ``(B, num_features, h, w)``."""
         return self.forward_stages(x, [self.stage_names[-1]])[self.stage_names[-1]]

@@ -63,9 +63,9 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(self.encoder.forward_maps(x)))
 
 
-def save_classifier(model: ImageClassifier, path: Path, info: dict) -> None:
-    """Write ``model`` (plain tensors and data; ``info`` says how it was trained) atomically."""
-    state = {
+def classifier_state(model: ImageClassifier, info: dict) -> dict:
+    """``model`` as plain tensors and data (``info`` says how it was trained), loadable with weights_only."""
+    return {
         "format": FORMAT,
         "encoder_spec": model.encoder.spec,
         "encoder": {k: v.detach().cpu() for k, v in model.encoder.trunk.state_dict().items()},
@@ -75,7 +75,30 @@ def save_classifier(model: ImageClassifier, path: Path, info: dict) -> None:
         "num_classes": model.num_classes,
         "info": info,
     }
-    atomic_torch_save(state, path)
+
+
+def save_classifier(model: ImageClassifier, path: Path, info: dict) -> None:
+    atomic_torch_save(classifier_state(model, info), path)
+
+
+def classifier_file(source: str, key: str) -> Path:
+    """The file behind config key ``key``: a fine-tuning run directory -> its ``checkpoints/best.pt``;
+    a file as it is."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        if not best.is_file():
+            raise BadInput(f"{key}: {path} is a directory without checkpoints/best.pt")
+        return best
+    if not path.is_file():
+        raise BadInput(f"{key}: {path} does not exist")
+    return path
+
+
+def restore_weights(model: ImageClassifier, state: dict, path: Path) -> None:
+    """Load the encoder and head weights of a :func:`classifier_state` into ``model``, strictly."""
+    load_state_strict(model.encoder.trunk, state["encoder"], path, f"its {state['encoder_spec']['backbone']} encoder")
+    load_state_strict(model.head, state["head"], path, "its head")
 
 
 def load_classifier(path: Path, what: str = "classifier") -> tuple[ImageClassifier, dict]:
@@ -86,14 +109,13 @@ def load_classifier(path: Path, what: str = "classifier") -> tuple[ImageClassifi
         state = state["classifier"]
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BadInput(
-            f"{what} {path} is not an ssl_pretrain classifier ({FORMAT}): use a fine-tuning run's "
-            "classifier.pt or checkpoints/best.pt, or a probe's probe_classifier.pt"
+            f"{what} {path} is not an ssl_pretrain classifier ({FORMAT}): use a fine-tuning run "
+            "(or its checkpoints/best.pt, last.pt) or a probe's probe_classifier.pt"
         )
     model = ImageClassifier(
         encoder_from_spec(state["encoder_spec"]), state["num_classes"], state["grid"], state["image_size"]
     )
-    load_state_strict(model.encoder.trunk, state["encoder"], path, f"its {state['encoder_spec']['backbone']} encoder")
-    load_state_strict(model.head, state["head"], path, "its head")
+    restore_weights(model, state, path)
     return model.eval(), dict(state["info"])
 
 

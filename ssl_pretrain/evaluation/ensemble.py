@@ -19,24 +19,12 @@ from ..errors import BadInput, ConfigError
 from ..runs import write_json
 from ..train.checkpoint import atomic_torch_save
 from ..train.rng import seed_everything
-from .classifier import load_classifier
+from .classifier import classifier_file, load_classifier
 from .finetune import validation_split
-from .predict import predict_logits
+from .metrics import percent_correct
+from .predict import accuracy, predict_logits
 from .splits import labeled_splits
 from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
-
-
-def member_file(source: str) -> Path:
-    """A fine-tuning run directory -> its ``checkpoints/best.pt``; a file as it is."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        best = path / "checkpoints" / "best.pt"
-        if not best.is_file():
-            raise BadInput(f"ensemble.members: {path} is a directory without checkpoints/best.pt")
-        return best
-    if not path.is_file():
-        raise BadInput(f"ensemble.members: {path} does not exist")
-    return path
 
 
 def _saw_validation(info: dict, config: Config) -> bool | None:
@@ -59,7 +47,8 @@ def run_ensemble(config: Config) -> dict:
         raise ConfigError("ensemble.weights", f"needs one weight per member ({len(cfg.members)}), got {cfg.weights}")
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    loaded = [(path, *load_classifier(path, "ensemble member")) for path in map(member_file, cfg.members)]
+    paths = [classifier_file(member, "ensemble.members") for member in cfg.members]
+    loaded = [(path, *load_classifier(path, "ensemble member")) for path in paths]
     train, test = labeled_splits(config)
     _, val = validation_split(train, cfg.val_fraction, config.seed)
 
@@ -75,8 +64,8 @@ def run_ensemble(config: Config) -> dict:
             {
                 "model": str(path),
                 "kind": info.get("kind"),
-                "val_top1": _top1(v_logits, val_y),
-                "test_top1": _top1(t_logits, test_y),
+                "val_top1": accuracy(v_logits, val_y),
+                "test_top1": accuracy(t_logits, test_y),
                 "member_saw_validation": _saw_validation(info, config),
             }
         )
@@ -103,7 +92,7 @@ def run_ensemble(config: Config) -> dict:
         predicted = hard_vote(test_probs)
     else:
         predicted = soft_vote(test_probs, weights)
-    top1 = round(100.0 * (predicted == test_y).float().mean().item(), 2)
+    top1 = percent_correct(predicted, test_y)
     report = {
         "ensemble_top1": top1,
         "members": members,
@@ -122,10 +111,6 @@ def run_ensemble(config: Config) -> dict:
     print(format_ensemble(report))
     print(f"ensemble-{cfg.method}.json written to {out_dir}")
     return report
-
-
-def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return round(100.0 * (logits.argmax(dim=1) == labels).float().mean().item(), 2)
 
 
 def format_ensemble(report: dict) -> str:

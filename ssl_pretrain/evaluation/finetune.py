@@ -30,7 +30,7 @@ from ..train.checkpoint import atomic_torch_save
 from ..train.optim import warmup_cosine_factor
 from ..train.rng import seed_everything
 from .auto_freeze import choose_freeze_point
-from .classifier import FORMAT, ImageClassifier
+from .classifier import ImageClassifier, classifier_state, restore_weights
 from .encoder_source import load_encoder
 from .freezing import FreezePlan, make_finetune_optimizer, strategy_name
 from .layer_view import LayerView, available_layers
@@ -106,7 +106,8 @@ def run_finetune(config: Config) -> dict:
 
     results = {}
     for which in ("best", "last"):
-        model.load_state_dict(torch.load(out_dir / "checkpoints" / f"{which}.pt", weights_only=True)["state"])
+        path = out_dir / "checkpoints" / f"{which}.pt"
+        restore_weights(model, torch.load(path, weights_only=True)["classifier"], path)
         results[f"test_top1_{which}"] = accuracy(*predict_logits(model, test, device))
     report = {
         **results,
@@ -144,12 +145,8 @@ def _auto_freeze_point(config: Config, encoder, train, val, num_classes: int, de
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
         sample = train.subset(order[: cfg.auto_probe_images].sort().values)
     view = LayerView(encoder, available_layers(encoder), config.probe.layer_dim, encoder.spec["image_size"])
-    spec = encoder.spec
-    info = DataInfo(spec["in_channels"], spec["image_size"], spec["mean"], spec["std"])
+    info = DataInfo.from_spec(encoder.spec)
     rows = evaluate_encoder("pretrained", view, sample, val, info, config, device, logistic_top1)
-    encoder.train()
-    for p in encoder.parameters():
-        p.requires_grad_(True)
     layer_top1 = {row["layer"]: row["top1"] for row in rows}
     per_class = len(train) / num_classes
     freeze_until, reason = choose_freeze_point(layer_top1, encoder.stage_names, per_class, cfg.small_per_class)
@@ -207,19 +204,9 @@ def _train(config, model, plan, optimizer, scheduler, sampler, train, val, devic
 
 
 def _save(model: ImageClassifier, path: Path, epoch: int, val_top1: float, protocol: dict) -> None:
-    """A fine-tuning checkpoint: ``state`` (the whole model) and ``classifier`` (loadable on its own)."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    classifier = {
-        "format": FORMAT,
-        "encoder_spec": model.encoder.spec,
-        "encoder": {k[len("encoder.trunk.") :]: v for k, v in state.items() if k.startswith("encoder.trunk.")},
-        "head": {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")},
-        "grid": model.grid,
-        "image_size": model.image_size,
-        "num_classes": model.num_classes,
-        "info": {"kind": "fine-tuned", "epoch": epoch, "val_top1": val_top1, "protocol": protocol},
-    }
-    atomic_torch_save({"state": state, "epoch": epoch, "val_top1": val_top1, "classifier": classifier}, path)
+    """A fine-tuning checkpoint: the classifier (loadable on its own by ``load_classifier``) and its epoch."""
+    info = {"kind": "fine-tuned", "epoch": epoch, "val_top1": val_top1, "protocol": protocol}
+    atomic_torch_save({"classifier": classifier_state(model, info), "epoch": epoch, "val_top1": val_top1}, path)
 
 
 def _protocol(config, plan, model, freeze_until, reason, train, val, test) -> dict:

@@ -31,10 +31,6 @@ def frozen_stages(encoder: Encoder, freeze_until: str | None) -> list[str]:
     return encoder.stage_names[: encoder.stage_names.index(freeze_until) + 1]
 
 
-def stage_modules(encoder: Encoder, names: list[str]) -> list[nn.Module]:
-    return [module for name, modules in encoder._stages if name in names for module in modules]
-
-
 class FreezePlan:
     """Applies a strategy to ``model`` (an ``ImageClassifier``: ``.encoder`` + ``.head``)."""
 
@@ -43,7 +39,7 @@ class FreezePlan:
         self.stages = frozen_stages(model.encoder, freeze_until)
         self.strategy = strategy_name(freeze_until)
         self.freeze_bn = freeze_bn
-        self.frozen_modules = stage_modules(model.encoder, self.stages)
+        self.frozen_modules = [m for name in self.stages for m in model.encoder.stage_modules(name)]
         if self.strategy == "head_only":
             self.frozen_modules = [model.encoder]
         for module in self.frozen_modules:

@@ -19,8 +19,7 @@ from ..config import Config
 from ..data import to_device_float
 from ..errors import BadInput, ConfigError
 from ..train.rng import seed_everything
-from .classifier import ImageClassifier, load_classifier
-from .ensemble import member_file
+from .classifier import ImageClassifier, classifier_file, load_classifier
 from .predict import classifier_info
 from .splits import labeled_splits
 
@@ -32,7 +31,7 @@ def grad_cam(model: ImageClassifier, images: torch.Tensor, layer: str, target: t
     if layer not in encoder.stage_names:
         stages = ", ".join(encoder.stage_names)
         raise ConfigError("gradcam.layer", f"unknown stage {layer!r}; this encoder has {stages}")
-    last_module = dict(encoder._stages)[layer][-1]
+    last_module = encoder.stage_modules(layer)[-1]
     captured = {}
     hook = last_module.register_forward_hook(lambda m, i, out: captured.__setitem__("a", out))
     try:
@@ -73,7 +72,7 @@ def run_gradcam(config: Config) -> Path:
         raise ConfigError("gradcam.model", "is required: a fine-tuning run, its best.pt, or probe_classifier.pt")
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    path = member_file(cfg.model)
+    path = classifier_file(cfg.model, "gradcam.model")
     model, _ = load_classifier(path, "gradcam.model")
     model.to(device)
     layer = cfg.layer or model.encoder.stage_names[-1]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from .metrics import percent_correct
 from .probe import evaluate_frozen
 
 
@@ -40,7 +41,7 @@ def knn_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Config)
     """Test top-1 in percent of weighted kNN with the ``knn.*`` settings."""
     knn = config.knn
     predicted = weighted_knn_predict(train_x, train_y, test_x, num_classes, knn.k, knn.temperature, knn.chunk_size)
-    return {"top1": round(100.0 * (predicted == test_y).float().mean().item(), 2)}
+    return {"top1": percent_correct(predicted, test_y)}
 
 
 def run_knn(config: Config) -> dict:

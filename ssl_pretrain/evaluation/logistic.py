@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .metrics import percent_correct
+
 
 @dataclass
 class LinearClassifier:
@@ -81,5 +83,5 @@ def loss_and_gradients(x_t: torch.Tensor, targets: torch.Tensor, weight: torch.T
 
 
 def top1(classifier: LinearClassifier, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    return 100.0 * (classifier.predict(features) == labels).float().mean().item()
+    """Top-1 accuracy in percent (2 decimals)."""
+    return percent_correct(classifier.predict(features), labels)

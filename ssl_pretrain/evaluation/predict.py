@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from .metrics import percent_correct
 
 
 def classifier_info(model) -> DataInfo:
     """How images must be fed to an ``ImageClassifier``: its encoder's channels and its image size."""
-    spec = model.encoder.spec
-    return DataInfo(spec["in_channels"], model.image_size, spec["mean"], spec["std"])
+    return DataInfo.from_spec(model.encoder.spec, model.image_size)
 
 
 @torch.no_grad()
@@ -28,5 +28,5 @@ def predict_logits(model, dataset, device: torch.device, batch_size: int = 512) 
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 in percent, rounded to 2 decimals."""
-    return round(100.0 * (logits.argmax(dim=1) == labels).float().mean().item(), 2)
+    """Top-1 in percent of ``logits (N, K)``, rounded to 2 decimals."""
+    return percent_correct(logits.argmax(dim=1), labels)

@@ -29,8 +29,8 @@ def logistic_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Co
     classifier under ``"classifier"`` (the caller keeps or drops it)."""
     classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
     return {
-        "top1": round(top1(classifier, test_x, test_y), 2),
-        "train_top1": round(top1(classifier, train_x, train_y), 2),
+        "top1": top1(classifier, test_x, test_y),
+        "train_top1": top1(classifier, train_x, train_y),
         "classifier": classifier,
     }
 
@@ -56,10 +56,8 @@ def evaluate_encoder(name: str, view, train, test, info: DataInfo, config: Confi
 
 def frozen_features(view, train, test, info: DataInfo, config: Config, device):
     """``(train_x, train_y, test_x, test_y)``, ``x`` as ``{layer: (N, D)}``, from the frozen encoder in
-    eval mode, extracted once."""
+    eval mode, extracted once (without gradients)."""
     view = view.to(device).eval()
-    for p in view.parameters():
-        p.requires_grad_(False)
     batch, workers = config.probe.batch_size, config.data.num_workers
     return (
         *extract_features(view, train, info, device, batch, workers),
@@ -136,10 +134,10 @@ def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> d
     encoder = load_encoder(config.probe.encoder)
     spec = encoder.spec
     size, view = probe_view(config, spec, encoder)
-    info = DataInfo(spec["in_channels"], size, spec["mean"], spec["std"])
+    info = DataInfo.from_spec(spec, size)
     train, test = labeled_splits(config)
     rows = evaluate_encoder("pretrained", view, train, test, info, config, device, classify)
-    fitted = [row.pop("classifier", None) for row in rows]
+    fitted = rows[0].get("classifier")
     if config.probe.control in ("random_init", "all"):
         control = control_view(view, spec, config.seed)
         rows += evaluate_encoder("random_init", control, train, test, info, config, device, classify)
@@ -149,10 +147,10 @@ def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> d
         row.pop("classifier", None)
     out_dir = results_dir(Path(config.probe.encoder))
     stem = result_stem(command, config)
-    report = {"results": rows, "protocol": {**protocol, **_frozen_protocol(config, view, info, train, test)}}
-    if fitted[0] is not None and isinstance(view, FeatureView) and view.geometry is None:
+    report = {"results": rows, "protocol": {**protocol, **_frozen_protocol(config, spec, view, info, train, test)}}
+    if fitted is not None and isinstance(view, FeatureView) and view.geometry is None:
         path = out_dir / f"{stem}_classifier.pt"
-        _save_probe_classifier(encoder, view.pool, size, fitted[0], path, report)
+        _save_probe_classifier(encoder, view.pool, size, fitted, path, report)
         report["classifier_file"] = path.name
     write_json(out_dir / f"{stem}.json", report)
     print(format_table(rows))
@@ -160,8 +158,7 @@ def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> d
     return report
 
 
-def _frozen_protocol(config: Config, view, info: DataInfo, train, test) -> dict:
-    spec = view.encoder.spec if hasattr(view, "encoder") else {}
+def _frozen_protocol(config: Config, spec: dict, view, info: DataInfo, train, test) -> dict:
     return {
         "pooling": view.pooling,
         "layer_dim": view.layer_dim if isinstance(view, LayerView) else None,
@@ -176,7 +173,7 @@ def _frozen_protocol(config: Config, view, info: DataInfo, train, test) -> dict:
         "patch_grid": view.geometry.__dict__ if getattr(view, "geometry", None) else None,
         "channels": info.channels,
         "encoder_source": str(config.probe.encoder),
-        "backbone": spec.get("backbone"),
+        "backbone": spec["backbone"],
         "seed": config.seed,
     }
 

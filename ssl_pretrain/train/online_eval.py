@@ -16,8 +16,9 @@ from ..data import DataInfo
 from ..errors import BadInput
 from ..evaluation.feature_view import FeatureView
 from ..evaluation.features import extract_features
-from ..evaluation.knn import weighted_knn_predict
+from ..evaluation.knn import knn_top1
 from ..evaluation.logistic import fit_logistic_regression, top1
+from ..evaluation.splits import labeled_splits
 from .rng import rng_state, set_rng_state
 
 
@@ -32,8 +33,6 @@ class OnlineEvaluator:
     """Built before training (so a dataset without labels fails early); ``due`` says when, ``run`` evaluates."""
 
     def __init__(self, config: Config, info: DataInfo, device: torch.device):
-        from ..evaluation.splits import labeled_splits
-
         cfg = config.online
         self.cfg, self.config, self.info, self.device = cfg, config, info, device
         try:
@@ -74,15 +73,9 @@ class OnlineEvaluator:
         num_classes = int(max(train_y.max(), test_y.max())) + 1
         results = {}
         if self.cfg.method in ("knn", "both"):
-            knn = self.config.knn
-            predicted = weighted_knn_predict(
-                train_x, train_y, test_x, num_classes, knn.k, knn.temperature, knn.chunk_size
-            )
-            results["knn_top1"] = round(100.0 * (predicted == test_y).float().mean().item(), 2)
+            results["knn_top1"] = knn_top1(train_x, train_y, test_x, test_y, num_classes, self.config)["top1"]
         if self.cfg.method in ("probe", "both"):
-            with torch.enable_grad():
-                classifier = fit_logistic_regression(
-                    train_x, train_y, num_classes, self.config.probe.l2, self.cfg.probe_iter
-                )
-            results["probe_top1"] = round(top1(classifier, test_x, test_y), 2)
+            l2 = self.config.probe.l2
+            classifier = fit_logistic_regression(train_x, train_y, num_classes, l2, self.cfg.probe_iter)
+            results["probe_top1"] = top1(classifier, test_x, test_y)
         return results
