@@ -75,3 +75,12 @@ def test_gradcam_command_writes_png_and_tensorboard(image_folder, tmp_path):
     assert main(["gradcam", f"gradcam.model={model_dir}", "gradcam.layer=layer7"]) == 2
     assert main(["gradcam", f"gradcam.model={model_dir}", "gradcam.target_class=9"]) == 2
     assert Path(png).is_file()
+
+
+def test_missing_models_are_bad_input_naming_their_key(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    args = ["-c", "configs/fashion_mnist/dae.yaml"]
+    assert main(["gradcam", *args, f"gradcam.model={missing}"]) == 2
+    assert capsys.readouterr().err.startswith("ssl-pretrain: error: gradcam.model:")
+    assert main(["ensemble", *args, f"ensemble.members=[{missing},{missing}]"]) == 2
+    assert capsys.readouterr().err.startswith("ssl-pretrain: error: ensemble.members:")
