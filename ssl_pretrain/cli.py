@@ -67,15 +67,30 @@ def _evaluation_config(args) -> Config:
 
 
 def run(argv: list[str]) -> int:
+    from .train.distributed import world_from_env
+
     args = _parser().parse_args(argv)
+    world = world_from_env()
     if args.command == "pretrain":
         from .train.trainer import pretrain
 
         if args.config is None:
             raise BadInput("pretrain: -c CONFIG is required (e.g. -c configs/fashion_mnist/dae.yaml)")
         run_dir = pretrain(load_config(args.config, args.overrides), resume=args.resume)
-        print(f"run directory: {run_dir}")
-    elif args.command == "probe":
+        if world.is_main:
+            print(f"run directory: {run_dir}")
+        return 0
+    if world.distributed:
+        if args.command == "demo":
+            raise BadInput("demo: runs on one process; start it without torchrun (ssl-pretrain demo)")
+        # Only pretraining is data-parallel; evaluation runs whole on rank 0 and the others stand down.
+        if not world.is_main:
+            return 0
+        print(
+            f"note: {args.command} runs on one process (rank 0 of {world.size}); the other processes exit",
+            file=sys.stderr,
+        )
+    if args.command == "probe":
         from .evaluation.probe import run_probe
 
         run_probe(_evaluation_config(args))

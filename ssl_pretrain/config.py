@@ -64,6 +64,11 @@ class TrainerConfig:
     image_every: int = _positive(200)
     resume: bool = False
     progress: bool = True
+    nonfinite: Literal["stop", "skip"] = "stop"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    sync_batchnorm: bool = False
 
 
 @dataclass

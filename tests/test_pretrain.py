@@ -58,9 +58,9 @@ def test_resume_finishes_bit_identical_to_an_uninterrupted_run(image_folder, tmp
 
     save = trainer._save_checkpoint
 
-    def save_then_crash_at_step_4(run_dir, config, task, optimizer, scheduler, progress):
-        save(run_dir, config, task, optimizer, scheduler, progress)
-        if progress.step == 4:
+    def save_then_crash_at_step_4(run):
+        save(run)
+        if run.progress.step == 4:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "_save_checkpoint", save_then_crash_at_step_4)

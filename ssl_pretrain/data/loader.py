@@ -17,14 +17,29 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     ``start_batch`` skips the first batches of the current epoch (exact resume). Incomplete
     last batches are dropped when ``drop_last`` and there is at least one full batch.
+
+    With ``world_size`` processes (a distributed sampler): batch ``b`` of rank ``r`` is the ``r``-th
+    slice of ``batch_size`` of batch ``b`` of a one-process sampler whose batch is
+    ``batch_size * world_size``; every rank gets the same number of full batches.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.size = size
-        self.batch_size = min(batch_size, size)
+        self.batch_size = max(1, min(batch_size, size // world_size))
         self.seed = seed
         self.shuffle = shuffle
-        self.drop_last = drop_last
+        self.drop_last = drop_last or world_size > 1
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start_batch = 0
 
@@ -32,8 +47,12 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.start_batch = start_batch
 
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
     def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
+        full, rest = divmod(self.size, self.global_batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -43,7 +62,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         else:
             order = torch.arange(self.size)
         for b in range(self.start_batch, len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            start = (b * self.world_size + self.rank) * self.batch_size
+            yield order[start : start + self.batch_size].tolist()
 
 
 def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
@@ -57,8 +77,17 @@ def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memor
         persistent_workers=False,
         # Its own generator: creating an iterator must not draw from the global RNG, which the
         # augmentations use (an extra draw on resume would change every later augmentation).
-        generator=torch.Generator().manual_seed(sampler.seed),
+        generator=torch.Generator(),
     )
+
+
+def seed_workers(loader: DataLoader, sampler: EpochBatchSampler) -> None:
+    """Make the workers' seeds of the coming epoch a function of ``(seed, epoch, rank)`` only.
+
+    Each worker's torch/random seed is drawn from ``loader.generator`` when an iterator starts, so a
+    resumed run's workers get the seeds the uninterrupted run's workers had in that epoch.
+    """
+    loader.generator.manual_seed((sampler.seed * 100_003 + sampler.epoch) * 1009 + sampler.rank)
 
 
 def _keep_batch(batch: Batch) -> Batch:

@@ -15,7 +15,14 @@ from ..encoders import Encoder
 
 
 class PretextTask(nn.Module):
-    """Base class. Shapes: images ``(B, C, H, W)`` float in ``[0, 1]`` on the training device."""
+    """Base class. Shapes: images ``(B, C, H, W)`` float in ``[0, 1]`` on the training device.
+
+    ``needs_whole_batch``: set it when ``loss`` compares the samples of a batch with each other (a
+    contrastive loss); under DDP the trainer then gives ``loss`` the outputs and targets of every
+    process's batch instead of this process's share.
+    """
+
+    needs_whole_batch: bool = False
 
     def __init__(self, encoder: Encoder):
         super().__init__()

@@ -128,6 +128,7 @@ class Exemplar(PretextTask):
         self.num_seeds = num_seeds
         self.copies = copies
         self.loss_kind = loss
+        self.needs_whole_batch = loss == "contrastive"
         self.temperature = temperature
         channels = encoder.spec["in_channels"]
         self.augment = exemplar_augmentation(

@@ -12,19 +12,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
-from ..data import EpochBatchSampler, data_info, make_loader, open_split, to_device_float
-from ..errors import BadInput
+from ..data import DataInfo, EpochBatchSampler, data_info, make_loader, open_split, to_device_float
+from ..data.loader import seed_workers
+from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
+from ..tasks import PretextTask
+from . import distributed
 from .checkpoint import FORMAT, atomic_torch_save, keep_snapshot, load_checkpoint, load_state_strict
+from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
 from .export import export_encoder
 from .online_eval import OnlineEvaluator
 from .optim import make_optimizer, make_scheduler
+from .precision import Precision, resolve_precision, to_memory_format, use_channels_last
 from .rng import rng_state, seed_everything, set_rng_state
 
 
@@ -41,6 +49,32 @@ class Progress:
     train_seconds: float = 0.0
     skipped_images: int = 0
     last_metrics: dict = field(default_factory=dict)
+    skipped_steps: int = 0
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop touches. ``model`` is what the forward pass calls: the task itself, or the
+    task wrapped in DDP and/or ``torch.compile``; ``writer`` is None off rank 0."""
+
+    config: Config
+    world: World
+    device: torch.device
+    info: DataInfo
+    task: PretextTask
+    model: nn.Module
+    loader: DataLoader
+    sampler: EpochBatchSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision
+    channels_last: bool
+    progress: Progress
+    steps: int
+    run_dir: Path
+    writer: SummaryWriter | None = None
+    bar: tqdm | None = None
+    online: OnlineEvaluator | None = None
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -49,9 +83,31 @@ def total_steps(config: Config, steps_per_epoch: int) -> int:
 
 
 def pretrain(config: Config, resume: bool = False) -> Path:
-    """Run (or resume) a pretraining; returns the run directory."""
-    resume = resume or config.trainer.resume
-    device = resolve_device(config.device)
+    """Run (or resume) a pretraining; returns the run directory.
+
+    Under ``torchrun`` every process calls this; they train one model data-parallel and rank 0 alone
+    writes the run directory.
+    """
+    world = world_from_env()
+    device = rank_device(resolve_device(config.device), world)
+    _check_distributed_options(config, world, device)
+    world = distributed.start(world, device)
+    try:
+        return _pretrain(config, resume or config.trainer.resume, world, device)
+    finally:
+        distributed.stop(world)
+
+
+def _check_distributed_options(config: Config, world: World, device: torch.device) -> None:
+    if config.trainer.sync_batchnorm and world.distributed and device.type != "cuda":
+        raise ConfigError(
+            "trainer.sync_batchnorm",
+            "needs CUDA devices (PyTorch's SyncBatchNorm does not run on CPU); on CPU each process "
+            "normalises its own batch, or use a normalisation without batch statistics (model.norm=group)",
+        )
+
+
+def _pretrain(config: Config, resume: bool, world: World, device: torch.device) -> Path:
     seed_everything(config.seed)
     info = data_info(config.data)
     task = make_task(config, make_encoder(config, info)).to(device)
@@ -60,139 +116,206 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     if chosen is not None:
         dataset = dataset.subset(chosen)
     run_dir = check_run_dir(config, resume)
-    online = OnlineEvaluator(config, info, device) if config.online.every else None
+    online = OnlineEvaluator(config, info, device) if config.online.every and world.is_main else None
 
-    sampler = EpochBatchSampler(len(dataset), config.trainer.batch_size, config.seed)
+    sampler = EpochBatchSampler(
+        len(dataset), config.trainer.batch_size, config.seed, rank=world.rank, world_size=world.size
+    )
     loader = make_loader(dataset, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
     steps = total_steps(config, len(sampler))
+    precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
+    channels_last = use_channels_last(config.trainer.channels_last, device)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    if world.distributed and config.trainer.sync_batchnorm:
+        task = nn.SyncBatchNorm.convert_sync_batchnorm(task)
     optimizer = make_optimizer(task, config.trainer)
     scheduler = make_scheduler(optimizer, config.trainer, steps)
-    progress = Progress()
     if resume:
-        progress = _restore(checkpoint_path(run_dir), task, optimizer, scheduler)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")  # on resume: only once the checkpoint has loaded
+        progress = _restore(checkpoint_path(run_dir), task, optimizer, scheduler, precision, world)
+    else:
+        progress = Progress()
+        if world.rank:  # rank 0 keeps drawing what a one-process run draws; the others differ
+            seed_everything(rank_seed(config.seed, world.rank))
+    model = _wrap_model(task, world, device, config.trainer.compile)
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step + 1 if resume else None)
+    distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes to it
+    writer = None
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")  # on resume: only once the checkpoint has loaded
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step + 1 if resume else None)
     bar = tqdm(
         total=steps,
         initial=progress.step,
-        disable=not config.trainer.progress,
+        disable=not (config.trainer.progress and world.is_main),
         dynamic_ncols=True,
         desc=f"pretrain {config.task.name}",
         file=sys.stderr,
     )
-    save = lambda: _save_checkpoint(run_dir, config, task, optimizer, scheduler, progress)  # noqa: E731
+    run = TrainingRun(
+        config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision,
+        channels_last, progress, steps, run_dir, writer, bar, online,
+    )  # fmt: skip
     try:
-        _train(
-            config,
-            task,
-            loader,
-            sampler,
-            info,
-            device,
-            optimizer,
-            scheduler,
-            progress,
-            steps,
-            writer,
-            bar,
-            save,
-            online,
-        )
+        _train(run)
     finally:
         bar.close()
-        writer.close()
-    save()
-    export_encoder(task.encoder, run_dir)
-    metrics = _final_metrics(config, progress, len(dataset))
-    if online is not None:
-        metrics.update({f"online_{k}": v for k, v in online.last.items()})
-    write_json(run_dir / "metrics.json", metrics)
+        if writer is not None:
+            writer.close()
+    distributed.broadcast_buffers(task, world)
+    _save_checkpoint(run)
+    digests = distributed.gather_objects(weights_digest(task.state_dict()), world)
+    if world.is_main:
+        export_encoder(task.encoder, run_dir)
+        metrics = _final_metrics(run, len(dataset), digests)
+        if online is not None:
+            metrics.update({f"online_{k}": v for k, v in online.last.items()})
+        write_json(run_dir / "metrics.json", metrics)
+    distributed.barrier(world)  # the run directory is complete when any process returns
     return run_dir
 
 
-def _train(
-    config, task, loader, sampler, info, device, optimizer, scheduler, progress, steps, writer, bar, save, online=None
-):
-    cfg = config.trainer
+def _wrap_model(task: PretextTask, world: World, device: torch.device, compile_model: bool) -> nn.Module:
+    """The module the forward pass calls: DDP across processes (gradients all-reduced), optionally compiled."""
+    model: nn.Module = task
+    if world.distributed:
+        model = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_model:
+        model = torch.compile(model)
+    return model
+
+
+def _train(run: TrainingRun) -> None:
+    cfg, world, progress = run.config.trainer, run.world, run.progress
     window_images, window_start = 0, time.perf_counter()
-    task.train()
-    while progress.step < steps:
-        sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
+    run.task.train()
+    while progress.step < run.steps:
+        run.sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
+        seed_workers(run.loader, run.sampler)
         epoch_skipped: list[str] = []
-        for batch in loader:
+        for batch in run.loader:
             progress.batch_in_epoch += 1
             epoch_skipped.extend(batch.skipped)
-            if len(batch.images) == 0:
-                continue
             t0 = time.perf_counter()
-            images = to_device_float(batch.images, info, device)
-            inputs, targets = task.make_batch(images, batch.indices.to(device))
-            outputs = task(inputs)
-            loss, metrics = task.loss(outputs, targets)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {progress.step + 1}; the last good "
-                    "checkpoint is kept (lower trainer.lr?)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            # One small all-reduce per step: the global image count, and whether any rank's batch is empty
+            # (all unreadable files), in which case every rank skips it so the collectives stay in step.
+            step_images, empty_ranks = distributed.sum_across([len(batch.images), float(len(batch.images) == 0)], world)
+            if empty_ranks:
+                continue
+            inputs, targets, outputs, loss, metrics, loss_scale = _forward(run, batch)
+            if distributed.sum_across([0.0 if bool(torch.isfinite(loss)) else 1.0], world)[0]:
+                _non_finite(run, loss)
+                if progress.step >= run.steps:
+                    break
+                continue
+            run.optimizer.zero_grad(set_to_none=True)
+            run.precision.backward_and_step(loss * loss_scale, run.optimizer)
+            run.scheduler.step()
+            if run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)
             progress.train_seconds += time.perf_counter() - t0
             progress.step += 1
-            progress.images_seen += len(images)
-            window_images += len(images)
+            progress.images_seen += int(step_images)
+            window_images += int(step_images)
             progress.last_metrics = {"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}}
-            bar.update(1)
-            if progress.step % cfg.log_every == 0 or progress.step == steps:
+            run.bar.update(1)
+            if progress.step % cfg.log_every == 0 or progress.step == run.steps:
+                logged = distributed.mean_across(progress.last_metrics, world)
                 rate = window_images / max(1e-9, time.perf_counter() - window_start)
-                _log_scalars(writer, progress, optimizer, rate)
-                bar.set_postfix(loss=f"{progress.last_metrics['loss']:.4f}", img_s=f"{rate:.0f}")
+                if world.is_main:
+                    _log_scalars(run.writer, progress.step, logged, run.optimizer, rate)
+                    run.bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{rate:.0f}")
                 window_images, window_start = 0, time.perf_counter()
-            if progress.step % cfg.image_every == 0 or progress.step == 1:
-                _log_images(writer, task, inputs, targets, outputs, progress.step)
-            if online is not None and online.due(progress.step, progress.epoch, epoch_ended=False):
-                _online_eval(online, task, progress, writer, bar)
+            if world.is_main and (progress.step % cfg.image_every == 0 or progress.step == 1):
+                _log_images(run.writer, run.task, inputs, targets, outputs, progress.step)
+            if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=False):
+                _online_eval(run)
                 window_start = time.perf_counter()
-            if progress.step % cfg.checkpoint_every == 0 and progress.step < steps:
-                save()
-            if progress.step >= steps:
+            if progress.step % cfg.checkpoint_every == 0 and progress.step < run.steps:
+                _save_checkpoint(run)
+            if progress.step >= run.steps:
                 break
-        _report_skipped(epoch_skipped, progress, loader.dataset)
-        if progress.batch_in_epoch >= len(sampler):
+        _report_skipped(epoch_skipped, run)
+        if progress.batch_in_epoch >= len(run.sampler):
             progress.epoch += 1
             progress.batch_in_epoch = 0
-            if online is not None and online.due(progress.step, progress.epoch, epoch_ended=True):
-                _online_eval(online, task, progress, writer, bar)
+            if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=True):
+                _online_eval(run)
                 window_start = time.perf_counter()
 
 
-def _online_eval(online, task, progress: Progress, writer, bar) -> None:
-    results = online.run(task.encoder, progress.step, writer)
-    bar.set_postfix(loss=f"{progress.last_metrics['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
+def _forward(run: TrainingRun, batch):
+    """One batch through the task: ``(inputs, targets, outputs, loss, metrics, loss_scale)``.
+
+    Under DDP a task that compares samples with each other (``needs_whole_batch``) gets every rank's
+    outputs and targets; each rank's loss is then the global one, and ``loss_scale = world size`` makes
+    DDP's gradient average equal to its gradient.
+    """
+    images = to_device_float(batch.images, run.info, run.device)
+    inputs, targets = run.task.make_batch(images, batch.indices.to(run.device))
+    inputs = to_memory_format(inputs, run.channels_last)
+    loss_scale = 1
+    with run.precision.autocast():
+        outputs = run.model(inputs)
+        if run.world.distributed and run.task.needs_whole_batch:
+            outputs = distributed.gather_with_local_grad(outputs, run.world)
+            targets = distributed.gather_with_local_grad(targets, run.world)
+            loss_scale = run.world.size
+        loss, metrics = run.task.loss(outputs, targets)
+    return inputs, targets, outputs, loss.float(), metrics, loss_scale
 
 
-def _report_skipped(skipped: list[str], progress: Progress, dataset) -> None:
-    if not skipped:
+def _non_finite(run: TrainingRun, loss: torch.Tensor) -> None:
+    """``trainer.nonfinite``: stop (the last checkpoint stays as it was) or skip the update and count it."""
+    progress = run.progress
+    value = f"{loss.item()}" if not torch.isfinite(loss) else "non-finite on another process"
+    if run.config.trainer.nonfinite == "stop":
+        raise TrainingError(
+            f"loss became {value} at step {progress.step + 1}; the last good checkpoint is kept "
+            "(lower trainer.lr, or set trainer.nonfinite=skip to skip such steps)"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    progress.step += 1
+    progress.skipped_steps += 1
+    run.bar.update(1)
+    if run.world.is_main:
+        tqdm.write(
+            f"warning: loss became {value} at step {progress.step}; step skipped "
+            f"({progress.skipped_steps} so far, trainer.nonfinite=skip)",
+            file=sys.stderr,
+        )
+        run.writer.add_scalar("train/skipped_steps", progress.skipped_steps, progress.step)
+
+
+def _online_eval(run: TrainingRun) -> None:
+    results = run.online.run(run.task.encoder, run.progress.step, run.writer)
+    run.bar.set_postfix(loss=f"{run.progress.last_metrics['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
+
+
+def _report_skipped(skipped: list[str], run: TrainingRun) -> None:
+    """One warning per epoch (from rank 0) with the count of unreadable files over all ranks."""
+    total = int(distributed.sum_across([len(skipped)], run.world)[0])
+    if not total:
         return
-    progress.skipped_images += len(skipped)
-    if len(skipped) >= len(dataset):
+    run.progress.skipped_images += total
+    dataset = run.loader.dataset
+    if total >= len(dataset):
         raise BadInput(f"data.root: none of the {len(dataset)} image files could be read (e.g. {skipped[0]})")
-    tqdm.write(
-        f"warning: skipped {len(skipped)} unreadable image file(s) in epoch {progress.epoch + 1} (e.g. {skipped[0]})",
-        file=sys.stderr,
-    )
+    if run.world.is_main:
+        example = f" (e.g. {skipped[0]})" if skipped else ""
+        tqdm.write(
+            f"warning: skipped {total} unreadable image file(s) in epoch {run.progress.epoch + 1}{example}",
+            file=sys.stderr,
+        )
 
 
-def _log_scalars(writer: SummaryWriter, progress: Progress, optimizer, rate: float) -> None:
-    for name, value in progress.last_metrics.items():
-        writer.add_scalar(f"train/{name}", value, progress.step)
-    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], progress.step)
-    writer.add_scalar("train/images_per_s", rate, progress.step)
+def _log_scalars(writer: SummaryWriter, step: int, metrics: dict, optimizer, rate: float) -> None:
+    for name, value in metrics.items():
+        writer.add_scalar(f"train/{name}", value, step)
+    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+    writer.add_scalar("train/images_per_s", rate, step)
 
 
 @torch.no_grad()
@@ -202,29 +325,46 @@ def _log_images(writer: SummaryWriter, task, inputs, targets, outputs, step: int
         writer.add_image(name, grid, step)
 
 
-def _save_checkpoint(run_dir: Path, config: Config, task, optimizer, scheduler, progress: Progress) -> None:
+def _save_checkpoint(run: TrainingRun) -> None:
+    """Every rank hands its RNG state to rank 0, which writes ``last.pt`` atomically."""
+    rng_states = distributed.gather_objects(rng_state(), run.world)
+    if not run.world.is_main:
+        return
+    progress = run.progress
     state = {
         "format": FORMAT,
-        "config": config.to_dict(),
-        "encoder_spec": task.encoder.spec,
-        "model": task.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "config": run.config.to_dict(),
+        "encoder_spec": run.task.encoder.spec,
+        "model": run.task.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.precision.scaler.state_dict() if run.precision.scaler is not None else None,
         "step": progress.step,
         "epoch": progress.epoch,
         "batch_in_epoch": progress.batch_in_epoch,
         "images_seen": progress.images_seen,
         "train_seconds": progress.train_seconds,
         "skipped_images": progress.skipped_images,
-        "rng": rng_state(),
+        "skipped_steps": progress.skipped_steps,
+        "world_size": run.world.size,
+        "rng": rng_states[0],
+        "rng_other_ranks": rng_states[1:],
         "metrics": progress.last_metrics,
     }
-    atomic_torch_save(state, checkpoint_path(run_dir))
-    keep_snapshot(checkpoint_path(run_dir), progress.step, config.trainer.keep_last)
+    atomic_torch_save(state, checkpoint_path(run.run_dir))
+    keep_snapshot(checkpoint_path(run.run_dir), progress.step, run.config.trainer.keep_last)
 
 
-def _restore(path: Path, task, optimizer, scheduler) -> Progress:
+def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world: World) -> Progress:
+    """Every rank loads the same checkpoint and takes back its own RNG state."""
     ckpt = load_checkpoint(path)
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world != world.size:
+        raise BadInput(
+            f"--resume: {path} was written by {saved_world} process(es) and this run has {world.size}; "
+            f"resume with the same number (torchrun --nproc_per_node ... so that the data order and "
+            f"trainer.batch_size per process match)"
+        )
     load_state_strict(
         task, ckpt["model"], path, f"the configured model ({task.encoder.spec['backbone']} + {type(task).__name__})"
     )
@@ -233,7 +373,9 @@ def _restore(path: Path, task, optimizer, scheduler) -> Progress:
         scheduler.load_state_dict(ckpt["scheduler"])
     except (ValueError, KeyError) as err:
         raise BadInput(f"{path}: optimizer state does not match trainer.optimizer ({err})") from None
-    set_rng_state(ckpt["rng"])
+    if precision.scaler is not None and ckpt.get("scaler"):
+        precision.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"] if world.rank == 0 else ckpt["rng_other_ranks"][world.rank - 1])
     return Progress(
         ckpt["step"],
         ckpt["epoch"],
@@ -242,10 +384,12 @@ def _restore(path: Path, task, optimizer, scheduler) -> Progress:
         ckpt["train_seconds"],
         ckpt["skipped_images"],
         dict(ckpt["metrics"]),
+        ckpt.get("skipped_steps", 0),
     )
 
 
-def _final_metrics(config: Config, progress: Progress, dataset_size: int) -> dict:
+def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str]) -> dict:
+    config, progress = run.config, run.progress
     metrics = {
         "task": config.task.name,
         "backbone": config.model.backbone,
@@ -255,6 +399,11 @@ def _final_metrics(config: Config, progress: Progress, dataset_size: int) -> dic
         "train_seconds": round(progress.train_seconds, 2),
         "images_per_s": round(progress.images_seen / max(1e-9, progress.train_seconds), 1),
         "skipped_images": progress.skipped_images,
+        "skipped_steps": progress.skipped_steps,
+        "processes": run.world.size,
+        "global_batch_size": run.sampler.global_batch_size,
+        "precision": run.precision.name,
+        "weights_sha256_per_rank": digests,
     }
     metrics.update({f"pretext_{k}": v for k, v in progress.last_metrics.items()})
     return metrics

@@ -1,0 +1,151 @@
+"""Data-parallel training across processes started by ``torchrun`` (DDP; NCCL on CUDA, gloo on CPU).
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and the rendezvous address) for each
+process; without them a run is one process and everything here is a no-op. Conventions:
+
+- ``trainer.batch_size`` is per process: a step sees ``batch_size * world_size`` images.
+- Rank ``r`` of a step's global batch takes images ``[r * batch_size, (r + 1) * batch_size)`` of the
+  batch a single process with the global batch size would take, so N processes with ``batch_size = B``
+  follow the same data order as one process with ``batch_size = N * B``.
+- Augmentation draws differ per rank (:func:`rank_seed`); rank 0 draws exactly what a one-process
+  run of the same seed draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import BadInput
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # where collectives' tensors live (the GPU under NCCL)
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_from_env() -> World:
+    """The process's place as set by ``torchrun`` (one process when the variables are absent)."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError as err:
+        raise BadInput(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers as set by torchrun ({err})") from None
+    return World(rank, size, local_rank)
+
+
+def start(world: World, device: torch.device) -> World:
+    """Join the process group (NCCL for CUDA devices, gloo for CPU); returns ``world`` on ``device``."""
+    world = World(world.rank, world.size, world.local_rank, device)
+    if not world.distributed or dist.is_initialized():
+        return world
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return world
+
+
+def stop(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_device(device: torch.device, world: World) -> torch.device:
+    """Under torchrun each process on a node takes GPU ``LOCAL_RANK`` (``cuda`` without an index)."""
+    if device.type == "cuda" and device.index is None and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of rank ``rank``'s augmentation draws: ``seed`` itself on rank 0, distinct elsewhere."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank * 7919) % 2**63
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def sum_across(values: list[float], world: World) -> list[float]:
+    """Element-wise sum over ranks of a few numbers (returned unchanged for one process)."""
+    if not world.distributed:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=world.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def mean_across(metrics: dict[str, float], world: World) -> dict[str, float]:
+    """Average of each metric over ranks (for logging)."""
+    keys = sorted(metrics)
+    totals = sum_across([metrics[k] for k in keys], world)
+    return {k: v / world.size for k, v in zip(keys, totals, strict=True)}
+
+
+def gather_objects(obj, world: World) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` for one process)."""
+    if not world.distributed:
+        return [obj]
+    out = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_with_local_grad(x: torch.Tensor, world: World) -> torch.Tensor:
+    """Concatenate ``x`` ``(n_r, ...)`` of every rank in rank order; only the local part keeps its gradient.
+
+    Ranks may hold different ``n_r`` (skipped files). Each rank then computes the loss of the whole
+    global batch; scaling that loss by ``world.size`` before ``backward`` gives, after DDP averages the
+    gradients, exactly the gradient of the global loss.
+    """
+    if not world.distributed:
+        return x
+    sizes = [int(n) for n in gather_objects(len(x), world)]
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: len(x)] = x.detach()
+    parts = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(parts, padded.contiguous())
+    parts = [p[:n] for p, n in zip(parts, sizes, strict=True)]
+    parts[world.rank] = x
+    return torch.cat(parts)
+
+
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts them from rank 0 before each forward pass, so rank 0's are the run's; after the
+    last step each rank holds its own until this call.
+    """
+    if world.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name and bytes in ``state_dict`` order: equal iff bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

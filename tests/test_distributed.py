@@ -1,0 +1,85 @@
+"""Data-parallel pretraining: 2 real CPU processes under torchrun (gloo) against one process."""
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ssl_pretrain.cli import main
+from ssl_pretrain.data import EpochBatchSampler
+from ssl_pretrain.train.checkpoint import safe_torch_load
+from ssl_pretrain.train.distributed import rank_seed, weights_digest
+
+from .conftest import folder_overrides
+from .processes import run_cli
+
+# Group norm: no batch statistics, so 2 x 4 images compute what 1 x 8 images compute.
+GROUP_NORM = ["model.norm=group", "trainer.max_steps=6", "trainer.checkpoint_every=4"]
+TASKS = {
+    "rotation": ["task.mode=all", "task.head_hidden=0"],
+    # The contrastive loss needs the whole batch (gathered across ranks); identity "augmentations"
+    # make the copies deterministic so the two runs see the same inputs.
+    "exemplar": [
+        "task.loss=contrastive",
+        "task.num_seeds=null",
+        "task.copies=2",
+        "task.translate=0",
+        "task.scale=[1, 1]",
+        "task.rotation=0",
+        "task.brightness=0",
+        "task.contrast=0",
+    ],
+}
+
+
+def test_ranks_shard_the_global_batch_of_one_process():
+    single = list(EpochBatchSampler(50, 8, seed=3))
+    ranks = [list(EpochBatchSampler(50, 4, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) == 6
+    for b, batch in enumerate(single):
+        assert ranks[0][b] + ranks[1][b] == batch
+    assert len({rank_seed(7, r) for r in range(8)}) == 8 and rank_seed(7, 0) == 7
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_two_processes_match_one_process_on_the_same_global_batch(image_folder, tmp_path, task):
+    common = ["-c", f"configs/fashion_mnist/{task}.yaml", *folder_overrides(image_folder, tmp_path), *GROUP_NORM]
+    common += TASKS[task]
+    result = run_cli(["pretrain", *common, "run_name=ddp", "trainer.batch_size=4"], nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run directory:") == 1, "only rank 0 reports"
+    assert main(["pretrain", *common, "run_name=single", "trainer.batch_size=8"]) == 0
+
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["global_batch_size"] == 8 and metrics["images_seen"] == 48
+    ddp = safe_torch_load(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    single = safe_torch_load(tmp_path / "single" / "checkpoints" / "last.pt")
+    digests = metrics["weights_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1] == weights_digest(ddp["model"]), "replicas identical"
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert ddp["step"] == single["step"] == 6 and ddp["world_size"] == 2 and len(ddp["rng_other_ranks"]) == 1
+    assert not torch.equal(ddp["rng"]["torch"], ddp["rng_other_ranks"][0]["torch"]), "ranks draw differently"
+    event_files = list((tmp_path / "ddp" / "tb").glob("events.*"))
+    assert len(event_files) == 1, "rank 0 alone writes TensorBoard"
+    events = EventAccumulator(str(tmp_path / "ddp" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))
+
+
+def test_evaluation_under_torchrun_runs_once_on_rank_0(image_folder, tmp_path):
+    args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]
+    assert main(args) == 0
+    result = run_cli(["knn", f"probe.encoder={tmp_path / 'run'}", "knn.k=3"], nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("knn runs on one process (rank 0 of 2)") == 1
+    assert (tmp_path / "run" / "knn.json").is_file()
+
+
+def test_sync_batchnorm_on_cpu_processes_is_refused_with_its_key(image_folder, tmp_path):
+    args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]
+    result = run_cli([*args, "trainer.sync_batchnorm=true"], nproc=2)
+    assert result.returncode != 0
+    assert "trainer.sync_batchnorm: needs CUDA" in result.stderr
+    assert not (tmp_path / "run").exists()
