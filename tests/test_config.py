@@ -43,6 +43,12 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("task.corruption=blur", "task.corruption"),
         ("task.noise=0.1", "task.noise"),
         ("device=gpu", "device"),
+        ("trainer.nonfinite=ignore", "trainer.nonfinite"),
+        ("trainer.precision=fp8", "trainer.precision"),
+        ("trainer.channels_last=2", "trainer.channels_last"),
+        ("trainer.compile=fast", "trainer.compile"),
+        ("trainer.keep_last=-1", "trainer.keep_last"),
+        ("model.norm=layer", "model.norm"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

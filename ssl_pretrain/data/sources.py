@@ -6,6 +6,7 @@ deterministic; every random augmentation runs later on the device, batched.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,12 +58,17 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray | None:
     """Decode, resize the shorter side to ``size`` and centre-crop: ``(channels, size, size)`` uint8.
 
     Returns None for a file that is not a readable image (truncated, empty, not an image,
-    too large, unreadable permissions).
+    unreadable permissions) or that would decode to more than ``PIL.Image.MAX_IMAGE_PIXELS``
+    pixels (a decompression bomb: checked from the header, before anything is decoded).
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = _to_mode(img, channels)
+        with warnings.catch_warnings():  # the epoch's skip count is the one warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                    return None
+                img.load()
+                img = _to_mode(img, channels)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError):
         return None
     w, h = img.size
