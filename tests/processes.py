@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,26 @@ def cli_command(args: list[str], nproc: int = 1) -> list[str]:
 
 def run_cli(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
     return subprocess.run(cli_command(args, nproc), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def run_on_nodes(args: list[str], nodes: int) -> list[subprocess.CompletedProcess]:
+    """One ``torchrun --nnodes`` launcher per "node" (all on this machine), meeting at a c10d rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc_per_node=1"]
+    launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=ssl_pretrain_test"]
+    launched = [
+        subprocess.Popen(
+            [*launcher, "-m", "ssl_pretrain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(nodes)
+    ]
+    results = []
+    for process in launched:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
 
 
 def kill_when(args: list[str], marker: Path, nproc: int = 1) -> None:

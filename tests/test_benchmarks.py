@@ -86,3 +86,19 @@ def test_probe_speed_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "64 x 32 training features" in done.stdout  # widths [4, 8]: 8 channels pooled to 2x2
     assert "| scikit-learn LogisticRegression (lbfgs" in done.stdout and "Speed-up: **" in done.stdout
+
+
+def test_distributed_pretrain_benchmark_smoke(fashion_mnist_root):
+    done = _run(
+        "benchmarks/distributed_pretrain.py",
+        "--smoke",
+        "--global-batch",
+        "8",
+        f"data.root={fashion_mnist_root}",
+        "data.download=false",
+        "model.widths=[4,8]",
+        "model.blocks=[1,1]",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| one process | 1 | 8 | 8 | 4 |" in done.stdout and "| torchrun | 2 | 4 | 8 | 4 |" in done.stdout
+    assert "Replicas bit-identical after training: True" in done.stdout

@@ -12,7 +12,7 @@ from ssl_pretrain.train.checkpoint import safe_torch_load
 from ssl_pretrain.train.distributed import rank_seed, weights_digest
 
 from .conftest import folder_overrides
-from .processes import run_cli
+from .processes import run_cli, run_on_nodes
 
 # Group norm: no batch statistics, so 2 x 4 images compute what 1 x 8 images compute.
 GROUP_NORM = ["model.norm=group", "trainer.max_steps=6", "trainer.checkpoint_every=4"]
@@ -66,6 +66,34 @@ def test_two_processes_match_one_process_on_the_same_global_batch(image_folder, 
     events = EventAccumulator(str(tmp_path / "ddp" / "tb"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))
+
+
+@pytest.mark.parametrize("task", ["dae", "relative_patch"])
+def test_every_other_task_trains_data_parallel(image_folder, tmp_path, task):
+    extra = ["trainer.max_steps=3", "trainer.batch_size=4"]
+    if task == "dae":
+        extra += ["model.downsample=maxpool", "task.upsample=max_unpool"]  # indices saved by the encoder
+    args = ["pretrain", "-c", f"configs/fashion_mnist/{task}.yaml", *folder_overrides(image_folder, tmp_path), *extra]
+    result = run_cli(args, nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 3 and metrics["images_seen"] == 24
+    assert len(set(metrics["weights_sha256_per_rank"])) == 1
+
+
+def test_two_nodes_meet_at_a_rendezvous_and_train_one_model(image_folder, tmp_path):
+    common = ["-c", "configs/fashion_mnist/rotation.yaml", *folder_overrides(image_folder, tmp_path), *GROUP_NORM]
+    common += TASKS["rotation"]
+    nodes = run_on_nodes(["pretrain", *common, "run_name=nodes", "trainer.batch_size=4"], nodes=2)
+    assert all(n.returncode == 0 for n in nodes), [n.stderr[-2000:] for n in nodes]
+    assert sum(n.stdout.count("run directory:") for n in nodes) == 1
+    assert main(["pretrain", *common, "run_name=single", "trainer.batch_size=8"]) == 0
+    metrics = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and len(set(metrics["weights_sha256_per_rank"])) == 1
+    two_nodes = safe_torch_load(tmp_path / "nodes" / "checkpoints" / "last.pt")["model"]
+    single = safe_torch_load(tmp_path / "single" / "checkpoints" / "last.pt")["model"]
+    for key, value in single.items():
+        torch.testing.assert_close(two_nodes[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_evaluation_under_torchrun_runs_once_on_rank_0(image_folder, tmp_path):

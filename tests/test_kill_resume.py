@@ -50,6 +50,9 @@ def test_a_run_killed_with_sigkill_resumes_bit_identical(tmp_path, nproc):
     assert a["step"] == b["step"] == 40 and a["images_seen"] == b["images_seen"]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    if nproc > 1:
+        other_world = run_cli([*args, "run_name=killed", "--resume"], nproc=1)
+        assert other_world.returncode == 2 and "was written by 2 process(es) and this run has 1" in other_world.stderr
     first, second = safe_torch_load(tmp_path / "straight" / "encoder.pt"), safe_torch_load(killed / "encoder.pt")
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert sorted(p.name for p in (killed / "checkpoints").glob("step-*.pt")) == [

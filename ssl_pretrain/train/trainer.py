@@ -301,10 +301,10 @@ def _report_skipped(skipped: list[str], run: TrainingRun) -> None:
         return
     run.progress.skipped_images += total
     dataset = run.loader.dataset
+    example = f" (e.g. {skipped[0]})" if skipped else ""
     if total >= len(dataset):
-        raise BadInput(f"data.root: none of the {len(dataset)} image files could be read (e.g. {skipped[0]})")
+        raise BadInput(f"data.root: none of the {len(dataset)} image files could be read{example}")
     if run.world.is_main:
-        example = f" (e.g. {skipped[0]})" if skipped else ""
         tqdm.write(
             f"warning: skipped {total} unreadable image file(s) in epoch {run.progress.epoch + 1}{example}",
             file=sys.stderr,
