@@ -77,3 +77,17 @@ def folder_overrides(image_folder, output_dir, run_name: str = "run") -> list[st
         f"output_dir={output_dir}",
         f"run_name={run_name}",
     ]
+
+
+def interrupt_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make a pretraining in this process stop (as with Ctrl-C) right after saving its step-``step`` checkpoint."""
+    from ssl_pretrain.train import trainer
+
+    save = trainer._save_checkpoint
+
+    def save_then_interrupt(run):
+        save(run)
+        if run.progress.step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_interrupt)

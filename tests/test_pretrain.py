@@ -8,10 +8,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ssl_pretrain.cli import main
-from ssl_pretrain.train import trainer
 from ssl_pretrain.train.checkpoint import safe_torch_load
 
-from .conftest import folder_overrides
+from .conftest import folder_overrides, interrupt_after_checkpoint
 
 
 def _pretrain(image_folder, out, name="run", extra=(), resume=False):
@@ -56,14 +55,7 @@ def test_resume_finishes_bit_identical_to_an_uninterrupted_run(image_folder, tmp
     extra = ["trainer.max_steps=7", "trainer.checkpoint_every=2"]  # 4 batches an epoch: crosses epochs
     assert _pretrain(image_folder, tmp_path, "straight", extra) == 0
 
-    save = trainer._save_checkpoint
-
-    def save_then_crash_at_step_4(run):
-        save(run)
-        if run.progress.step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_crash_at_step_4)
+    interrupt_after_checkpoint(monkeypatch, 4)
     assert _pretrain(image_folder, tmp_path, "resumed", extra) == 130
     monkeypatch.undo()
     assert safe_torch_load(tmp_path / "resumed" / "checkpoints/last.pt")["step"] == 4

@@ -11,7 +11,7 @@ from ssl_pretrain.tasks import DenoisingAutoencoder
 from ssl_pretrain.train import trainer
 from ssl_pretrain.train.checkpoint import safe_torch_load
 
-from .conftest import folder_overrides
+from .conftest import folder_overrides, interrupt_after_checkpoint
 
 
 def _pretrain(image_folder, out, extra=(), name="run", resume=False):
@@ -69,14 +69,7 @@ def test_skip_policy_skips_the_update_and_counts_it(image_folder, tmp_path, caps
 def test_fp16_autocast_with_a_gradient_scaler_resumes_exactly(image_folder, tmp_path, monkeypatch):
     extra = ["trainer.precision=fp16", "trainer.max_steps=5", "trainer.checkpoint_every=2"]
     assert _pretrain(image_folder, tmp_path, extra, "straight") == 0
-    save = trainer._save_checkpoint
-
-    def save_then_stop_at_step_2(run):
-        save(run)
-        if run.progress.step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_stop_at_step_2)
+    interrupt_after_checkpoint(monkeypatch, 2)
     assert _pretrain(image_folder, tmp_path, extra, "resumed") == 130
     monkeypatch.undo()
     assert safe_torch_load(tmp_path / "resumed" / "checkpoints" / "last.pt")["scaler"]["scale"] > 0

@@ -121,7 +121,10 @@ def gather_with_local_grad(x: torch.Tensor, world: World) -> torch.Tensor:
     """
     if not world.distributed:
         return x
-    sizes = [int(n) for n in gather_objects(len(x), world)]
+    size = torch.tensor([len(x)], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world.size)]
+    dist.all_gather(sizes, size)
+    sizes = [int(n) for n in sizes]
     padded = x.new_zeros((max(sizes), *x.shape[1:]))
     padded[: len(x)] = x.detach()
     parts = [torch.empty_like(padded) for _ in range(world.size)]
