@@ -96,18 +96,31 @@ def test_two_nodes_meet_at_a_rendezvous_and_train_one_model(image_folder, tmp_pa
         torch.testing.assert_close(two_nodes[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_evaluation_under_torchrun_runs_once_on_rank_0(image_folder, tmp_path):
+def _as_rank(monkeypatch, rank: int, size: int = 2) -> None:
+    """The environment torchrun gives process ``rank`` of ``size``."""
+    for name, value in (("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", size)):
+        monkeypatch.setenv(name, str(value))
+
+
+def test_evaluation_under_torchrun_runs_once_on_rank_0(image_folder, tmp_path, capsys, monkeypatch):
     args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]
     assert main(args) == 0
-    result = run_cli(["knn", f"probe.encoder={tmp_path / 'run'}", "knn.k=3"], nproc=2)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("knn runs on one process (rank 0 of 2)") == 1
+    knn = ["knn", f"probe.encoder={tmp_path / 'run'}", "knn.k=3"]
+    _as_rank(monkeypatch, 1)
+    capsys.readouterr()
+    assert main(knn) == 0
+    assert capsys.readouterr().err == "" and not (tmp_path / "run" / "knn.json").exists()
+    _as_rank(monkeypatch, 0)
+    assert main(knn) == 0
+    assert "note: knn runs on one process (rank 0 of 2)" in capsys.readouterr().err
     assert (tmp_path / "run" / "knn.json").is_file()
+    assert main(["demo"]) == 2 and "demo: runs on one process" in capsys.readouterr().err
 
 
-def test_sync_batchnorm_on_cpu_processes_is_refused_with_its_key(image_folder, tmp_path):
+def test_sync_batchnorm_on_cpu_processes_is_refused_with_its_key(image_folder, tmp_path, capsys, monkeypatch):
+    _as_rank(monkeypatch, 0)
     args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]
-    result = run_cli([*args, "trainer.sync_batchnorm=true"], nproc=2)
-    assert result.returncode != 0
-    assert "trainer.sync_batchnorm: needs CUDA" in result.stderr
+    assert main([*args, "trainer.sync_batchnorm=true"]) == 2  # before joining any process group
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssl-pretrain: error: trainer.sync_batchnorm: needs CUDA")
     assert not (tmp_path / "run").exists()
