@@ -90,11 +90,28 @@ def test_auto_precision_is_fp32_on_cpu_and_bf16_runs(image_folder, tmp_path):
     assert metrics["precision"] == "bf16" and metrics["pretext_loss"] > 0
 
 
-def test_channels_last_trains_in_that_layout_and_exports_plain_weights(image_folder, tmp_path):
-    assert _pretrain(image_folder, tmp_path, ["trainer.channels_last=true"]) == 0
-    weight = safe_torch_load(tmp_path / "run" / "checkpoints" / "last.pt")["model"]["encoder.trunk.stem.0.weight"]
+def _stem_weight(run):
+    return safe_torch_load(run / "checkpoints" / "last.pt")["model"]["encoder.trunk.stem.0.weight"]
+
+
+def test_channels_last_by_default_where_safe_and_plain_weights_exported(image_folder, tmp_path, capsys):
+    wide = ["model.widths=[16, 32]"]
+    assert _pretrain(image_folder, tmp_path, wide) == 0  # the default
+    weight = _stem_weight(tmp_path / "run")
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     assert main(["probe", f"probe.encoder={tmp_path / 'run'}", "probe.max_iter=5"]) == 0
+    assert _pretrain(image_folder, tmp_path, [*wide, "trainer.channels_last=false"], name="plain") == 0
+    assert _stem_weight(tmp_path / "plain").is_contiguous()
+    # widths [4, 8]: layer2's 1x1 stride-2 shortcut has 4 input channels (oneDNN issue #6035)
+    assert _pretrain(image_folder, tmp_path, name="narrow") == 0
+    assert _stem_weight(tmp_path / "narrow").is_contiguous(), "null avoids the unsafe layout"
+    capsys.readouterr()
+    assert _pretrain(image_folder, tmp_path, ["trainer.channels_last=true"], name="forced") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "trainer.channels_last: true is unsafe on CPU" in err[0] and "layer2.0.shortcut.0" in err[0]
+    )
+    assert not (tmp_path / "forced").exists()
 
 
 def test_compiled_training_step(image_folder, tmp_path):

@@ -31,8 +31,12 @@ def _fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def nearest_unpool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, C, h, w) -> (B, C, *size)``: each value fills its 2x2 block."""
-    return _fit(x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1), size)
+    """``(B, C, h, w) -> (B, C, *size)``: each value fills its 2x2 block.
+
+    ``F.interpolate(mode="nearest")`` at scale 2 computes exactly that, with a fused backward (a copy by
+    ``repeat_interleave`` costs a reduction over an expanded tensor in backward, ~10% of a DAE step).
+    """
+    return _fit(F.interpolate(x, scale_factor=2, mode="nearest"), size)
 
 
 def bed_of_nails_unpool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -11,6 +11,9 @@ import sys
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from ..errors import ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,11 +61,37 @@ def resolve_precision(name: str, device: torch.device, warn: bool = True) -> Pre
     return Precision(name, device.type, DTYPES[name], scaler)
 
 
+def channels_last_hazard(module: nn.Module) -> str | None:
+    """A layer that oneDNN's CPU kernels mishandle in channels-last layout, or None.
+
+    The backward of a 1x1 convolution with stride > 1 and fewer input channels than the kernel's channel
+    block (16 with AVX-512) writes past its workspace: heap corruption or wrong weight gradients
+    (oneDNN issue #6035, reproduced here with torch 2.14: 4 -> 8 and 8 -> 16 channels crash, 16 -> 32 not).
+    """
+    for name, layer in module.named_modules():
+        if isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and max(layer.stride) > 1:
+            if layer.in_channels // layer.groups < 16:
+                return f"{name} (1x1, stride {max(layer.stride)}, {layer.in_channels} input channels)"
+    return None
+
+
+def resolve_channels_last(setting: bool | None, device: torch.device, module: nn.Module) -> bool:
+    """``trainer.channels_last``: null = on, unless on CPU a layer hits the oneDNN bug above; true on
+    such a model is refused rather than risk corrupted memory."""
+    if setting is False:
+        return False
+    hazard = channels_last_hazard(module) if device.type == "cpu" else None
+    if hazard is None:
+        return True
+    if setting:
+        raise ConfigError(
+            "trainer.channels_last",
+            f"true is unsafe on CPU for this model: {hazard} hits a oneDNN bug in channels-last "
+            "backward (issue #6035); use null (picks the safe layout) or false",
+        )
+    return False
+
+
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """4-D image batches in channels-last layout when asked; other tensors unchanged."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
-
-
-def use_channels_last(setting: bool | None, device: torch.device) -> bool:
-    """``trainer.channels_last``: null means on CUDA only."""
-    return device.type == "cuda" if setting is None else setting

@@ -32,7 +32,7 @@ from .distributed import World, rank_device, rank_seed, weights_digest, world_fr
 from .export import export_encoder
 from .online_eval import OnlineEvaluator
 from .optim import make_optimizer, make_scheduler
-from .precision import Precision, resolve_precision, to_memory_format, use_channels_last
+from .precision import Precision, resolve_channels_last, resolve_precision, to_memory_format
 from .rng import rng_state, seed_everything, set_rng_state
 
 
@@ -124,7 +124,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     loader = make_loader(dataset, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
     steps = total_steps(config, len(sampler))
     precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
-    channels_last = use_channels_last(config.trainer.channels_last, device)
+    channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
     if channels_last:
         task.to(memory_format=torch.channels_last)
     if world.distributed and config.trainer.sync_batchnorm:
