@@ -102,3 +102,35 @@ def test_distributed_pretrain_benchmark_smoke(fashion_mnist_root):
     assert done.returncode == 0, done.stderr
     assert "| one process | 1 | 8 | 8 | 4 |" in done.stdout and "| torchrun | 2 | 4 | 8 | 4 |" in done.stdout
     assert "Replicas bit-identical after training: True" in done.stdout
+
+
+def _tiny_fashion_mnist(root) -> list[str]:
+    return [f"data.root={root}", "data.download=false", "model.widths=[4,8]", "model.blocks=[1,1]"]
+
+
+def test_framework_overhead_benchmark_smoke(fashion_mnist_root):
+    done = _run(
+        "benchmarks/framework_overhead.py", "--smoke", "--tasks=rotation", *_tiny_fashion_mnist(fashion_mnist_root)
+    )
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| rotation | 128 |"))
+    bare, ours, ratio = (float(cell.strip(" *x")) for cell in row.split("|")[3:6])
+    assert bare > 0 and ours > 0 and abs(ratio - ours / bare) < 0.01
+
+
+def test_augmentation_speed_benchmark_smoke():
+    done = _run("benchmarks/augmentation_speed.py", "--smoke", "--sizes", "28", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "| 28 px |" in done.stdout and "RandomAffine" in done.stdout and "RandomHue" in done.stdout
+
+
+def test_hardware_use_benchmark_smoke(fashion_mnist_root):
+    done = _run("benchmarks/hardware_use.py", "--smoke", "--tasks=dae", *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    assert "| dae | 128 |" in done.stdout and "Measured fp32 matmul peak:" in done.stdout
+
+
+def test_scaling_benchmark_smoke(fashion_mnist_root):
+    done = _run("benchmarks/scaling.py", "--smoke", *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    assert "| 64 |" in done.stdout and "| 16 | 2 |" in done.stdout

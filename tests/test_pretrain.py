@@ -28,6 +28,8 @@ def test_pretrain_writes_the_run_directory(image_folder, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["images_seen"] == 24 and metrics["images_per_s"] > 0
     assert metrics["pretext_loss"] > 0
+    assert 0 < metrics["loop_images_per_s"] <= metrics["images_per_s"], "the loop adds data loading and logging"
+    assert metrics["peak_memory_mb"] > 50
     ckpt = safe_torch_load(run / "checkpoints/last.pt")
     assert ckpt["step"] == 3 and set(ckpt["rng"]) == {"python", "numpy", "torch", "cuda"}
 

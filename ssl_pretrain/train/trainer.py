@@ -6,6 +6,7 @@ supervision there (Kornia, per-sample random parameters), one optimizer step fol
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Progress:
     skipped_images: int = 0
     last_metrics: dict = field(default_factory=dict)
     skipped_steps: int = 0
+    loop_seconds: float = 0.0  # wall time of the loop: data, steps, logging, checkpoints (not online eval)
 
 
 @dataclass
@@ -187,6 +189,14 @@ def _wrap_model(task: PretextTask, world: World, device: torch.device, compile_m
 
 
 def _train(run: TrainingRun) -> None:
+    loop_start = time.perf_counter()
+    try:
+        _loop(run)
+    finally:
+        run.progress.loop_seconds += time.perf_counter() - loop_start
+
+
+def _loop(run: TrainingRun) -> None:
     cfg, world, progress = run.config.trainer, run.world, run.progress
     window_images, window_start = 0, time.perf_counter()
     run.task.train()
@@ -290,7 +300,9 @@ def _non_finite(run: TrainingRun, loss: torch.Tensor) -> None:
 
 
 def _online_eval(run: TrainingRun) -> None:
+    start = time.perf_counter()
     results = run.online.run(run.task.encoder, run.progress.step, run.writer)
+    run.progress.loop_seconds -= time.perf_counter() - start
     run.bar.set_postfix(loss=f"{run.progress.last_metrics['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
 
 
@@ -344,6 +356,7 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "batch_in_epoch": progress.batch_in_epoch,
         "images_seen": progress.images_seen,
         "train_seconds": progress.train_seconds,
+        "loop_seconds": progress.loop_seconds,
         "skipped_images": progress.skipped_images,
         "skipped_steps": progress.skipped_steps,
         "world_size": run.world.size,
@@ -377,15 +390,23 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         precision.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"] if world.rank == 0 else ckpt["rng_other_ranks"][world.rank - 1])
     return Progress(
-        ckpt["step"],
-        ckpt["epoch"],
-        ckpt["batch_in_epoch"],
-        ckpt["images_seen"],
-        ckpt["train_seconds"],
-        ckpt["skipped_images"],
-        dict(ckpt["metrics"]),
-        ckpt.get("skipped_steps", 0),
+        step=ckpt["step"],
+        epoch=ckpt["epoch"],
+        batch_in_epoch=ckpt["batch_in_epoch"],
+        images_seen=ckpt["images_seen"],
+        train_seconds=ckpt["train_seconds"],
+        skipped_images=ckpt["skipped_images"],
+        last_metrics=dict(ckpt["metrics"]),
+        skipped_steps=ckpt.get("skipped_steps", 0),
+        loop_seconds=ckpt.get("loop_seconds", 0.0),
     )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated on a CUDA device, resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str]) -> dict:
@@ -398,6 +419,9 @@ def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str]) -> d
         "images_seen": progress.images_seen,
         "train_seconds": round(progress.train_seconds, 2),
         "images_per_s": round(progress.images_seen / max(1e-9, progress.train_seconds), 1),
+        "loop_seconds": round(progress.loop_seconds, 2),
+        "loop_images_per_s": round(progress.images_seen / max(1e-9, progress.loop_seconds), 1),
+        "peak_memory_mb": round(peak_memory_mb(run.device), 1),
         "skipped_images": progress.skipped_images,
         "skipped_steps": progress.skipped_steps,
         "processes": run.world.size,

@@ -1,0 +1,138 @@
+"""On-device batched augmentation (Kornia, as the framework runs it) vs the same augmentations per sample
+with torchvision in DataLoader workers, at 28, 32 and 96 px.
+
+    python benchmarks/augmentation_speed.py [--sizes 28 32 96] [--images 4096] [--workers 2] [--smoke]
+
+The pipeline is Exemplar's with colour (configs/stl10/exemplar.yaml): affine (rotation 20 deg, translation
+0.2, scale 0.7-1.4), brightness 0.4, contrast 0.4, saturation 0.4, hue 0.1, on RGB uint8 images held in
+memory. Framework: the trainer's DataLoader of uint8 batches (128), ``to_device_float`` and the Kornia
+pipeline on the device (here the CPU, 2 intra-op threads). Per-sample: ``torchvision.transforms.v2``
+(RandomAffine bilinear + ColorJitter + ToDtype) in ``Dataset.__getitem__`` with ``--workers`` DataLoader
+workers and the same batch size. Both produce float batches in [0, 1]; images/s over the whole set.
+Also: the time of each Kornia op on one batch, to show what dominates. Target: >= 3x at 32 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2 as T
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_results  # noqa: E402
+
+from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
+from ssl_pretrain.data.sources import TensorImages  # noqa: E402
+from ssl_pretrain.tasks.exemplar import exemplar_augmentation  # noqa: E402
+
+PIPELINE = dict(translate=0.2, scale=[0.7, 1.4], rotation=20.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+BATCH = 128
+
+
+def kornia_pipeline() -> torch.nn.Module:
+    return exemplar_augmentation(3, **PIPELINE)
+
+
+class PerSample(Dataset):
+    """Each ``__getitem__`` augments one uint8 ``(3, S, S)`` image with torchvision."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+        p = PIPELINE
+        self.transform = T.Compose(
+            [
+                T.RandomAffine(
+                    p["rotation"], (p["translate"],) * 2, tuple(p["scale"]), interpolation=T.InterpolationMode.BILINEAR
+                ),
+                T.ColorJitter(p["brightness"], p["contrast"], p["saturation"], p["hue"]),
+                T.ToDtype(torch.float32, scale=True),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.images[i])
+
+
+def framework_rate(images: torch.Tensor, device: torch.device) -> float:
+    info = DataInfo(3, images.shape[-1], [0.5] * 3, [0.25] * 3)
+    augment = kornia_pipeline().to(device)
+    sampler = EpochBatchSampler(len(images), BATCH, seed=0)
+    loader = make_loader(TensorImages(images, None, "synthetic"), sampler, num_workers=0, pin_memory=False)
+    start = time.perf_counter()
+    for batch in loader:
+        out = augment(to_device_float(batch.images, info, device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    assert out.dtype == torch.float32
+    return len(sampler) * BATCH / (time.perf_counter() - start)
+
+
+def per_sample_rate(images: torch.Tensor, workers: int) -> float:
+    loader = DataLoader(PerSample(images), batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True)
+    start = time.perf_counter()
+    batches = 0
+    for batch in loader:
+        batches += 1
+        assert batch.dtype == torch.float32
+    return batches * BATCH / (time.perf_counter() - start)
+
+
+def op_times(size: int, device: torch.device, repeats: int = 5) -> list[tuple[str, float]]:
+    """Milliseconds per batch of each op of the Kornia pipeline, run alone on a float batch."""
+    x = torch.rand(BATCH, 3, size, size, device=device)
+    rows = []
+    for op in kornia_pipeline().to(device):
+        op(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            op(x)
+        rows.append((type(op).__name__, 1000 * (time.perf_counter() - start) / repeats))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[28, 32, 96])
+    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="256 images, nothing appended")
+    args = parser.parse_args()
+    count = 256 if args.smoke else args.images
+    device = torch.device(args.device)
+    rows = [
+        "| size | Kornia batched on the device, img/s | torchvision per sample, "
+        f"{args.workers} workers, img/s | speed-up |",
+        "| --- | --- | --- | --- |",
+    ]
+    profile = ["| size | " + " | ".join(name for name, _ in op_times(8, device, 1)) + " |"]
+    profile.append("| --- |" + " --- |" * (len(profile[0].split("|")) - 3))
+    for size in args.sizes:
+        images = torch.randint(
+            0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+        ours, theirs = framework_rate(images, device), per_sample_rate(images, args.workers)
+        rows.append(f"| {size} px | {ours:.0f} | {theirs:.0f} | **{ours / theirs:.1f}x** |")
+        profile.append(f"| {size} px | " + " | ".join(f"{ms:.1f} ms" for _, ms in op_times(size, device)) + " |")
+        print(rows[-1], flush=True)
+    body = "\n".join(rows) + (
+        f"\n\n{count} RGB images per size, batch {BATCH}, device {device}. Time per Kornia op on one batch of "
+        f"{BATCH}:\n\n" + "\n".join(profile) + "\n"
+    )
+    print(body)
+    if not args.smoke:
+        append_results(
+            "On-device Kornia augmentation vs per-sample torchvision (benchmarks/augmentation_speed.py)", body
+        )
+
+
+if __name__ == "__main__":
+    main()

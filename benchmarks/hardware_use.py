@@ -1,0 +1,133 @@
+"""Hardware use: achieved FLOP/s of the pretraining step against this machine's measured fp32 matmul peak.
+
+    python benchmarks/hardware_use.py [--tasks dae rotation ...] [--steps 10] [--smoke] [KEY=VALUE ...]
+
+FLOPs of one step (forward + backward of the task's model; augmentation and optimizer are not counted)
+come from ``torch.utils.flop_counter.FlopCounterMode``. The step is timed as the trainer runs it: on-device
+augmentation, forward, loss, backward, optimizer step, in the shipped config's layout and batch size.
+The peak is the best of square fp32 matmuls of side 1024, 2048 and 4096. Each task runs in a fresh process.
+Target: >= 60% of the peak for the default Fashion-MNIST encoder at its default batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_results  # noqa: E402
+
+from ssl_pretrain.build import make_encoder, make_task  # noqa: E402
+from ssl_pretrain.config import load_config  # noqa: E402
+from ssl_pretrain.data import data_info  # noqa: E402
+from ssl_pretrain.train.optim import make_optimizer  # noqa: E402
+from ssl_pretrain.train.precision import resolve_channels_last, to_memory_format  # noqa: E402
+
+TASKS = ("dae", "rotation", "exemplar", "relative_patch")
+
+
+def matmul_peak(device: torch.device, sides=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """Best fp32 matmul rate in FLOP/s."""
+    best = 0.0
+    for n in sides:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        for _ in range(2):
+            a @ b
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start))
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_rate(task_name: str, overrides: list[str], steps: int) -> dict:
+    """FLOPs of one training step and its measured time (after 3 warm-up steps)."""
+    config = load_config(f"configs/fashion_mnist/{task_name}.yaml", overrides)
+    device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    info = data_info(config.data)
+    task = make_task(config, make_encoder(config, info)).to(device)
+    channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(task, config.trainer)
+    batch = config.trainer.batch_size
+    images = torch.rand(batch, info.channels, info.image_size, info.image_size, device=device)
+    indices = torch.arange(batch, device=device)
+
+    def step() -> None:
+        inputs, targets = task.make_batch(images, indices)
+        loss, _ = task.loss(task(to_memory_format(inputs, channels_last)), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(3):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    return {"flops": counter.get_total_flops(), "seconds": seconds, "batch": batch, "channels_last": channels_last}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true", help="1 timed step, nothing appended")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    steps = 1 if args.smoke else args.steps
+    overrides = ["device=cpu", *args.overrides]
+    if args.one:
+        print(json.dumps(step_rate(args.tasks[0], overrides, steps)))
+        return
+    device = torch.device("cuda" if "device=cuda" in " ".join(overrides) else "cpu")
+    peak = matmul_peak(device, (256, 512) if args.smoke else (1024, 2048, 4096))
+    rows = [
+        "| task | batch | GFLOP per step | ms per step | GFLOP/s | share of matmul peak |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for task in args.tasks:
+        command = [sys.executable, __file__, "--one", "--tasks", task, "--steps", str(steps), *args.overrides]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{task} failed:\n{done.stderr[-3000:]}")
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        rate = r["flops"] / r["seconds"]
+        rows.append(
+            f"| {task} | {r['batch']} | {r['flops'] / 1e9:.2f} | {1000 * r['seconds']:.0f} | {rate / 1e9:.1f} | "
+            f"**{100 * rate / peak:.0f}%** |"
+        )
+        print(rows[-1], flush=True)
+    body = "\n".join(rows) + (
+        f"\n\nMeasured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s ({device}). Shipped configs (small_resnet "
+        f"32-64-128 at 28 px; relative patch at 48 px), {steps} timed steps after 3 warm-up steps.\n"
+    )
+    print(body)
+    if not args.smoke:
+        append_results("Hardware use: FLOP/s of the pretraining step vs matmul peak (benchmarks/hardware_use.py)", body)
+
+
+if __name__ == "__main__":
+    main()
