@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from ssl_pretrain.config import Config, load_config
+
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
@@ -34,3 +36,8 @@ def append_results(title: str, body: str) -> None:
     date = datetime.date.today().isoformat()
     with RESULTS.open("a") as f:
         f.write(f"\n## {title} ({date})\n\nMachine: {machine()}\n\n{body.rstrip()}\n")
+
+
+def run_config(run: Path, overrides: list[str]) -> Config:
+    """The config of a finished run directory, evaluating its encoder (no progress bars)."""
+    return load_config(run / "config.yaml", [f"probe.encoder={run}", "trainer.progress=false", *overrides])

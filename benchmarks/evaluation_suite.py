@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import append_results, run_config  # noqa: E402
 
-from ssl_pretrain.config import load_config  # noqa: E402
 from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
 from ssl_pretrain.evaluation.knn import run_knn  # noqa: E402
 from ssl_pretrain.evaluation.probe import run_probe  # noqa: E402
@@ -31,13 +30,9 @@ SMOKE = [
 ]
 
 
-def _config(run: Path, overrides: list[str]):
-    return load_config(run / "config.yaml", [f"probe.encoder={run}", "trainer.progress=false", *overrides])
-
-
 def multilayer_table(run: Path, overrides: list[str]) -> str:
     start = time.perf_counter()
-    report = run_probe(_config(run, ["probe.layers=all", "probe.control=random_init", *overrides]))
+    report = run_probe(run_config(run, ["probe.layers=all", "probe.control=random_init", *overrides]))
     rows = report["results"]
     random = {r["layer"]: r["top1"] for r in rows if r["encoder"] == "random_init"}
     lines = ["| layer | pooling | dim | pretrained | random init |", "|---|---|---|---|---|"]
@@ -50,7 +45,7 @@ def multilayer_table(run: Path, overrides: list[str]) -> str:
 
 
 def knn_line(run: Path, overrides: list[str]) -> str:
-    rows = {r["encoder"]: r for r in run_knn(_config(run, ["probe.control=random_init", *overrides]))["results"]}
+    rows = {r["encoder"]: r for r in run_knn(run_config(run, ["probe.control=random_init", *overrides]))["results"]}
     return (
         f"kNN (k=20, T=0.07, GAP features): pretrained **{rows['pretrained']['top1']:.2f}%**, random init "
         f"{rows['random_init']['top1']:.2f}% ({rows['pretrained']['extract_seconds']:.0f} s extraction)"
@@ -63,11 +58,11 @@ def finetune_table(run: Path, fraction: float, overrides: list[str]) -> str:
         "|---|---|---|---|---|",
     ]
     label = f"labels{fraction:g}"
-    probe = run_probe(_config(run, [f"data.label_fraction={fraction}", *overrides]))["results"][0]
+    probe = run_probe(run_config(run, [f"data.label_fraction={fraction}", *overrides]))["results"][0]
     for init, freeze in (("pretrained", "null"), ("random", "null"), ("pretrained", "auto")):
         name = f"bench-{label}-{init}-{freeze}-{int(time.time())}"
         report = run_finetune(
-            _config(
+            run_config(
                 run,
                 [
                     f"data.label_fraction={fraction}",

@@ -121,7 +121,7 @@ def test_framework_overhead_benchmark_smoke(fashion_mnist_root):
 def test_augmentation_speed_benchmark_smoke():
     done = _run("benchmarks/augmentation_speed.py", "--smoke", "--sizes", "28", "--workers", "1")
     assert done.returncode == 0, done.stderr
-    assert "| 28 px |" in done.stdout and "RandomAffine" in done.stdout and "RandomHue" in done.stdout
+    assert "| 28 px |" in done.stdout and "RandomAffine" in done.stdout and "RandomHueDirect" in done.stdout
 
 
 def test_hardware_use_benchmark_smoke(fashion_mnist_root):
@@ -134,3 +134,26 @@ def test_scaling_benchmark_smoke(fashion_mnist_root):
     done = _run("benchmarks/scaling.py", "--smoke", *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     assert "| 64 |" in done.stdout and "| 16 | 2 |" in done.stdout
+
+
+def test_quality_table_benchmark_smoke(fashion_mnist_root, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["benchmarks/quality_table.py", "--smoke", "--runs", str(runs), "--label-fraction", "0.5"]
+    done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]  # after the header
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| dae",
+        "| rotation",
+        "| exemplar",
+        "| relative_patch",
+        "| random init (control)",
+        "| raw pixels (control)",
+        "| supervised from scratch, all labels (control)",
+    ]
+    assert all(row.count("%") >= 4 for row in rows[:4]), "probe, best layer, kNN and fine-tuning per task"
+    assert "Every task beats the random-init encoder on the last-layer probe:" in done.stdout
+    # A second run reuses the finished pretraining runs instead of training again.
+    again = _run(*args, "--tasks=rotation", *_tiny_fashion_mnist(fashion_mnist_root))
+    assert again.returncode == 0, again.stderr
+    assert "| rotation |" in again.stdout and "(reused run)" in again.stdout

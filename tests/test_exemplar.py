@@ -71,7 +71,7 @@ def test_colour_transforms_only_for_colour_images():
     grey = [type(op).__name__ for op in _task(1, saturation=0.3, hue=0.1).augment]
     colour = [type(op).__name__ for op in _task(3, saturation=0.3, hue=0.1).augment]
     assert "RandomSaturation" not in grey and "RandomHue" not in grey
-    assert "RandomSaturation" in colour and "RandomHue" in colour
+    assert "RandomSaturation" in colour and "RandomHueDirect" in colour
 
 
 def test_contrastive_head_does_not_grow_with_the_number_of_seeds():
