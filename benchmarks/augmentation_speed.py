@@ -25,7 +25,7 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import append_results, sync  # noqa: E402
 
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
 from ssl_pretrain.data.sources import TensorImages  # noqa: E402
@@ -66,12 +66,12 @@ def framework_rate(images: torch.Tensor, device: torch.device) -> float:
     info = DataInfo(3, images.shape[-1], [0.5] * 3, [0.25] * 3)
     augment = kornia_pipeline().to(device)
     sampler = EpochBatchSampler(len(images), BATCH, seed=0)
-    loader = make_loader(TensorImages(images, None, "synthetic"), sampler, num_workers=0, pin_memory=False)
+    pin = device.type == "cuda"
+    loader = make_loader(TensorImages(images, None, "synthetic"), sampler, num_workers=0, pin_memory=pin)
     start = time.perf_counter()
     for batch in loader:
         out = augment(to_device_float(batch.images, info, device))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     assert out.dtype == torch.float32
     return len(sampler) * BATCH / (time.perf_counter() - start)
 
@@ -94,9 +94,11 @@ def op_times(size: int, device: torch.device, repeats: int = 5) -> list[tuple[st
     for op in [*kornia_pipeline(), K.RandomHue((-PIPELINE["hue"], PIPELINE["hue"]), p=1.0)]:
         op = op.to(device)
         op(x)
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             op(x)
+        sync(device)
         name = type(op).__name__ + (" (Kornia's, replaced)" if type(op) is K.RandomHue else "")
         rows.append((name, 1000 * (time.perf_counter() - start) / repeats))
     return rows
@@ -107,7 +109,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 32, 96])
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="256 images, nothing appended")
     args = parser.parse_args()
     count = 256 if args.smoke else args.images

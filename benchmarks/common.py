@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+import torch
+
 from ssl_pretrain.config import Config, load_config
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
@@ -14,7 +16,6 @@ RESULTS = Path(__file__).parent / "RESULTS.md"
 
 def machine() -> str:
     import kornia
-    import torch
     import torchvision
 
     cpu = platform.processor() or "unknown CPU"
@@ -41,3 +42,9 @@ def append_results(title: str, body: str) -> None:
 def run_config(run: Path, overrides: list[str]) -> Config:
     """The config of a finished run directory, evaluating its encoder (no progress bars)."""
     return load_config(run / "config.yaml", [f"probe.encoder={run}", "trainer.progress=false", *overrides])
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work (timings on CUDA are otherwise of the launches only)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,4 +1,5 @@
-"""Hardware use: achieved FLOP/s of the pretraining step against this machine's measured fp32 matmul peak.
+"""Hardware use: achieved FLOP/s of the pretraining step against this machine's measured matmul peak
+(fp32 on CPU; on CUDA the step runs in the trainer's precision and the peak is measured in that dtype).
 
     python benchmarks/hardware_use.py [--tasks dae rotation ...] [--steps 10] [--smoke] [KEY=VALUE ...]
 
@@ -22,42 +23,42 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import append_results, sync  # noqa: E402
 
-from ssl_pretrain.build import make_encoder, make_task  # noqa: E402
+from ssl_pretrain.build import make_encoder, make_task, resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
 from ssl_pretrain.data import data_info  # noqa: E402
 from ssl_pretrain.train.optim import make_optimizer  # noqa: E402
-from ssl_pretrain.train.precision import resolve_channels_last, to_memory_format  # noqa: E402
+from ssl_pretrain.train.precision import (  # noqa: E402
+    resolve_channels_last,
+    resolve_precision,
+    to_memory_format,
+)
 
 TASKS = ("dae", "rotation", "exemplar", "relative_patch")
 
 
-def matmul_peak(device: torch.device, sides=(1024, 2048, 4096), repeats: int = 5) -> float:
-    """Best fp32 matmul rate in FLOP/s."""
+def matmul_peak(device: torch.device, dtype: torch.dtype, sides=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """Best square matmul rate in FLOP/s, in the dtype the training step computes in."""
     best = 0.0
     for n in sides:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         for _ in range(2):
             a @ b
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        _sync(device)
+        sync(device)
         best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start))
     return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_rate(task_name: str, overrides: list[str], steps: int) -> dict:
     """FLOPs of one training step and its measured time (after 3 warm-up steps)."""
     config = load_config(f"configs/fashion_mnist/{task_name}.yaml", overrides)
-    device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.trainer.precision, device, warn=False)
     torch.manual_seed(0)
     info = data_info(config.data)
     task = make_task(config, make_encoder(config, info)).to(device)
@@ -71,22 +72,28 @@ def step_rate(task_name: str, overrides: list[str], steps: int) -> dict:
 
     def step() -> None:
         inputs, targets = task.make_batch(images, indices)
-        loss, _ = task.loss(task(to_memory_format(inputs, channels_last)), targets)
+        with precision.autocast():
+            loss, _ = task.loss(task(to_memory_format(inputs, channels_last)), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.backward_and_step(loss, optimizer)
 
     with FlopCounterMode(display=False) as counter:
         step()
     for _ in range(3):
         step()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     seconds = (time.perf_counter() - start) / steps
-    return {"flops": counter.get_total_flops(), "seconds": seconds, "batch": batch, "channels_last": channels_last}
+    return {
+        "flops": counter.get_total_flops(),
+        "seconds": seconds,
+        "batch": batch,
+        "channels_last": channels_last,
+        "precision": precision.name,
+    }
 
 
 def main() -> None:
@@ -98,12 +105,15 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     steps = 1 if args.smoke else args.steps
-    overrides = ["device=cpu", *args.overrides]
+    overrides = args.overrides  # the config's device: auto (CUDA when there is one)
     if args.one:
         print(json.dumps(step_rate(args.tasks[0], overrides, steps)))
         return
-    device = torch.device("cuda" if "device=cuda" in " ".join(overrides) else "cpu")
-    peak = matmul_peak(device, (256, 512) if args.smoke else (1024, 2048, 4096))
+    config = load_config(f"configs/fashion_mnist/{args.tasks[0]}.yaml", overrides)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.trainer.precision, device, warn=False)
+    dtype = precision.dtype or torch.float32
+    peak = matmul_peak(device, dtype, (256, 512) if args.smoke else (1024, 2048, 4096))
     rows = [
         "| task | batch | GFLOP per step | ms per step | GFLOP/s | share of matmul peak |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -121,7 +131,8 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     body = "\n".join(rows) + (
-        f"\n\nMeasured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s ({device}). Shipped configs (small_resnet "
+        f"\n\nMeasured {precision.name} matmul peak: {peak / 1e9:.0f} GFLOP/s ({device}; steps in "
+        f"{precision.name}). Shipped configs (small_resnet "
         f"32-64-128 at 28 px; relative patch at 48 px), {steps} timed steps after 3 warm-up steps.\n"
     )
     print(body)

@@ -44,7 +44,7 @@ def main() -> None:
         ([64, 128], [8, 16], 2) if args.smoke else (args.sizes, args.batches, args.batch_steps)
     )
     config = f"configs/fashion_mnist/{args.task}.yaml"
-    common = ["device=cpu", "trainer.epochs=1", "trainer.max_steps=null", *args.overrides]
+    common = ["trainer.epochs=1", "trainer.max_steps=null", *args.overrides]
     epoch_rows = [
         "| images | epoch time (s) | images/s | peak memory (MB) |",
         "| --- | --- | --- | --- |",
