@@ -8,13 +8,15 @@ The pipeline is Exemplar's with colour (configs/stl10/exemplar.yaml): affine (ro
 memory. Framework: the trainer's DataLoader of uint8 batches (128), ``to_device_float`` and the Kornia
 pipeline on the device (here the CPU, 2 intra-op threads). Per-sample: ``torchvision.transforms.v2``
 (RandomAffine bilinear + ColorJitter + ToDtype) in ``Dataset.__getitem__`` with ``--workers`` DataLoader
-workers and the same batch size. Both produce float batches in [0, 1]; images/s over the whole set.
+workers and the same batch size. Both produce float batches in [0, 1]; median images/s of 3 passes over
+the whole set.
 Also: the time of each Kornia op on one batch, to show what dominates. Target: >= 3x at 32 px.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from ssl_pretrain.tasks.exemplar import exemplar_augmentation  # noqa: E402
 
 PIPELINE = dict(translate=0.2, scale=[0.7, 1.4], rotation=20.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 BATCH = 128
+PASSES = 3  # timed passes over the images per measurement; the median is reported
 
 
 def kornia_pipeline() -> torch.nn.Module:
@@ -63,44 +66,55 @@ class PerSample(Dataset):
 
 
 def framework_rate(images: torch.Tensor, device: torch.device) -> float:
+    """Median images/s over passes of uint8 batches, each made float and augmented on ``device``."""
     info = DataInfo(3, images.shape[-1], [0.5] * 3, [0.25] * 3)
     augment = kornia_pipeline().to(device)
     sampler = EpochBatchSampler(len(images), BATCH, seed=0)
     pin = device.type == "cuda"
     loader = make_loader(TensorImages(images, None, "synthetic"), sampler, num_workers=0, pin_memory=pin)
-    start = time.perf_counter()
-    for batch in loader:
-        out = augment(to_device_float(batch.images, info, device))
-    sync(device)
-    assert out.dtype == torch.float32
-    return len(sampler) * BATCH / (time.perf_counter() - start)
+    augment(to_device_float(images[:BATCH], info, device))  # warm-up: first-call allocations
+    rates = []
+    for _ in range(PASSES):
+        start = time.perf_counter()
+        for batch in loader:
+            out = augment(to_device_float(batch.images, info, device))
+        sync(device)
+        assert out.dtype == torch.float32
+        rates.append(len(sampler) * BATCH / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def per_sample_rate(images: torch.Tensor, workers: int) -> float:
+    """Median images/s over passes, each starting its workers as a ``DataLoader`` epoch does."""
     loader = DataLoader(PerSample(images), batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True)
-    start = time.perf_counter()
-    batches = 0
-    for batch in loader:
-        batches += 1
-        assert batch.dtype == torch.float32
-    return batches * BATCH / (time.perf_counter() - start)
+    rates = []
+    for _ in range(PASSES):
+        start = time.perf_counter()
+        batches = 0
+        for batch in loader:
+            batches += 1
+            assert batch.dtype == torch.float32
+        rates.append(batches * BATCH / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
-def op_times(size: int, device: torch.device, repeats: int = 5) -> list[tuple[str, float]]:
-    """Milliseconds per batch of each op of the Kornia pipeline, run alone on a float batch, and of
-    Kornia's own ``RandomHue`` (HSV round trip) that the pipeline's ``RandomHueDirect`` replaces."""
+def op_times(size: int, device: torch.device, repeats: int = 15) -> list[tuple[str, float]]:
+    """Median milliseconds per batch of each op of the Kornia pipeline, run alone on a float batch, and
+    of Kornia's own ``RandomHue`` (HSV round trip) that the pipeline's ``RandomHueDirect`` replaces."""
     x = torch.rand(BATCH, 3, size, size, device=device)
     rows = []
     for op in [*kornia_pipeline(), K.RandomHue((-PIPELINE["hue"], PIPELINE["hue"]), p=1.0)]:
         op = op.to(device)
         op(x)
-        sync(device)
-        start = time.perf_counter()
+        times = []
         for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
             op(x)
-        sync(device)
+            sync(device)
+            times.append(time.perf_counter() - start)
         name = type(op).__name__ + (" (Kornia's, replaced)" if type(op) is K.RandomHue else "")
-        rows.append((name, 1000 * (time.perf_counter() - start) / repeats))
+        rows.append((name, 1000 * statistics.median(times)))
     return rows
 
 
@@ -130,8 +144,8 @@ def main() -> None:
         profile.append(f"| {size} px | " + " | ".join(f"{ms:.1f} ms" for _, ms in op_times(size, device)) + " |")
         print(rows[-1], flush=True)
     body = "\n".join(rows) + (
-        f"\n\n{count} RGB images per size, batch {BATCH}, device {device}. Time per Kornia op on one batch of "
-        f"{BATCH}:\n\n" + "\n".join(profile) + "\n"
+        f"\n\n{count} RGB images per size, batch {BATCH}, device {device}, median of {PASSES} passes. "
+        f"Median time per Kornia op on one batch of {BATCH}:\n\n" + "\n".join(profile) + "\n"
     )
     print(body)
     if not args.smoke:
