@@ -76,7 +76,7 @@ def exemplar_augmentation(
     if channels == 3 and saturation > 0:
         ops.append(K.RandomSaturation((1 - saturation, 1 + saturation), p=1.0))
     if channels == 3 and hue > 0:
-        ops.append(RandomHueDirect((-hue, hue), p=1.0))  # Kornia's RandomHue, 2.6x faster
+        ops.append(RandomHueDirect((-hue, hue), p=1.0))  # Kornia's RandomHue, ~2x faster
     return nn.Sequential(*ops)
 
 
