@@ -133,15 +133,17 @@ def main() -> None:
         f"{args.workers} workers, img/s | speed-up |",
         "| --- | --- | --- | --- |",
     ]
-    profile = ["| size | " + " | ".join(name for name, _ in op_times(8, device, 1)) + " |"]
-    profile.append("| --- |" + " --- |" * (len(profile[0].split("|")) - 3))
+    profile = []
     for size in args.sizes:
         images = torch.randint(
             0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
         )
         ours, theirs = framework_rate(images, device), per_sample_rate(images, args.workers)
         rows.append(f"| {size} px | {ours:.0f} | {theirs:.0f} | **{ours / theirs:.1f}x** |")
-        profile.append(f"| {size} px | " + " | ".join(f"{ms:.1f} ms" for _, ms in op_times(size, device)) + " |")
+        ops = op_times(size, device)
+        if not profile:  # header: the op names
+            profile = ["| size | " + " | ".join(name for name, _ in ops) + " |", "| --- |" + " --- |" * len(ops)]
+        profile.append(f"| {size} px | " + " | ".join(f"{ms:.1f} ms" for _, ms in ops) + " |")
         print(rows[-1], flush=True)
     body = "\n".join(rows) + (
         f"\n\n{count} RGB images per size, batch {BATCH}, device {device}, median of {PASSES} passes. "

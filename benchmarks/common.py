@@ -1,15 +1,22 @@
-"""Helpers shared by the benchmark scripts: machine description and appending to RESULTS.md."""
+"""Helpers shared by the benchmark scripts: machine description, appending to RESULTS.md, running a
+measurement in a fresh process, device synchronisation."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ssl_pretrain.build import make_encoder, make_task, resolve_device
 from ssl_pretrain.config import Config, load_config
+from ssl_pretrain.data import data_info
+from ssl_pretrain.train.optim import make_optimizer
+from ssl_pretrain.train.precision import resolve_channels_last, resolve_precision, to_memory_format
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
@@ -48,3 +55,45 @@ def sync(device) -> None:
     """Wait for the device's queued work (timings on CUDA are otherwise of the launches only)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def run_checked(command: list[str]) -> str:
+    """Run ``command`` (a fresh process) and return its stdout; exit with the tail of its stderr if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+@dataclass
+class BareStep:
+    """The trainer's training step written out by hand, for timing against: the task's on-device batch,
+    forward and loss in the trainer's precision and memory layout, backward, optimizer step."""
+
+    config: Config
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        torch.manual_seed(self.config.seed)
+        trainer = self.config.trainer
+        self.info = data_info(self.config.data)
+        self.task = make_task(self.config, make_encoder(self.config, self.info)).to(self.device)
+        self.channels_last = resolve_channels_last(trainer.channels_last, self.device, self.task)
+        if self.channels_last:
+            self.task.to(memory_format=torch.channels_last)
+        self.precision = resolve_precision(trainer.precision, self.device, warn=False)
+        self.model = torch.compile(self.task) if trainer.compile else self.task
+        self.optimizer = make_optimizer(self.task, trainer)
+
+    @classmethod
+    def from_config(cls, config: Config) -> BareStep:
+        return cls(config, resolve_device(config.device))
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """One step on float ``images (B, C, H, W)`` in [0, 1] on the device; returns the loss."""
+        inputs, targets = self.task.make_batch(images, indices)
+        with self.precision.autocast():
+            loss, _ = self.task.loss(self.model(to_memory_format(inputs, self.channels_last)), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.backward_and_step(loss, self.optimizer)
+        return loss

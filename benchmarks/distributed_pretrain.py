@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import append_results, run_checked  # noqa: E402
 
 from ssl_pretrain.train.checkpoint import safe_torch_load  # noqa: E402
 
@@ -33,9 +32,7 @@ def pretrain(config: str, overrides: list[str], run_dir: Path, nproc: int) -> di
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         command += ["-m", "ssl_pretrain", *args]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    run_checked(command)
     return json.loads((run_dir / "metrics.json").read_text())
 
 

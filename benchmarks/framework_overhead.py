@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,17 +25,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import BareStep, append_results, run_checked  # noqa: E402
 
-from ssl_pretrain.build import make_encoder, make_task, resolve_device  # noqa: E402
 from ssl_pretrain.config import Config, load_config  # noqa: E402
-from ssl_pretrain.data import data_info, open_split  # noqa: E402
-from ssl_pretrain.train.optim import make_optimizer, make_scheduler  # noqa: E402
-from ssl_pretrain.train.precision import (  # noqa: E402
-    resolve_channels_last,
-    resolve_precision,
-    to_memory_format,
-)
+from ssl_pretrain.data import open_split  # noqa: E402
+from ssl_pretrain.train.optim import make_scheduler  # noqa: E402
 from ssl_pretrain.train.trainer import pretrain  # noqa: E402
 
 TASKS = ("dae", "rotation", "exemplar", "relative_patch")
@@ -46,36 +39,24 @@ def bare_loop(config: Config, steps: int) -> float:
     """Images/s of a hand-written loop over ``steps`` steps (wall time, data included) on ``config.device``,
     in the precision, layout and compilation the trainer would use there (autocast and pinned, non-blocking
     copies on CUDA)."""
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    info = data_info(config.data)
-    task = make_task(config, make_encoder(config, info)).to(device)
+    train_step = BareStep.from_config(config)
+    device, size = train_step.device, train_step.info.image_size
     dataset = open_split(config.data, "pretrain")
-    chosen = task.select_images(len(dataset), config.seed)
+    chosen = train_step.task.select_images(len(dataset), config.seed)
     images = dataset.images if chosen is None else dataset.images[chosen]
     if device.type == "cuda":
         images = images.pin_memory()
-    channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
-    if channels_last:
-        task.to(memory_format=torch.channels_last)
-    precision = resolve_precision(config.trainer.precision, device, warn=False)
-    model = torch.compile(task) if config.trainer.compile else task
-    optimizer = make_optimizer(task, config.trainer)
-    scheduler = make_scheduler(optimizer, config.trainer, steps)
+    scheduler = make_scheduler(train_step.optimizer, config.trainer, steps)
     batch = config.trainer.batch_size
     order = torch.randperm(len(images))
-    task.train()
+    train_step.task.train()
     start = time.perf_counter()
     for step in range(steps):
         index = order[(step * batch) % (len(images) - batch) :][:batch]
         x = images[index].to(device, non_blocking=True).float().div_(255)
-        if x.shape[-1] != info.image_size:
-            x = F.interpolate(x, size=(info.image_size,) * 2, mode="bilinear", antialias=True).clamp_(0, 1)
-        inputs, targets = task.make_batch(x, index.to(device))
-        with precision.autocast():
-            loss, _ = task.loss(model(to_memory_format(inputs, channels_last)), targets)
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(loss, optimizer)
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
+        loss = train_step(x, index.to(device))
         scheduler.step()
     loss.item()  # waits for the device
     return steps * batch / (time.perf_counter() - start)
@@ -90,10 +71,7 @@ def framework(config_path: str, overrides: list[str], steps: int, out: Path, nam
 
 def measure_in_fresh_process(kind: str, task: str, steps: int, overrides: list[str]) -> float:
     command = [sys.executable, __file__, "--measure", kind, "--tasks", task, "--steps", str(steps), *overrides]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{kind} {task} failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    return float(run_checked(command).strip().splitlines()[-1])
 
 
 def main() -> None:

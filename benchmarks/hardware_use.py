@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results, sync  # noqa: E402
+from common import BareStep, append_results, run_checked, sync  # noqa: E402
 
-from ssl_pretrain.build import make_encoder, make_task, resolve_device  # noqa: E402
+from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
-from ssl_pretrain.data import data_info  # noqa: E402
-from ssl_pretrain.train.optim import make_optimizer  # noqa: E402
-from ssl_pretrain.train.precision import (  # noqa: E402
-    resolve_channels_last,
-    resolve_precision,
-    to_memory_format,
-)
+from ssl_pretrain.train.precision import resolve_precision  # noqa: E402
 
 TASKS = ("dae", "rotation", "exemplar", "relative_patch")
 
@@ -56,26 +49,15 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sides=(1024, 2048, 409
 
 def step_rate(task_name: str, overrides: list[str], steps: int) -> dict:
     """FLOPs of one training step and its measured time (after 3 warm-up steps)."""
-    config = load_config(f"configs/fashion_mnist/{task_name}.yaml", overrides)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.trainer.precision, device, warn=False)
-    torch.manual_seed(0)
-    info = data_info(config.data)
-    task = make_task(config, make_encoder(config, info)).to(device)
-    channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
-    if channels_last:
-        task.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(task, config.trainer)
-    batch = config.trainer.batch_size
+    # FLOPs are counted in eager mode: the step runs uncompiled whatever trainer.compile says.
+    config = load_config(f"configs/fashion_mnist/{task_name}.yaml", [*overrides, "trainer.compile=false"])
+    train_step = BareStep.from_config(config)
+    device, info, batch = train_step.device, train_step.info, config.trainer.batch_size
     images = torch.rand(batch, info.channels, info.image_size, info.image_size, device=device)
     indices = torch.arange(batch, device=device)
 
     def step() -> None:
-        inputs, targets = task.make_batch(images, indices)
-        with precision.autocast():
-            loss, _ = task.loss(task(to_memory_format(inputs, channels_last)), targets)
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(loss, optimizer)
+        train_step(images, indices)
 
     with FlopCounterMode(display=False) as counter:
         step()
@@ -91,8 +73,8 @@ def step_rate(task_name: str, overrides: list[str], steps: int) -> dict:
         "flops": counter.get_total_flops(),
         "seconds": seconds,
         "batch": batch,
-        "channels_last": channels_last,
-        "precision": precision.name,
+        "channels_last": train_step.channels_last,
+        "precision": train_step.precision.name,
     }
 
 
@@ -120,10 +102,7 @@ def main() -> None:
     ]
     for task in args.tasks:
         command = [sys.executable, __file__, "--one", "--tasks", task, "--steps", str(steps), *args.overrides]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{task} failed:\n{done.stderr[-3000:]}")
-        r = json.loads(done.stdout.strip().splitlines()[-1])
+        r = json.loads(run_checked(command).strip().splitlines()[-1])
         rate = r["flops"] / r["seconds"]
         rows.append(
             f"| {task} | {r['batch']} | {r['flops'] / 1e9:.2f} | {1000 * r['seconds']:.0f} | {rate / 1e9:.1f} | "

@@ -92,12 +92,12 @@ def main() -> None:
     l2, iters = config.probe.l2, config.probe.max_iter
 
     start = time.perf_counter()
-    ours = fit_logistic_regression(train_x, train_y, 10 if not args.smoke else int(train_y.max()) + 1, l2, iters)
+    classes = 10 if not args.smoke else int(train_y.max()) + 1
+    ours = fit_logistic_regression(train_x, train_y, classes, l2, iters)
     ours_seconds = time.perf_counter() - start
     ours_top1 = top1(ours, test_x, test_y)
     sk_seconds, sk_top1, sk_iters = sklearn_probe(train_x, train_y, test_x, test_y, l2, args.sklearn_max_iter)
     epochs = 1 if args.smoke else args.reencode_epochs
-    classes = 10 if not args.smoke else int(train_y.max()) + 1
     re_seconds, re_top1 = reencoding_probe(view, train, info, device, test_x, test_y, epochs, classes)
     table = (
         f"{len(train_x)} x {train_x.shape[1]} training features ({view.pooling}), {len(test_x)} test; "

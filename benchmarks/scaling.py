@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import append_results, run_checked  # noqa: E402
 
 
 def run(config: str, overrides: list[str], out: Path, name: str) -> dict:
     args = ["pretrain", "-c", config, *overrides, f"output_dir={out}", f"run_name={name}", "trainer.progress=false"]
-    done = subprocess.run([sys.executable, "-m", "ssl_pretrain", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    run_checked([sys.executable, "-m", "ssl_pretrain", *args])
     return json.loads((out / name / "metrics.json").read_text())
 
 
