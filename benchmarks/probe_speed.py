@@ -23,13 +23,13 @@ import torch.nn.functional as F  # noqa: E402
 from common import append_results  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
-from ssl_pretrain.config import load_config  # noqa: E402
+from ssl_pretrain.config import listed, load_config  # noqa: E402
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
 from ssl_pretrain.evaluation.encoder_source import load_encoder  # noqa: E402
 from ssl_pretrain.evaluation.feature_view import FeatureView  # noqa: E402
+from ssl_pretrain.evaluation.frozen import frozen_features  # noqa: E402
 from ssl_pretrain.evaluation.logistic import fit_logistic_regression, top1  # noqa: E402
 from ssl_pretrain.evaluation.metrics import percent_correct  # noqa: E402
-from ssl_pretrain.evaluation.probe import frozen_features  # noqa: E402
 from ssl_pretrain.evaluation.splits import labeled_splits  # noqa: E402
 
 
@@ -86,10 +86,10 @@ def main() -> None:
     train, test = labeled_splits(config)
     view = FeatureView(encoder, args.pool)
     start = time.perf_counter()
-    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, config, device)
+    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, device, config.probe.batch_size)
     extract = time.perf_counter() - start
     train_x, test_x = train_x[view.layer], test_x[view.layer]
-    l2, iters = config.probe.l2, config.probe.max_iter
+    l2, iters = listed(config.probe.l2)[0], config.probe.max_iter
 
     start = time.perf_counter()
     classes = 10 if not args.smoke else int(train_y.max()) + 1

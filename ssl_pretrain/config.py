@@ -9,6 +9,7 @@ The options of ``model`` and ``task`` come from the signatures of the registered
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ def _non_negative(default: Any) -> Any:
     return _ranged(default, lambda v: v is None or v >= 0, ">= 0")
 
 
+def listed(value: Any) -> list:
+    """A value that may be one candidate or a list of candidates, as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _numbers(value: Any) -> bool:
+    return not isinstance(value, list) or len(value) > 0
+
+
 @dataclass
 class DataConfig:
     name: Literal["fashion_mnist", "cifar10", "stl10", "image_folder"] = "fashion_mnist"
@@ -45,6 +55,8 @@ class DataConfig:
     num_workers: int = _non_negative(0)
     download: bool = True
     label_fraction: float = _ranged(1.0, lambda v: 0 < v <= 1, "in (0, 1] (share of training labels, stratified)")
+    test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1) (image_folder without test_root)")
+    pretrain_on_test: bool = False
 
 
 @dataclass
@@ -76,10 +88,13 @@ class ProbeConfig:
     encoder: str | None = None
     control: Literal["none", "random_init", "raw_pixels", "all"] = "none"
     max_iter: int = _positive(200)
-    l2: float = _non_negative(1e-4)
+    l2: float | list[float] = _ranged(
+        1e-4, lambda v: _numbers(v) and all(x >= 0 for x in listed(v)), ">= 0, or a non-empty list of them"
+    )
     batch_size: int = _positive(512)
     train_limit: int | None = _positive(None)
-    test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1)")
+    val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+    test_diagnostics: bool = False
     resize: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 px or null (the encoder's input size)")
     patch_grid: bool = False
     pool: int = _ranged(1, lambda v: 1 <= v <= 8, "in 1..8 (1: global average pooling)")
@@ -89,7 +104,7 @@ class ProbeConfig:
 
 @dataclass
 class KnnConfig:
-    k: int = _positive(20)
+    k: int | list[int] = _ranged(20, lambda v: _numbers(v) and all(x > 0 for x in listed(v)), "> 0, or a list of them")
     temperature: float = _positive(0.07)
     chunk_size: int = _positive(512)
 
@@ -100,7 +115,7 @@ class OnlineEvalConfig:
     unit: Literal["epoch", "step"] = "epoch"
     method: Literal["knn", "probe", "both"] = "knn"
     train_images: int = _positive(10000)
-    test_images: int = _positive(2000)
+    val_images: int = _positive(2000)
     probe_iter: int = _positive(50)
 
 
@@ -108,9 +123,12 @@ class OnlineEvalConfig:
 class FinetuneConfig:
     freeze_until: str | None = None
     epochs: int = _positive(10)
+    steps: int | None = _positive(None)
     batch_size: int = _positive(128)
     optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = _positive(1e-2)
+    lr: float | list[float] = _ranged(
+        1e-2, lambda v: _numbers(v) and all(x > 0 for x in listed(v)), "> 0, or a non-empty list of them"
+    )
     backbone_lr_mult: float = _non_negative(0.1)
     weight_decay: float = _non_negative(1e-4)
     momentum: float = _ranged(0.9, lambda v: 0 <= v < 1, "in [0, 1)")
@@ -274,9 +292,29 @@ def _build_registered(raw: Any, section: str, name_key: str, default: str, regis
     return name, resolve_options(registry[name], raw, section)
 
 
+# Old key -> new key; the old one still works for one release, with a one-line notice.
+DEPRECATED_KEYS = {"probe.test_fraction": "data.test_fraction", "online.test_images": "online.val_images"}
+
+
+def _move_deprecated(raw: dict) -> dict:
+    for old, new in DEPRECATED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = raw.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        section = dict(section)
+        value = section.pop(old_key)
+        raw[old_section] = section
+        target = dict(raw.get(new_section) or {})
+        target.setdefault(new_key, value)
+        raw[new_section] = target
+        print(f"ssl-pretrain: note: {old} is deprecated, use {new} (read as {new}={value})", file=sys.stderr)
+    return raw
+
+
 def build_config(raw: dict) -> Config:
     """Validate a raw nested mapping into a :class:`Config`; raises ConfigError naming the bad key."""
-    raw = dict(raw)
+    raw = _move_deprecated(dict(raw))
     sections = {name: _build_section(cls, raw.pop(name, None), f"{name}.") for name, cls in _FIXED_SECTIONS.items()}
     from .encoders import ENCODERS
     from .tasks import TASKS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -37,6 +38,17 @@ def check_value(value: Any, annotation: Any, key: str) -> Any:
 _NO_MATCH = object()
 
 
+def _float_text(value: Any) -> Any:
+    """A number written as text, as users type it: YAML 1.1 reads ``1e-3`` (no dot) as a string."""
+    if not isinstance(value, str):
+        return _NO_MATCH
+    try:
+        number = float(value)
+    except ValueError:
+        return _NO_MATCH
+    return number if math.isfinite(number) else _NO_MATCH
+
+
 def _match(value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -66,7 +78,7 @@ def _match(value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        return _NO_MATCH
+        return _float_text(value)
     if annotation is str:
         return value if isinstance(value, str) else _NO_MATCH
     raise TypeError(f"unsupported annotation {annotation!r}")

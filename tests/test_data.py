@@ -52,7 +52,8 @@ def test_image_folder_is_recursive_with_labels_from_subfolders(image_folder):
     nested = image_folder / "class_1" / "deeper"
     nested.mkdir()
     Image.new("RGB", (40, 20), (255, 0, 0)).save(nested / "extra.jpg")
-    ds = open_split(DataConfig(name="image_folder", root=str(image_folder), image_size=16), "pretrain")
+    cfg = DataConfig(name="image_folder", root=str(image_folder), image_size=16, pretrain_on_test=True)
+    ds = open_split(cfg, "pretrain")
     assert len(ds) == 37 and ds.classes == ["class_0", "class_1", "class_2"]
     assert ds.has_labels
     batch = ds.__getitems__(list(range(len(ds))))
@@ -65,7 +66,8 @@ def test_broken_files_are_skipped_and_reported(image_folder):
     (image_folder / "class_0" / "text.jpg").write_text("not an image")
     good = (image_folder / "class_1" / "img_0.png").read_bytes()
     (image_folder / "class_1" / "truncated.png").write_bytes(good[: len(good) // 2])
-    ds = open_split(DataConfig(name="image_folder", root=str(image_folder), image_size=16), "pretrain")
+    cfg = DataConfig(name="image_folder", root=str(image_folder), image_size=16, pretrain_on_test=True)
+    ds = open_split(cfg, "pretrain")
     batch = ds.__getitems__(list(range(len(ds))))
     assert len(batch.images) == 36
     assert sorted(p.split("/")[-1] for p in batch.skipped) == ["empty.png", "text.jpg", "truncated.png"]

@@ -123,9 +123,10 @@ def test_finetune_command_writes_checkpoints_report_and_tensorboard(image_folder
     protocol = report["protocol"]
     assert protocol["strategy"] == "partial" and protocol["frozen_stages"] == ["stem", "layer1"]
     assert protocol["lr_encoder"] == pytest.approx(protocol["lr_head"] * 0.1)
-    assert len(report["val_top1"]) == 2 and 0 <= report["test_top1_best"] <= 100
-    # 30 labeled training images, 10% of each class held out for validation.
-    assert protocol["train_split"].endswith("27 images") and protocol["val_split"].endswith("3 images")
+    assert len(report["val_top1_per_epoch"]) == 2 and 0 <= report["test_top1"] <= 100
+    assert report["val_top1"] == max(report["val_top1_per_epoch"])
+    # 29 labeled training images (9 + 10 + 10), 10% of each class held out for validation.
+    assert protocol["train_split"].endswith("26 images") and protocol["val_split"].endswith("3 images")
     model, info = load_classifier(out_dir / "checkpoints" / "best.pt")
     assert info["kind"] == "fine-tuned" and info["epoch"] == report["best_epoch"]
     events = EventAccumulator(str(out_dir / "tb")).Reload()
@@ -144,3 +145,17 @@ def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "finetune.freeze_until" in err and "layer1" in err
     assert not (tmp_path / "run" / "finetune").exists()
+
+
+def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_path):
+    from ssl_pretrain.evaluation.finetune import finetune_epochs
+
+    assert finetune_epochs(10, None, 4) == 10
+    assert finetune_epochs(10, 30, 4) == 8  # 8 epochs of 4 steps hold the 30 asked for
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    args = ["finetune", f"probe.encoder={run}", "finetune.steps=9", "finetune.batch_size=8", "trainer.progress=false"]
+    assert main(args) == 0
+    report = json.loads((run / "finetune" / "full-labels1-pretrained" / "finetune.json").read_text())
+    # 26 training images at batch 8: 3 full batches an epoch (the rest dropped), so 3 epochs for 9 steps.
+    assert report["protocol"]["steps"] == 9 and len(report["val_top1_per_epoch"]) == 3

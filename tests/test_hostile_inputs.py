@@ -73,13 +73,39 @@ def test_a_folder_full_of_hostile_files_trains_and_counts_them(image_folder, tmp
     Image.new("RGBA", (24, 24), (10, 200, 30, 128)).save(converted / "alpha.png")
     Image.new("L", (24, 24), 99).save(converted / "grey.png")
 
-    extra = ["trainer.epochs=2", "trainer.max_steps=100", "trainer.batch_size=64"]  # one batch an epoch
+    # One batch an epoch; every file is read (the held-out test split would otherwise hide some of them).
+    extra = ["trainer.epochs=2", "trainer.max_steps=100", "trainer.batch_size=64", "data.pretrain_on_test=true"]
     args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path), *extra]
     assert main(args) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipped")]
     assert len(warnings) == 2 and all("skipped 7 unreadable image file(s)" in w for w in warnings), warnings
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["skipped_images"] == 14 and metrics["images_seen"] == 2 * (36 + 1 + 4)
+
+
+def test_the_count_of_unreadable_files_survives_a_resume_inside_an_epoch(image_folder, tmp_path, monkeypatch):
+    from ssl_pretrain.train.checkpoint import load_checkpoint
+
+    from .conftest import interrupt_after_checkpoint
+
+    for i in range(12):
+        (image_folder / "class_0" / f"broken_{i}.png").write_bytes(b"not a png")
+    extra = ["trainer.epochs=1", "trainer.max_steps=100", "trainer.batch_size=8", "data.pretrain_on_test=true"]
+
+    def pretrain(name: str, *more: str) -> int:
+        args = folder_overrides(image_folder, tmp_path, name)
+        return main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *args, *extra, *more])
+
+    assert pretrain("straight") == 0
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, step=2)
+        assert pretrain("resumed") == 130  # stopped as by Ctrl-C right after the step-2 checkpoint
+    saved = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert saved["step"] == 2 and saved["epoch_skipped_per_rank"][0], "broken files among the first two batches"
+    assert pretrain("resumed", "--resume") == 0
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["skipped_images"] == straight["skipped_images"] == 12
 
 
 def test_a_malicious_encoder_file_is_refused_without_running_it(image_folder, tmp_path, capsys):

@@ -11,7 +11,7 @@ from ssl_pretrain.config import load_config
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.evaluation.layer_view import LayerView, available_layers
-from ssl_pretrain.evaluation.probe import probe_layers
+from ssl_pretrain.evaluation.views import probe_layers
 
 from .conftest import folder_overrides
 

@@ -46,10 +46,10 @@ def test_online_evaluation_logs_and_leaves_the_weights_bit_identical(image_folde
 
 
 def test_online_evaluation_per_epoch(image_folder, tmp_path):
-    # 36 images, batch 8 -> 4 steps an epoch; 8 steps = 2 epochs, evaluated after each.
-    run = _pretrain(image_folder, tmp_path, "epochs", ["trainer.max_steps=8", "trainer.epochs=2", "online.every=1"])
+    # 29 images outside the held-out test split, batch 8 -> 3 steps an epoch; 6 steps = 2 epochs, evaluated after each.
+    run = _pretrain(image_folder, tmp_path, "epochs", ["trainer.max_steps=6", "trainer.epochs=2", "online.every=1"])
     events = EventAccumulator(str(run / "tb")).Reload()
-    assert [e.step for e in events.Scalars("online/knn_top1")] == [4, 8]
+    assert [e.step for e in events.Scalars("online/knn_top1")] == [3, 6]
 
 
 def test_online_evaluation_without_labels_fails_before_training(image_folder, tmp_path, capsys):

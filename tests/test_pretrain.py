@@ -45,7 +45,7 @@ def test_tensorboard_has_scalars_and_image_grids(image_folder, tmp_path):
 
 
 def test_loss_decreases_over_a_short_run(image_folder, tmp_path):
-    extra = ["trainer.max_steps=30", "trainer.lr=0.01", "trainer.checkpoint_every=100"]
+    extra = ["trainer.max_steps=30", "trainer.lr=0.01", "trainer.checkpoint_every=100", "data.pretrain_on_test=true"]
     assert _pretrain(image_folder, tmp_path, extra=extra) == 0
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()
@@ -127,7 +127,8 @@ def test_unwritable_output_dir_fails_before_training(image_folder, tmp_path, cap
 def test_corrupt_images_are_skipped_with_one_warning_per_epoch(image_folder, tmp_path, capsys):
     (image_folder / "class_0" / "broken.png").write_bytes(b"\x89PNG garbage")
     (image_folder / "class_2" / "empty.jpg").write_bytes(b"")
-    extra = ["trainer.max_steps=100", "trainer.epochs=2", "trainer.batch_size=19"]
+    # Every file read (both broken files would otherwise be left to the held-out test split or not, by path).
+    extra = ["trainer.max_steps=100", "trainer.epochs=2", "trainer.batch_size=19", "data.pretrain_on_test=true"]
     assert _pretrain(image_folder, tmp_path, extra=extra) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipped")]
     assert len(warnings) == 2 and all("2 unreadable" in w for w in warnings)

@@ -7,8 +7,8 @@ from ssl_pretrain.config import load_config
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.evaluation.feature_view import FeatureView
-from ssl_pretrain.evaluation.logistic import fit_logistic_regression, top1
-from ssl_pretrain.evaluation.probe import evaluate_encoder, logistic_top1
+from ssl_pretrain.evaluation.frozen import evaluate_encoder
+from ssl_pretrain.evaluation.logistic import LogisticProbe, fit_logistic_regression, top1
 from ssl_pretrain.evaluation.splits import labeled_splits, stratified_split
 
 from .conftest import folder_overrides
@@ -51,11 +51,18 @@ def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
     train, test = labeled_splits(config)
     info = DataInfo(3, 16, [0.5] * 3, [0.25] * 3)
     cpu = torch.device("cpu")
-    (row,) = evaluate_encoder("pretrained", FeatureView(encoder), train, test, info, config, cpu, logistic_top1)
+    modes = []
+    for module in encoder.trunk.modules():
+        module.register_forward_hook(lambda module, *_: modes.append((module.training, torch.is_grad_enabled())))
+    view, probe = FeatureView(encoder), LogisticProbe([1e-4])
+    (row,), selection, _ = evaluate_encoder("pretrained", view, train, test, info, cpu, probe)
     after = encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not encoder.training
+    # Every extraction pass ran in eval mode without gradients.
+    assert modes and set(modes) == {(False, False)}
     assert row["feature_dim"] == 8 and 0 <= row["top1"] <= 100
+    assert row["chosen"] and selection is None  # one candidate: nothing chosen, no validation split
 
 
 def test_probe_command_uses_the_runs_config_and_writes_probe_json(image_folder, tmp_path, capsys):
@@ -67,9 +74,11 @@ def test_probe_command_uses_the_runs_config_and_writes_probe_json(image_folder, 
     report = json.loads((run / "probe.json").read_text())
     assert [r["encoder"] for r in report["results"]] == ["pretrained", "random_init"]
     protocol = report["protocol"]
-    assert protocol["encoder_mode"] == "eval, frozen" and protocol["backbone"] == "small_resnet"
-    # 12 images a class, 20% held out per class: 10 + 10 + 10 to train, 2 + 2 + 2 to test.
-    assert protocol["train_split"].endswith("30 images") and protocol["test_split"].endswith("6 images")
+    assert protocol["backbone"] == "small_resnet"
+    # 12 images a class; the files whose path hashes below data.test_fraction=0.2 are the test split (3 + 2 + 2).
+    assert protocol["train_split"].endswith("29 images") and protocol["test_split"].endswith("7 images")
+    # The encoder's pretraining skipped those files, and the probe says so.
+    assert protocol["encoder_saw_test_images"] is False
     assert protocol["image_size"] == 16
     assert all(0 <= r["top1"] <= 100 for r in report["results"])
 
@@ -119,9 +128,9 @@ def test_probe_on_a_label_fraction_writes_its_own_report(image_folder, tmp_path)
     run = tmp_path / "run"
     assert main(["probe", f"probe.encoder={run}", "data.label_fraction=0.5"]) == 0
     report = json.loads((run / "probe-labels0.5.json").read_text())
-    # 30 training images (10 a class) -> 5 a class.
+    # 29 training images (9 + 10 + 10) -> half of each class, rounded: 4 + 5 + 5.
     assert report["protocol"]["label_fraction"] == 0.5
-    assert report["protocol"]["train_split"].endswith("15 images")
+    assert report["protocol"]["train_split"].endswith("14 images")
     assert not (run / "probe.json").exists()
 
 

@@ -98,8 +98,16 @@ class FolderImages(Dataset):
     """Every image file below ``root`` (recursive). Labels are the first-level sub-folders, if any."""
 
     def __init__(
-        self, files: list[Path], labels: list[int], classes: list[str], size: int, channels: int, description: str
+        self,
+        files: list[Path],
+        labels: list[int],
+        classes: list[str],
+        size: int,
+        channels: int,
+        description: str,
+        root: Path | None = None,
     ):
+        self.root = root
         self.files = files
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.classes = classes
@@ -134,6 +142,7 @@ class FolderImages(Dataset):
             self.image_size,
             self.channels,
             self.description,
+            self.root,
         )
 
     @property

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..build import make_task
-from ..config import build_config
+from ..config import DataConfig, build_config
 from ..encoders import Encoder, encoder_from_spec
 from ..errors import BadInput
 from ..runs import checkpoint_path
@@ -45,3 +46,39 @@ def load_encoder(source: str | Path) -> Encoder:
     if isinstance(content, dict) and content.get("format") == FORMAT:
         return task_from_checkpoint(source)[0].encoder
     return load_exported_encoder(source)
+
+
+SPLIT_RECORD = "data_split.json"
+
+
+def pretraining_saw_test(source: Path, data: DataConfig) -> tuple[bool | None, str]:
+    """Did the pretraining that made the encoder at ``source`` read any test image of ``data``?
+
+    ``(False, why)``, ``(True, why)``, or ``(None, why)`` when it cannot be told (no ``data_split.json``
+    beside the encoder, or other data). Held-out splits by path nest, so an encoder pretrained without the
+    files held out at fraction ``f`` never saw the test files of a probe at a fraction ``<= f``.
+    """
+    run = run_dir_of(source)
+    path = run / SPLIT_RECORD if run is not None else None
+    if path is None or not path.is_file():
+        return None, f"unknown: no {SPLIT_RECORD} beside the encoder (pretrained elsewhere or by an older version)"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, f"unknown: {path} is unreadable"
+    root = str(Path(data.root).expanduser().resolve()) if data.root else None
+    if record.get("dataset") != data.name or (data.name == "image_folder" and record.get("root") != root):
+        return None, f"unknown: pretrained on {record.get('dataset')} ({record.get('root')}), evaluated on {data.name}"
+    if data.name != "image_folder":
+        return False, f"pretraining read {record.get('pretrain_split')}; the test split is the dataset's own"
+    if data.test_root is not None:
+        return False, "the test images come from data.test_root, which pretraining does not read"
+    fraction = record.get("held_out_fraction")
+    if fraction is None or record.get("pretrain_read_test"):
+        return True, "pretraining read every file of data.root, this test split included"
+    if data.test_fraction <= fraction:
+        return False, f"pretraining skipped the files held out by path at data.test_fraction={fraction:g}"
+    return True, (
+        f"pretraining held out data.test_fraction={fraction:g} by path, this evaluation tests on "
+        f"{data.test_fraction:g}: the difference was seen"
+    )

@@ -20,10 +20,9 @@ from ..runs import write_json
 from ..train.checkpoint import atomic_torch_save
 from ..train.rng import seed_everything
 from .classifier import classifier_file, load_classifier
-from .finetune import validation_split
 from .metrics import percent_correct
 from .predict import accuracy, predict_logits
-from .splits import labeled_splits
+from .splits import labeled_splits, validation_split
 from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
 
 
@@ -34,7 +33,7 @@ def _saw_validation(info: dict, config: Config) -> bool | None:
     same = (
         protocol.get("seed") == config.seed
         and protocol.get("label_fraction") == config.data.label_fraction
-        and f"stratified {config.ensemble.val_fraction:g} " in protocol.get("val_split", "")
+        and protocol.get("val_fraction") == config.ensemble.val_fraction
     )
     return False if same else None
 

@@ -7,11 +7,12 @@ samples at a time, so memory is ``chunk_size x N_train`` floats: 512 x 60k is 12
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ..config import Config
-from .metrics import percent_correct
+from ..config import Config, listed
 from .probe import evaluate_frozen
 
 
@@ -37,18 +38,34 @@ def weighted_knn_predict(
     return torch.cat(predictions)
 
 
-def knn_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Config) -> dict:
-    """Test top-1 in percent of weighted kNN with the ``knn.*`` settings."""
-    knn = config.knn
-    predicted = weighted_knn_predict(train_x, train_y, test_x, num_classes, knn.k, knn.temperature, knn.chunk_size)
-    return {"top1": percent_correct(predicted, test_y)}
+@dataclass
+class KnnMethod:
+    """Weighted kNN as a :class:`~.frozen.FrozenMethod`: one candidate per ``k``; fitting keeps the features."""
+
+    k: list[int]
+    temperature: float = 0.07
+    chunk_size: int = 512
+    reports_train_top1: bool = False
+
+    def settings(self) -> list[dict]:
+        return [{"k": k} for k in self.k]
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, setting: dict) -> tuple:
+        return x, y, num_classes, setting["k"]
+
+    def predict(self, fitted: tuple, x: torch.Tensor) -> torch.Tensor:
+        train_x, train_y, num_classes, k = fitted
+        return weighted_knn_predict(train_x, train_y, x, num_classes, k, self.temperature, self.chunk_size)
 
 
 def run_knn(config: Config) -> dict:
-    """kNN on ``probe.encoder`` (and the controls of ``probe.control``); writes ``knn.json``."""
+    """kNN on ``probe.encoder`` (and the controls of ``probe.control``); writes ``knn.json``; ``k`` chosen
+    on validation when ``knn.k`` lists several."""
+    knn = config.knn
+    method = KnnMethod(listed(knn.k), knn.temperature, knn.chunk_size)
     protocol = {
         "classifier": "weighted kNN, cosine similarity on L2-normalised features, votes exp(sim / T)",
-        "k": config.knn.k,
-        "temperature": config.knn.temperature,
+        "k": knn.k,
+        "temperature": knn.temperature,
     }
-    return evaluate_frozen(config, "knn", knn_top1, protocol)
+    return evaluate_frozen(config, "knn", method, protocol)

@@ -85,3 +85,21 @@ def loss_and_gradients(x_t: torch.Tensor, targets: torch.Tensor, weight: torch.T
 def top1(classifier: LinearClassifier, features: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in percent (2 decimals)."""
     return percent_correct(classifier.predict(features), labels)
+
+
+@dataclass
+class LogisticProbe:
+    """The linear probe as a :class:`~.frozen.FrozenMethod`: one candidate per ``l2`` value."""
+
+    l2: list[float]
+    max_iter: int = 200
+    reports_train_top1: bool = True
+
+    def settings(self) -> list[dict]:
+        return [{"l2": value} for value in self.l2]
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, setting: dict) -> LinearClassifier:
+        return fit_logistic_regression(x, y, num_classes, setting["l2"], self.max_iter)
+
+    def predict(self, fitted: LinearClassifier, x: torch.Tensor) -> torch.Tensor:
+        return fitted.predict(x)

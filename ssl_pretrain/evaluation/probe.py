@@ -2,120 +2,37 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import torch
-
 from ..build import resolve_device
-from ..config import Config
+from ..config import Config, listed
 from ..data import DataInfo
-from ..encoders import Encoder, encoder_from_spec
+from ..encoders import Encoder
 from ..errors import ConfigError
 from ..runs import write_json
-from ..tasks.patches import default_geometry
 from ..train.rng import seed_everything
 from .classifier import ImageClassifier, fold_standardisation, save_classifier
-from .encoder_source import load_encoder, run_dir_of
+from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
 from .feature_view import FeatureView, RawPixels
-from .features import extract_features
-from .layer_view import LayerView, available_layers
-from .logistic import fit_logistic_regression, top1
+from .frozen import FrozenMethod, chosen_rows, evaluate_encoder, format_table
+from .layer_view import LayerView
+from .logistic import LinearClassifier, LogisticProbe
+from .selection import RULE as SELECTION_RULE
 from .splits import labeled_splits
-
-
-def logistic_top1(train_x, train_y, test_x, test_y, num_classes: int, config: Config) -> dict:
-    """Fit the probe on ``(N, D)`` training features; test and train top-1 in percent, and the fitted
-    classifier under ``"classifier"`` (the caller keeps or drops it)."""
-    classifier = fit_logistic_regression(train_x, train_y, num_classes, config.probe.l2, config.probe.max_iter)
-    return {
-        "top1": top1(classifier, test_x, test_y),
-        "train_top1": top1(classifier, train_x, train_y),
-        "classifier": classifier,
-    }
-
-
-def evaluate_encoder(name: str, view, train, test, info: DataInfo, config: Config, device, classify) -> list[dict]:
-    """One result row per layer of ``view``: features of all layers extracted in one pass, then
-    ``classify(train_x, train_y, test_x, test_y, num_classes, config) -> {"top1": ..., ...}`` per layer.
-    Each layer's features are freed once it is classified."""
-    start = time.perf_counter()
-    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, config, device)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    extract_seconds = round(time.perf_counter() - start, 1)
-    rows = []
-    for layer in list(train_x):
-        t0 = time.perf_counter()
-        dim = train_x[layer].shape[1]
-        result = classify(train_x.pop(layer), train_y, test_x.pop(layer), test_y, num_classes, config)
-        row = {"encoder": name, "layer": layer, "pooling": view.pooling_of(layer), "feature_dim": dim}
-        row.update(result, extract_seconds=extract_seconds, fit_seconds=round(time.perf_counter() - t0, 1))
-        rows.append(row)
-    return rows
-
-
-def frozen_features(view, train, test, info: DataInfo, config: Config, device):
-    """``(train_x, train_y, test_x, test_y)``, ``x`` as ``{layer: (N, D)}``, from the frozen encoder in
-    eval mode, extracted once (without gradients)."""
-    view = view.to(device).eval()
-    batch, workers = config.probe.batch_size, config.data.num_workers
-    return (
-        *extract_features(view, train, info, device, batch, workers),
-        *extract_features(view, test, info, device, batch, workers),
-    )
-
-
-def probe_layers(config: Config, encoder: Encoder) -> list[str] | None:
-    """The layers of ``probe.layers`` (``all``: every stage and ``pooled``), checked against the encoder."""
-    layers = config.probe.layers
-    if layers is None:
-        return None
-    known = available_layers(encoder)
-    chosen = known if layers == "all" else [layers] if isinstance(layers, str) else list(layers)
-    unknown = [name for name in chosen if name not in known]
-    if unknown or not chosen:
-        raise ConfigError("probe.layers", f"unknown layer(s) {unknown}; this encoder has: all, {', '.join(known)}")
-    if config.probe.patch_grid:
-        raise ConfigError("probe.layers", "cannot be combined with probe.patch_grid=true")
-    return chosen
-
-
-def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, FeatureView | LayerView]:
-    """Image size and feature view from ``probe.layers``, ``probe.resize``, ``probe.pool``,
-    ``probe.patch_grid``; a relative-patch run's own grid (size, patch, gap, per-patch normalisation) is
-    the default grid."""
-    task = config.task.options if config.task.name == "relative_patch" else {}
-    size = config.probe.resize or (task.get("resize") if config.probe.patch_grid else None) or spec["image_size"]
-    layers = probe_layers(config, encoder)
-    if layers is not None:
-        return size, LayerView(encoder, layers, config.probe.layer_dim, size)
-    if not config.probe.patch_grid:
-        return size, FeatureView(encoder, config.probe.pool)
-    try:
-        geometry = default_geometry(size, task.get("patch"), task.get("gap"), jitter=0)
-    except ValueError as err:
-        raise ConfigError("probe.patch_grid", f"{err} (set probe.resize)") from None
-    return size, FeatureView(encoder, config.probe.pool, geometry, bool(task.get("patch_norm", True)))
+from .views import control_view, probe_view
 
 
 def run_probe(config: Config) -> dict:
     """Probe ``probe.encoder`` (and the controls asked for); writes ``probe.json`` and, for a single
-    whole-image view, ``probe_classifier.pt`` (encoder + folded linear head); prints a table."""
+    whole-image view, ``probe_classifier.pt`` (encoder + folded linear head); prints a table. With several
+    layers or ``l2`` values, the layer and ``l2`` are chosen on validation and only the choice is tested."""
+    probe = config.probe
     protocol = {
         "classifier": "multinomial logistic regression, L-BFGS, full batch, standardised features",
-        "l2": config.probe.l2,
-        "max_iter": config.probe.max_iter,
+        "l2": probe.l2,
+        "max_iter": probe.max_iter,
     }
-    return evaluate_frozen(config, "probe", logistic_top1, protocol)
-
-
-def control_view(view, spec: dict, seed: int):
-    """The same view over a randomly initialised encoder of the same architecture (seeded)."""
-    torch.manual_seed(seed)
-    encoder = encoder_from_spec(spec)
-    if isinstance(view, LayerView):
-        return LayerView(encoder, view.layers, view.layer_dim, view.image_size)
-    return FeatureView(encoder, view.pool, view.geometry, view.patch_norm)
+    return evaluate_frozen(config, "probe", LogisticProbe(listed(probe.l2), probe.max_iter), protocol)
 
 
 def result_stem(command: str, config: Config) -> str:
@@ -124,9 +41,9 @@ def result_stem(command: str, config: Config) -> str:
     return command if fraction >= 1 else f"{command}-labels{fraction:g}"
 
 
-def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> dict:
-    """:func:`evaluate_encoder` with ``classify`` on the encoder of ``probe.encoder`` and the controls
-    of ``probe.control``; writes ``<command>.json``, prints a table."""
+def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> dict:
+    """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``probe.encoder`` and the
+    controls of ``probe.control``; writes ``<command>.json``, prints a table."""
     if config.probe.encoder is None:
         raise ConfigError("probe.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
     device = resolve_device(config.device)
@@ -136,24 +53,48 @@ def evaluate_frozen(config: Config, command: str, classify, protocol: dict) -> d
     size, view = probe_view(config, spec, encoder)
     info = DataInfo.from_spec(spec, size)
     train, test = labeled_splits(config)
-    rows = evaluate_encoder("pretrained", view, train, test, info, config, device, classify)
-    fitted = rows[0].get("classifier")
+    saw_test, leakage = pretraining_saw_test(Path(config.probe.encoder), config.data)
+    options = {
+        "batch_size": config.probe.batch_size,
+        "num_workers": config.data.num_workers,
+        "val_fraction": config.probe.val_fraction,
+        "seed": config.seed,
+        "diagnostics": config.probe.test_diagnostics,
+    }
+    encoders = [("pretrained", view)]
     if config.probe.control in ("random_init", "all"):
-        control = control_view(view, spec, config.seed)
-        rows += evaluate_encoder("random_init", control, train, test, info, config, device, classify)
+        encoders.append(("random_init", control_view(view, spec, config.seed)))
     if config.probe.control in ("raw_pixels", "all"):
-        rows += evaluate_encoder("raw_pixels", RawPixels(), train, test, info, config, device, classify)
-    for row in rows:
-        row.pop("classifier", None)
+        encoders.append(("raw_pixels", RawPixels()))
+    rows, selected, fitted = [], {}, None
+    for name, encoder_view in encoders:
+        encoder_rows, selection, chosen = evaluate_encoder(
+            name, encoder_view, train, test, info, device, method, **options
+        )
+        rows += encoder_rows
+        fitted = chosen if name == "pretrained" else fitted
+        if selection is not None:
+            selected[name] = selection.to_dict()
     out_dir = results_dir(Path(config.probe.encoder))
     stem = result_stem(command, config)
-    report = {"results": rows, "protocol": {**protocol, **_frozen_protocol(config, spec, view, info, train, test)}}
-    if fitted is not None and isinstance(view, FeatureView) and view.geometry is None:
+    report = {
+        "results": rows,
+        "selected": selected,
+        "protocol": {
+            **protocol,
+            **_frozen_protocol(config, spec, view, info, train, test),
+            "encoder_saw_test_images": saw_test,
+            "test_images_check": leakage,
+        },
+    }
+    if isinstance(view, FeatureView) and view.geometry is None and isinstance(fitted, LinearClassifier):
         path = out_dir / f"{stem}_classifier.pt"
         _save_probe_classifier(encoder, view.pool, size, fitted, path, report)
         report["classifier_file"] = path.name
     write_json(out_dir / f"{stem}.json", report)
-    print(format_table(rows))
+    print(format_table(rows, list(method.settings()[0])))
+    if saw_test:
+        print(f"note: the encoder saw the test images during pretraining (transductive): {leakage}")
     print(f"{stem}.json written to {out_dir}")
     return report
 
@@ -165,6 +106,8 @@ def _frozen_protocol(config: Config, spec: dict, view, info: DataInfo, train, te
         "encoder_mode": "eval, frozen",
         "augmentation": "none",
         "epochs": "features extracted once",
+        "selection": SELECTION_RULE,
+        "val_fraction": config.probe.val_fraction,
         "label_fraction": config.data.label_fraction,
         "train_limit": config.probe.train_limit,
         "train_split": f"{train.description}, {len(train)} images",
@@ -182,9 +125,8 @@ def _save_probe_classifier(encoder: Encoder, pool: int, size: int, fitted, path:
     model = ImageClassifier(encoder, fitted.weight.shape[0], pool, size)
     weight, bias = fold_standardisation(fitted.weight, fitted.bias, fitted.mean, fitted.std)
     model.head.load_state_dict({"weight": weight, "bias": bias})
-    save_classifier(
-        model, path, {"kind": "linear probe", "protocol": report["protocol"], "top1": report["results"][0]["top1"]}
-    )
+    top1 = chosen_rows(report)["pretrained"]["top1"]
+    save_classifier(model, path, {"kind": "linear probe", "protocol": report["protocol"], "top1": top1})
 
 
 def results_dir(source: Path) -> Path:
@@ -192,12 +134,3 @@ def results_dir(source: Path) -> Path:
     if run is not None:
         return run
     return source if source.is_dir() else source.parent
-
-
-def format_table(rows: list[dict]) -> str:
-    """Rows of encoder, layer, feature size, test top-1 (and train top-1 where there is one)."""
-    lines = [f"{'encoder':<12} {'layer':<16} {'dim':>6} {'top-1 test':>10} {'top-1 train':>11}"]
-    for r in rows:
-        train = f"{r['train_top1']:>11.2f}" if "train_top1" in r else f"{'-':>11}"
-        lines.append(f"{r['encoder']:<12} {r['layer']:<16} {r['feature_dim']:>6} {r['top1']:>10.2f} {train}")
-    return "\n".join(lines)

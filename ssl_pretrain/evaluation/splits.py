@@ -32,8 +32,20 @@ def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tens
     return stratified_split(labels, fraction, seed)[1]
 
 
+def validation_split(train, fraction: float, seed: int):
+    """``(train, val)``: a stratified ``fraction`` of every class of a labeled set held out, fixed by ``seed``.
+
+    Every evaluation that chooses something (probe, kNN, fine-tuning, ensembles) draws its validation split
+    this way, so with the same seed and fraction they hold out the same images.
+    """
+    keep, held = stratified_split(train.labels, fraction, seed)
+    return train.subset(keep), train.subset(held)
+
+
 def labeled_splits(config: Config):
-    """(train, test) labeled datasets for evaluation; an image folder without ``data.test_root`` is split.
+    """(train, test) labeled datasets for evaluation; an image folder without ``data.test_root`` holds its
+    test files out by path (``data.test_fraction``, the same files whatever the seed; see
+    :mod:`ssl_pretrain.data.holdout`).
 
     ``data.label_fraction`` keeps that stratified share of the training labels (fixed by the seed);
     ``probe.train_limit`` then caps the count.
@@ -42,11 +54,7 @@ def labeled_splits(config: Config):
     train = open_split(data, "train")
     if not train.has_labels:
         raise BadInput(f"data.root: {train.description} has no labels; a probe needs one sub-folder per class")
-    if data.name == "image_folder" and data.test_root is None:
-        keep, held = stratified_split(train.labels, config.probe.test_fraction, config.seed)
-        train, test = train.subset(keep), train.subset(held)
-    else:
-        test = open_split(data, "test")
+    test = open_split(data, "test")
     if data.label_fraction < 1:
         train = train.subset(label_subset(train.labels, data.label_fraction, config.seed))
     if config.probe.train_limit is not None and config.probe.train_limit < len(train):

@@ -1,4 +1,5 @@
-"""Online evaluation during pretraining: kNN and/or linear probe on detached features of a labeled split.
+"""Online evaluation during pretraining: kNN and/or linear probe on detached features, scored on a
+validation split of the training labels (never the test set: a curve one may pick checkpoints by).
 
 It observes and never steers: features are extracted under ``no_grad`` with every module in eval mode,
 each module's train/eval mode is put back afterwards, and the RNG states (Python, NumPy, torch) are
@@ -11,14 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, listed
 from ..data import DataInfo
 from ..errors import BadInput
 from ..evaluation.feature_view import FeatureView
 from ..evaluation.features import extract_features
-from ..evaluation.knn import knn_top1
+from ..evaluation.knn import weighted_knn_predict
 from ..evaluation.logistic import fit_logistic_regression, top1
-from ..evaluation.splits import labeled_splits
+from ..evaluation.metrics import percent_correct
+from ..evaluation.splits import labeled_splits, validation_split
 from .rng import rng_state, set_rng_state
 
 
@@ -36,11 +38,12 @@ class OnlineEvaluator:
         cfg = config.online
         self.cfg, self.config, self.info, self.device = cfg, config, info, device
         try:
-            train, test = labeled_splits(config)
+            train, _ = labeled_splits(config)
         except BadInput as err:
             raise BadInput(f"online.every: online evaluation needs labeled data ({err})") from None
+        train, val = validation_split(train, config.probe.val_fraction, config.seed)
         self.train = _seeded_subset(train, cfg.train_images, config.seed)
-        self.test = _seeded_subset(test, cfg.test_images, config.seed + 1)
+        self.val = _seeded_subset(val, cfg.val_images, config.seed + 1)
         self.last: dict[str, float] = {}
 
     def due(self, step: int, epochs_done: int, epoch_ended: bool) -> bool:
@@ -68,14 +71,17 @@ class OnlineEvaluator:
         view = FeatureView(encoder)
         batch, workers = self.config.probe.batch_size, self.config.data.num_workers
         train_x, train_y = extract_features(view, self.train, self.info, self.device, batch, workers)
-        test_x, test_y = extract_features(view, self.test, self.info, self.device, batch, workers)
-        train_x, test_x = train_x[view.layer], test_x[view.layer]
-        num_classes = int(max(train_y.max(), test_y.max())) + 1
+        val_x, val_y = extract_features(view, self.val, self.info, self.device, batch, workers)
+        train_x, val_x = train_x[view.layer], val_x[view.layer]
+        num_classes = int(max(train_y.max(), val_y.max())) + 1
         results = {}
         if self.cfg.method in ("knn", "both"):
-            results["knn_top1"] = knn_top1(train_x, train_y, test_x, test_y, num_classes, self.config)["top1"]
+            knn = self.config.knn
+            k = listed(knn.k)[0]
+            predicted = weighted_knn_predict(train_x, train_y, val_x, num_classes, k, knn.temperature, knn.chunk_size)
+            results["knn_top1"] = percent_correct(predicted, val_y)
         if self.cfg.method in ("probe", "both"):
-            l2 = self.config.probe.l2
+            l2 = listed(self.config.probe.l2)[0]
             classifier = fit_logistic_regression(train_x, train_y, num_classes, l2, self.cfg.probe_iter)
-            results["probe_top1"] = top1(classifier, test_x, test_y)
+            results["probe_top1"] = top1(classifier, val_x, val_y)
         return results

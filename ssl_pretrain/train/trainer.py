@@ -23,12 +23,13 @@ from tqdm import tqdm
 from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
 from ..data import DataInfo, EpochBatchSampler, data_info, make_loader, open_split, to_device_float
+from ..data.datasets import split_record
 from ..data.loader import seed_workers
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
 from ..tasks import PretextTask
 from . import distributed
-from .checkpoint import FORMAT, atomic_torch_save, keep_snapshot, load_checkpoint, load_state_strict
+from .checkpoint import FORMAT, atomic_torch_save, atomic_write_bytes, keep_snapshot, load_checkpoint, load_state_strict
 from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
 from .export import export_encoder
 from .online_eval import OnlineEvaluator
@@ -52,6 +53,7 @@ class Progress:
     last_metrics: dict = field(default_factory=dict)
     skipped_steps: int = 0
     loop_seconds: float = 0.0  # wall time of the loop: data, steps, logging, checkpoints (not online eval)
+    epoch_skipped: list[str] = field(default_factory=list)  # this process's unreadable files, this epoch so far
 
 
 @dataclass
@@ -146,6 +148,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")  # on resume: only once the checkpoint has loaded
+        _record_split(config, dataset, run_dir)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step + 1 if resume else None)
     bar = tqdm(
         total=steps,
@@ -178,6 +181,15 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     return run_dir
 
 
+def _record_split(config: Config, dataset, run_dir: Path) -> None:
+    """``data_split.json``: what pretraining read and which test files it kept out (their paths in
+    ``held_out_test_files.txt``), so a probe can say whether the encoder saw its test images."""
+    record, held = split_record(config.data, dataset)
+    if held:
+        atomic_write_bytes(run_dir / "held_out_test_files.txt", ("\n".join(held) + "\n").encode())
+    write_json(run_dir / "data_split.json", record)
+
+
 def _wrap_model(task: PretextTask, world: World, device: torch.device, compile_model: bool) -> nn.Module:
     """The module the forward pass calls: DDP across processes (gradients all-reduced), optionally compiled."""
     model: nn.Module = task
@@ -203,10 +215,9 @@ def _loop(run: TrainingRun) -> None:
     while progress.step < run.steps:
         run.sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
         seed_workers(run.loader, run.sampler)
-        epoch_skipped: list[str] = []
         for batch in run.loader:
             progress.batch_in_epoch += 1
-            epoch_skipped.extend(batch.skipped)
+            progress.epoch_skipped.extend(batch.skipped)
             t0 = time.perf_counter()
             # One small all-reduce per step: the global image count, and whether any rank's batch is empty
             # (all unreadable files), in which case every rank skips it so the collectives stay in step.
@@ -246,13 +257,16 @@ def _loop(run: TrainingRun) -> None:
                 _save_checkpoint(run)
             if progress.step >= run.steps:
                 break
-        _report_skipped(epoch_skipped, run)
         if progress.batch_in_epoch >= len(run.sampler):
+            _report_skipped(progress.epoch_skipped, run)
+            progress.epoch_skipped = []
             progress.epoch += 1
             progress.batch_in_epoch = 0
             if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=True):
                 _online_eval(run)
                 window_start = time.perf_counter()
+    _report_skipped(progress.epoch_skipped, run)  # a run that ends inside an epoch counts that part too
+    progress.epoch_skipped = []
 
 
 def _forward(run: TrainingRun, batch):
@@ -338,8 +352,10 @@ def _log_images(writer: SummaryWriter, task, inputs, targets, outputs, step: int
 
 
 def _save_checkpoint(run: TrainingRun) -> None:
-    """Every rank hands its RNG state to rank 0, which writes ``last.pt`` atomically."""
+    """Every rank hands its RNG state and its unreadable files of the epoch so far to rank 0, which writes
+    ``last.pt`` atomically."""
     rng_states = distributed.gather_objects(rng_state(), run.world)
+    epoch_skipped = distributed.gather_objects(run.progress.epoch_skipped, run.world)
     if not run.world.is_main:
         return
     progress = run.progress
@@ -359,6 +375,7 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "loop_seconds": progress.loop_seconds,
         "skipped_images": progress.skipped_images,
         "skipped_steps": progress.skipped_steps,
+        "epoch_skipped_per_rank": epoch_skipped,
         "world_size": run.world.size,
         "rng": rng_states[0],
         "rng_other_ranks": rng_states[1:],
@@ -399,6 +416,7 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         last_metrics=dict(ckpt["metrics"]),
         skipped_steps=ckpt.get("skipped_steps", 0),
         loop_seconds=ckpt.get("loop_seconds", 0.0),
+        epoch_skipped=list(ckpt.get("epoch_skipped_per_rank", [[]] * world.size)[world.rank]),
     )
 
 

@@ -1,0 +1,171 @@
+"""Classifiers on frozen features, with every choice made on validation (see :mod:`.selection`).
+
+A *method* (the linear probe, kNN) offers candidate settings (``l2`` values, ``k`` values) and fits and
+predicts on cached features. :func:`evaluate_encoder` extracts the features of every layer of a view once,
+and when there is more than one candidate (several layers and/or settings) fits each on the training
+labels minus a stratified validation split, keeps the best by validation top-1, refits it on all the
+training labels and scores the test set once. With a single candidate it fits on all the training labels
+and scores the test set: nothing is chosen.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import torch
+
+from ..data import DataInfo
+from .features import extract_features
+from .metrics import percent_correct
+from .selection import Selection, first_best
+from .splits import stratified_split
+
+
+class FrozenMethod(Protocol):
+    """A classifier on frozen features ``(N, D)`` with labels ``(N,)``."""
+
+    reports_train_top1: bool
+
+    def settings(self) -> list[dict]:
+        """The candidate settings, in the order ties are broken (e.g. ``[{"l2": 1e-4}]``)."""
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, setting: dict) -> Any:
+        """A fitted classifier for ``setting``."""
+
+    def predict(self, fitted: Any, x: torch.Tensor) -> torch.Tensor:
+        """Predicted classes ``(N,)``."""
+
+
+def frozen_features(view, train, test, info: DataInfo, device: torch.device, batch_size: int, num_workers: int = 0):
+    """``(train_x, train_y, test_x, test_y)``, ``x`` as ``{layer: (N, D)}``, from the frozen encoder in
+    eval mode, extracted once (without gradients)."""
+    view = view.to(device).eval()
+    return (
+        *extract_features(view, train, info, device, batch_size, num_workers),
+        *extract_features(view, test, info, device, batch_size, num_workers),
+    )
+
+
+def evaluate_encoder(
+    name: str,
+    view,
+    train,
+    test,
+    info: DataInfo,
+    device: torch.device,
+    method: FrozenMethod,
+    *,
+    batch_size: int = 512,
+    num_workers: int = 0,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    diagnostics: bool = False,
+) -> tuple[list[dict], Selection | None, Any]:
+    """Rows (one per candidate: layer x setting), the selection (None with a single candidate) and the
+    chosen classifier refitted on all training labels.
+
+    Each row holds ``val_top1`` (several candidates), ``chosen``, and for the chosen row alone ``top1``
+    (test) and ``train_top1``; ``diagnostic_test_top1`` on the others only when ``diagnostics``.
+    """
+    start = time.perf_counter()
+    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, device, batch_size, num_workers)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    extract_seconds = round(time.perf_counter() - start, 1)
+    candidates = [(layer, setting) for layer in train_x for setting in method.settings()]
+    rows, selection = [], None
+    if len(candidates) > 1:
+        fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
+        validation = (
+            f"stratified {val_fraction:g} of the {len(train_y)} labeled training images ({len(val_idx)}; "
+            f"seed {seed}); candidates fitted on the other {len(fit_idx)}"
+        )
+        kept: dict[str, torch.Tensor] = {}  # training features of the best layer so far, for the refit
+        for layer in list(train_x):
+            x = train_x.pop(layer)
+            layer_test = test_x.pop(layer)
+            for setting in method.settings():
+                t0 = time.perf_counter()
+                fitted = method.fit(x[fit_idx], train_y[fit_idx], num_classes, setting)
+                val_top1 = percent_correct(method.predict(fitted, x[val_idx]), train_y[val_idx])
+                row = _row(name, view, layer, x.shape[1], setting, extract_seconds, t0) | {"val_top1": val_top1}
+                if diagnostics:
+                    row["diagnostic_test_top1"] = percent_correct(method.predict(fitted, layer_test), test_y)
+                rows.append(row)
+            if rows[first_best([r["val_top1"] for r in rows])]["layer"] == layer:
+                kept = {layer: x, "test": layer_test}
+        settings = [{"layer": r["layer"], **_setting_of(r, method)} for r in rows]
+        selection = Selection.from_scores(settings, [r["val_top1"] for r in rows], validation)
+        index = first_best([r["val_top1"] for r in rows])
+        layer, setting = rows[index]["layer"], _setting_of(rows[index], method)
+        x, layer_test = kept[layer], kept["test"]
+    else:
+        index, (layer, setting) = 0, candidates[0]
+        x, layer_test = train_x.pop(layer), test_x.pop(layer)
+        rows.append(_row(name, view, layer, x.shape[1], setting, extract_seconds, time.perf_counter()))
+    t0 = time.perf_counter()
+    fitted = method.fit(x, train_y, num_classes, setting)
+    chosen = rows[index]
+    chosen.pop("diagnostic_test_top1", None)
+    chosen["top1"] = percent_correct(method.predict(fitted, layer_test), test_y)
+    if method.reports_train_top1:
+        chosen["train_top1"] = percent_correct(method.predict(fitted, x), train_y)
+    chosen["fit_seconds"] = round(chosen["fit_seconds"] + time.perf_counter() - t0, 1)
+    for i, row in enumerate(rows):
+        row["chosen"] = i == index
+    if selection is not None:
+        selection.test_top1 = chosen["top1"]
+    return rows, selection, fitted
+
+
+def validation_scores(view, fit_set, val_set, info: DataInfo, device, method: FrozenMethod, batch_size: int) -> dict:
+    """``{layer: validation top-1}`` of ``method``'s first setting fitted on ``fit_set`` per layer of ``view``
+    (the test set is not involved)."""
+    fit_x, fit_y, val_x, val_y = frozen_features(view, fit_set, val_set, info, device, batch_size)
+    num_classes = int(max(fit_y.max(), val_y.max())) + 1
+    setting = method.settings()[0]
+    scores = {}
+    for layer in list(fit_x):
+        fitted = method.fit(fit_x.pop(layer), fit_y, num_classes, setting)
+        scores[layer] = percent_correct(method.predict(fitted, val_x.pop(layer)), val_y)
+    return scores
+
+
+def _setting_of(row: dict, method: FrozenMethod) -> dict:
+    return {key: row[key] for key in method.settings()[0]}
+
+
+def _row(name: str, view, layer: str, dim: int, setting: dict, extract_seconds: float, t0: float) -> dict:
+    return {
+        "encoder": name,
+        "layer": layer,
+        "pooling": view.pooling_of(layer),
+        "feature_dim": dim,
+        **setting,
+        "extract_seconds": extract_seconds,
+        "fit_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def chosen_rows(report: dict) -> dict[str, dict]:
+    """``{encoder: its chosen row}`` of a probe or kNN report."""
+    return {row["encoder"]: row for row in report["results"] if row["chosen"]}
+
+
+def format_table(rows: list[dict], setting_keys: list[str]) -> str:
+    """Rows of encoder, layer, size, setting, validation top-1 (when chosen on validation), test top-1 of
+    the chosen candidate (``-`` for the others) and train top-1."""
+    has_val = any("val_top1" in r for r in rows)
+    head = f"{'encoder':<12} {'layer':<16} {'dim':>6}" + "".join(f" {k:>8}" for k in setting_keys)
+    head += (f" {'top-1 val':>9}" if has_val else "") + f" {'top-1 test':>10} {'top-1 train':>11}"
+    lines = [head]
+    for r in rows:
+        line = f"{r['encoder']:<12} {r['layer']:<16} {r['feature_dim']:>6}" + "".join(
+            f" {r[k]:>8g}" for k in setting_keys
+        )
+        if has_val:
+            line += f" {r['val_top1']:>9.2f}" if "val_top1" in r else f" {'-':>9}"
+        line += f" {r['top1']:>10.2f}" if "top1" in r else f" {'-':>10}"
+        line += f" {r['train_top1']:>11.2f}" if "train_top1" in r else f" {'-':>11}"
+        lines.append(line + (" <- chosen on validation" if r["chosen"] and has_val else ""))
+    return "\n".join(lines)
