@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from ssl_pretrain.data import data_info
 from ssl_pretrain.train.optim import make_optimizer
 from ssl_pretrain.train.precision import resolve_channels_last, resolve_precision, to_memory_format
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
@@ -40,10 +43,35 @@ def machine() -> str:
     )
 
 
+def command_line() -> str:
+    """The command that is running, as typed from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(REPO)
+    except ValueError:
+        pass
+    return " ".join(shlex.quote(a) for a in ["python", str(script), *sys.argv[1:]])
+
+
+def commit() -> str:
+    """The checked-out commit, and whether code differs from it (RESULTS.md itself aside)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return "unknown (git not found)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    changed = [line for line in status.stdout.splitlines() if not line.endswith("benchmarks/RESULTS.md")]
+    return head.stdout.strip() + (" with uncommitted changes" if changed else "")
+
+
 def append_results(title: str, body: str) -> None:
+    """Append ``body`` verbatim to RESULTS.md under a heading with the command, date, commit and machine."""
     date = datetime.date.today().isoformat()
+    header = f"- Command: `{command_line()}`\n- Date: {date}, commit {commit()}\n- Machine: {machine()}"
     with RESULTS.open("a") as f:
-        f.write(f"\n## {title} ({date})\n\nMachine: {machine()}\n\n{body.rstrip()}\n")
+        f.write(f"\n## {title}\n\n{header}\n\n{body.rstrip()}\n")
 
 
 def run_config(run: Path, overrides: list[str]) -> Config:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import BadInput, ConfigError
+from .errors import BadInput, ConfigError, OptionError
 from .options import resolve_options
 from .typecheck import check_value
 
@@ -289,7 +289,14 @@ def _build_registered(raw: Any, section: str, name_key: str, default: str, regis
     name = check_value(raw.pop(name_key, default), str, key)
     if name not in registry:
         raise ConfigError(key, f"unknown {name_key} {name!r}; accepted: {', '.join(registry)}")
-    return name, resolve_options(registry[name], raw, section)
+    options = resolve_options(registry[name], raw, section)
+    complete = getattr(registry[name], "complete_options", None)
+    if complete is None:
+        return name, options
+    try:
+        return name, complete(options)
+    except OptionError as err:
+        raise ConfigError(f"{section}.{err.option}", str(err).split(": ", 1)[1]) from None
 
 
 # Old key -> new key; the old one still works for one release, with a one-line notice.

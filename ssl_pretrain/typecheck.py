@@ -69,7 +69,7 @@ def _match(value: Any, annotation: Any) -> Any:
             return _NO_MATCH
         items = [_match(v, args[0]) if args else v for v in value]
         return _NO_MATCH if any(i is _NO_MATCH for i in items) else items
-    if origin is dict:
+    if origin is dict or annotation is dict:
         return value if isinstance(value, dict) else _NO_MATCH
     if annotation is bool:
         return value if isinstance(value, bool) else _NO_MATCH

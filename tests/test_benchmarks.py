@@ -83,3 +83,26 @@ def test_scaling_benchmark_smoke(fashion_mnist_root):
     done = _run("benchmarks/scaling.py", "--smoke", *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     assert "| 64 |" in done.stdout and "| 16 | 2 |" in done.stdout
+
+
+def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["benchmarks/low_label.py", "--smoke", "--runs", str(runs), "--configs", "rotation", "multi"]
+    args += ["--fractions", "0.5", "1.0", "--finetune-fractions", "0.5", "--seeded-fractions", "0.5", "--seeds", "2"]
+    done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "### 0.5 of the labels (2 label seeds)" in out and "### 1 of the labels (1 label seed)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
+    names = [row.split(" | ")[0].lstrip("| ") for row in rows]
+    controls = ["random init", "raw pixels", "supervised from scratch"]
+    assert names == ["rotation", "multi", *controls, "rotation", "multi", *controls]
+    half = rows[:5]
+    assert all("+-" in row for row in half[:2]), "mean and spread over the two seeds"
+    assert "l2 " in half[0] and "k " in half[0] and "lr " in half[0]
+    assert "- 0.5 of the labels: best encoder on validation" in out and "multi-task" in out
+    assert "GAP linear probe, all labels, best config on validation:" in out
+    # A second run reuses the finished pretraining runs.
+    again = _run(*args[:5], "rotation", "--fractions", "1.0", "--seeds", "1", *_tiny_fashion_mnist(fashion_mnist_root))
+    assert again.returncode == 0, again.stderr
+    assert "(reused)" in again.stdout

@@ -30,6 +30,11 @@ TASKS = {
         "task.brightness=0",
         "task.contrast=0",
     ],
+    # Both at once on one trunk: the contrastive sub-task makes the multi-task gather every rank's outputs.
+    "multi": [
+        "task.tasks=[{name: rotation, mode: all}, {name: exemplar, loss: contrastive, num_seeds: null, copies: 2, "
+        "translate: 0, scale: [1, 1], rotation: 0, brightness: 0, contrast: 0}]"
+    ],
 }
 
 

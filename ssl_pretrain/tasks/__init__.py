@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import PretextTask
 from .dae import DenoisingAutoencoder
 from .exemplar import Exemplar
+from .multi import MultiTask
 from .relative_patch import RelativePatchLocation
 from .rotation import RotationPrediction
 
@@ -13,6 +14,15 @@ TASKS: dict[str, type[PretextTask]] = {
     "exemplar": Exemplar,
     "relative_patch": RelativePatchLocation,
     "rotation": RotationPrediction,
+    "multi": MultiTask,
 }
 
-__all__ = ["TASKS", "DenoisingAutoencoder", "Exemplar", "PretextTask", "RelativePatchLocation", "RotationPrediction"]
+__all__ = [
+    "TASKS",
+    "DenoisingAutoencoder",
+    "Exemplar",
+    "MultiTask",
+    "PretextTask",
+    "RelativePatchLocation",
+    "RotationPrediction",
+]

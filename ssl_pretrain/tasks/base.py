@@ -28,6 +28,12 @@ class PretextTask(nn.Module):
         super().__init__()
         self.encoder = encoder
 
+    @classmethod
+    def complete_options(cls, options: dict) -> dict:
+        """The task's options as the config records them (defaults already filled); a task whose options
+        hold structure of their own (``multi``) checks and completes it here, raising ``OptionError``."""
+        return options
+
     def select_images(self, num_images: int, seed: int) -> torch.Tensor | None:
         """Indices of the pretraining images this task trains on (None: all); called once."""
         return None

@@ -134,6 +134,13 @@ def gather_with_local_grad(x: torch.Tensor, world: World) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_tree(x, world: World):
+    """:func:`gather_with_local_grad` on a tensor, or on each tensor of a mapping (multi-task outputs)."""
+    if isinstance(x, dict):
+        return {key: gather_tree(value, world) for key, value in x.items()}
+    return gather_with_local_grad(x, world)
+
+
 def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics).
 

@@ -92,6 +92,9 @@ def resolve_channels_last(setting: bool | None, device: torch.device, module: nn
     return False
 
 
-def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """4-D image batches in channels-last layout when asked; other tensors unchanged."""
+def to_memory_format(x, channels_last: bool):
+    """4-D image batches in channels-last layout when asked; other tensors unchanged. A mapping of
+    tensors (a multi-task batch) is converted entry by entry."""
+    if isinstance(x, dict):
+        return {key: to_memory_format(value, channels_last) for key, value in x.items()}
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x

@@ -270,11 +270,12 @@ def _loop(run: TrainingRun) -> None:
 
 
 def _forward(run: TrainingRun, batch):
-    """One batch through the task: ``(inputs, targets, outputs, loss, metrics, loss_scale)``.
+    """One batch through the task: ``(inputs, targets, outputs, loss, metrics, loss_scale)``, the inputs,
+    targets and outputs this process's own (what previews show).
 
     Under DDP a task that compares samples with each other (``needs_whole_batch``) gets every rank's
-    outputs and targets; each rank's loss is then the global one, and ``loss_scale = world size`` makes
-    DDP's gradient average equal to its gradient.
+    outputs and targets in its loss; each rank's loss is then the global one, and ``loss_scale = world
+    size`` makes DDP's gradient average equal to its gradient.
     """
     images = to_device_float(batch.images, run.info, run.device)
     inputs, targets = run.task.make_batch(images, batch.indices.to(run.device))
@@ -283,10 +284,11 @@ def _forward(run: TrainingRun, batch):
     with run.precision.autocast():
         outputs = run.model(inputs)
         if run.world.distributed and run.task.needs_whole_batch:
-            outputs = distributed.gather_with_local_grad(outputs, run.world)
-            targets = distributed.gather_with_local_grad(targets, run.world)
+            everyones = distributed.gather_tree(outputs, run.world), distributed.gather_tree(targets, run.world)
             loss_scale = run.world.size
-        loss, metrics = run.task.loss(outputs, targets)
+        else:
+            everyones = outputs, targets
+        loss, metrics = run.task.loss(*everyones)
     return inputs, targets, outputs, loss.float(), metrics, loss_scale
 
 

@@ -1,0 +1,299 @@
+"""The low-label benchmark: what pretraining buys with 1%, 10% and 100% of Fashion-MNIST's labels.
+
+    python benchmarks/low_label.py [--runs DIR] [--configs exemplar rotation ...] [--fractions 0.01 0.1 1.0]
+                                   [--seeds 3] [--seeded-fractions 0.01] [--finetune-fractions 0.01 0.1]
+                                   [--smoke] [KEY=VALUE ...]
+
+Each config of ``configs/fashion_mnist/`` is pretrained on the 60k training images without labels (a
+finished run in ``--runs DIR/<config>`` is reused). Then, for every label fraction and label-sampling seed
+(``data.label_fraction``: stratified and nested; ``--seeds`` seeds at the ``--seeded-fractions``, one at
+the others), with
+the framework's own commands:
+
+- linear probe on global average pooling (GAP) of the last stage, ``probe.l2`` chosen on validation;
+- linear probe on the best layer: layer and ``probe.l2`` chosen on validation (``probe.layers=all``);
+- weighted kNN on GAP features, ``knn.k`` chosen on validation;
+- fine-tuning, full and with the ``auto`` freeze point, epoch and learning rate chosen on validation;
+- "picked": whichever of those four the validation split prefers, and its test top-1.
+
+Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
+pixels (logistic regression, kNN) and supervised training from scratch (``finetune.init=random``), which
+gets the same recipe, budget and learning-rate search as fine-tuning from a pretrained encoder. Every
+validation split is carved from the labeled training images (seeded, stratified); the test set is scored
+once per choice. Test figures are mean +- standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_results, run_config  # noqa: E402
+
+from ssl_pretrain.config import load_config  # noqa: E402
+from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
+from ssl_pretrain.evaluation.frozen import chosen_rows  # noqa: E402
+from ssl_pretrain.evaluation.knn import run_knn  # noqa: E402
+from ssl_pretrain.evaluation.probe import run_probe  # noqa: E402
+from ssl_pretrain.train.trainer import pretrain  # noqa: E402
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
+DEFAULT_CONFIGS = ["exemplar", "rotation", "relative_patch", "dae", "multi"]
+L2_GRID = "probe.l2=[1e-4,1e-3,1e-2]"
+K_GRID = "knn.k=[5,10,20,50]"
+# The fine-tuning recipe, the same for a pretrained start and for training from scratch: crop + flip on the
+# device, AdamW, warm-up + cosine, a step budget per label fraction, the learning rate chosen on validation.
+FINETUNE_STEPS = {0.01: 1000, 0.1: 2000, 1.0: 4000}
+FINETUNE_RECIPE = ["finetune.batch_size=64", "finetune.lr=[0.003,0.01]", "finetune.augment=crop_flip"]
+SMOKE_PRETRAIN = ["data.limit=256", "trainer.max_steps=2", "trainer.batch_size=16"]
+SMOKE_EVAL = [
+    "probe.max_iter=10",
+    "probe.layer_dim=256",
+    "finetune.batch_size=8",
+    "finetune.steps=4",
+    "finetune.lr=[0.01,0.003]",
+]
+METHODS = ["gap", "best", "knn", "ft_full", "ft_auto"]
+PICKABLE = ["gap", "best", "ft_full", "ft_auto"]
+
+
+@dataclass
+class Cell:
+    """One evaluation: the validation top-1 it was chosen by, its test top-1, what was chosen, minutes."""
+
+    val: float
+    test: float
+    note: str = ""
+    minutes: float = 0.0
+
+
+@dataclass
+class Scores:
+    """``{method: [Cell per seed]}`` for one encoder at one label fraction."""
+
+    cells: dict[str, list[Cell]] = field(default_factory=dict)
+
+    def add(self, method: str, cell: Cell) -> None:
+        self.cells.setdefault(method, []).append(cell)
+
+    def picked(self) -> list[Cell]:
+        """Per seed, the method with the highest validation top-1 (first of PICKABLE among equals)."""
+        seeds = len(next(iter(self.cells.values())))
+        picks = []
+        for s in range(seeds):
+            options = [(m, self.cells[m][s]) for m in PICKABLE if m in self.cells]
+            method, cell = max(options, key=lambda mc: mc[1].val)
+            picks.append(Cell(cell.val, cell.test, METHOD_NAMES[method], cell.minutes))
+        return picks
+
+
+METHOD_NAMES = {"gap": "GAP probe", "best": "best-layer probe", "ft_full": "fine-tune", "ft_auto": "fine-tune auto"}
+
+
+def pretrained_run(name: str, runs: Path, overrides: list[str]) -> tuple[Path, str]:
+    """The run directory of config ``name`` (pretrained now unless a finished run is there) and how it came."""
+    run = runs / name
+    if (run / "metrics.json").is_file():
+        return run, "reused"
+    extra = [f"output_dir={runs}", f"run_name={name}", "trainer.progress=false", *overrides]
+    pretrain(load_config(CONFIGS / f"{name}.yaml", extra))
+    return run, "pretrained now"
+
+
+def probe_cells(run: Path, fraction: float, seed: int, controls: str, layers: bool, extra: list[str]) -> dict:
+    """``{encoder: Cell}`` of one probe run (GAP, or every layer), its choice made on validation."""
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", L2_GRID, f"probe.control={controls}", *extra]
+    if layers:
+        overrides.append("probe.layers=all")
+    start = time.perf_counter()
+    report = run_probe(run_config(run, overrides))
+    minutes = (time.perf_counter() - start) / 60
+    cells = {}
+    for encoder, row in chosen_rows(report).items():
+        selected = report["selected"][encoder]
+        note = f"{row['layer']}, l2 {row['l2']:g}" if layers else f"l2 {row['l2']:g}"
+        cells[encoder] = Cell(selected["val_top1"], row["top1"], note, minutes)
+    return cells
+
+
+def knn_cells(run: Path, fraction: float, seed: int, controls: str, extra: list[str]) -> dict:
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", K_GRID, f"probe.control={controls}", *extra]
+    report = run_knn(run_config(run, overrides))
+    return {
+        encoder: Cell(report["selected"][encoder]["val_top1"], row["top1"], f"k {row['k']}")
+        for encoder, row in chosen_rows(report).items()
+    }
+
+
+def finetune_cell(run: Path, fraction: float, seed: int, init: str, freeze: str, extra: list[str]) -> Cell:
+    name = f"lowlabel-{fraction:g}-s{seed}-{init}-{freeze}-{int(time.time() * 1000)}"
+    steps = FINETUNE_STEPS.get(fraction, FINETUNE_STEPS[1.0])
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", f"finetune.init={init}", f"finetune.name={name}"]
+    overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE, *extra]
+    report = run_finetune(run_config(run, overrides))
+    chosen = report["selected"]["chosen"]
+    strategy = report["protocol"]["strategy"]
+    note = f"{strategy}, lr {chosen['lr']:g}, epoch {chosen['epoch']}"
+    return Cell(report["val_top1"], report["test_top1"], note, report["train_seconds"] / 60)
+
+
+def fmt(cells: list[Cell], minutes: bool = False) -> str:
+    """``mean +- std%`` of the test top-1 over seeds (``mean%`` for one), the choice of the first seed."""
+    if not cells:
+        return "-"
+    tests = [c.test for c in cells]
+    text = f"{tests[0]:.2f}%" if len(tests) == 1 else f"{statistics.mean(tests):.2f} +- {statistics.stdev(tests):.2f}%"
+    notes = sorted({c.note for c in cells if c.note})
+    if notes:
+        text += f" ({'; '.join(notes)})" if len(notes) <= 2 else f" ({len(notes)} different choices)"
+    if minutes:
+        text += f", {statistics.mean(c.minutes for c in cells):.1f} min"
+    return text
+
+
+def mean_val(cells: list[Cell]) -> float:
+    return statistics.mean(c.val for c in cells)
+
+
+def mean_test(cells: list[Cell]) -> float:
+    return statistics.mean(c.test for c in cells)
+
+
+def evaluate(runs: dict[str, Path], fraction: float, seeds: list[int], finetune: bool, extra: list[str]):
+    """``{row name: Scores}`` at one label fraction: every config, then the controls."""
+    table: dict[str, Scores] = {name: Scores() for name in runs}
+    controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
+    first = next(iter(runs))
+    for seed in seeds:
+        for name, run in runs.items():
+            control = "all" if name == first else "none"
+            gap = probe_cells(run, fraction, seed, control, False, extra)
+            best = probe_cells(run, fraction, seed, "random_init" if name == first else "none", True, extra)
+            knn = knn_cells(run, fraction, seed, control, extra)
+            table[name].add("gap", gap["pretrained"])
+            table[name].add("best", best["pretrained"])
+            table[name].add("knn", knn["pretrained"])
+            if name == first:
+                controls["random init"].add("gap", gap["random_init"])
+                controls["random init"].add("best", best["random_init"])
+                controls["random init"].add("knn", knn["random_init"])
+                controls["raw pixels"].add("gap", gap["raw_pixels"])
+                controls["raw pixels"].add("knn", knn["raw_pixels"])
+            if finetune:
+                table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", extra))
+                table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", extra))
+        if finetune:
+            controls["supervised from scratch"].add(
+                "ft_full", finetune_cell(runs[first], fraction, seed, "random", "null", extra)
+            )
+    return table, controls
+
+
+def fraction_table(fraction: float, table: dict, controls: dict, finetune: bool) -> str:
+    head = (
+        "| encoder | GAP probe | best-layer probe | kNN | fine-tune (full) | fine-tune (auto) | picked on validation |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for name, scores in [*table.items(), *controls.items()]:
+        c = scores.cells
+        picked = scores.picked() if name in table and finetune else []
+        lines.append(
+            f"| {name} | {fmt(c.get('gap', []))} | {fmt(c.get('best', []))} | {fmt(c.get('knn', []))} | "
+            f"{fmt(c.get('ft_full', []), minutes=True)} | {fmt(c.get('ft_auto', []), minutes=True)} | {fmt(picked)} |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(results: dict[float, tuple[dict, dict]]) -> list[str]:
+    """The issue's targets, read off the tables (the best encoder itself chosen on validation)."""
+    lines = []
+    for fraction, (table, controls) in results.items():
+        scratch = controls["supervised from scratch"].cells.get("ft_full")
+        raw = controls["raw pixels"].cells.get("gap")
+        if not scratch or not all(s.cells.get("ft_full") for s in table.values()):
+            continue
+        best = max(table, key=lambda name: mean_val(table[name].picked()))
+        picked = table[best].picked()
+        line = (
+            f"{fraction:g} of the labels: best encoder on validation {best} ({fmt(picked)}), "
+            f"{mean_test(picked) - mean_test(scratch):+.2f} points over supervised from scratch ({fmt(scratch)})"
+        )
+        if raw:
+            line += f", {mean_test(picked) - mean_test(raw):+.2f} over raw-pixel logistic regression"
+        lines.append(line + ".")
+        worse = [n for n, s in table.items() if mean_test(s.cells["ft_full"]) < mean_test(scratch)]
+        margins = ", ".join(f"{n} {mean_test(s.cells['ft_full']) - mean_test(scratch):+.2f}" for n, s in table.items())
+        lines.append(
+            f"  - fine-tuning vs from scratch: {margins}; worse than from scratch: {', '.join(worse) or 'none'}."
+        )
+        if "multi" in table:
+            others = {n: mean_test(s.picked()) for n, s in table.items() if n != "multi"}
+            multi = mean_test(table["multi"].picked())
+            lines.append(
+                f"  - multi-task {multi:.2f}% vs single tasks: "
+                + ", ".join(f"{n} {v:.2f}%" for n, v in others.items())
+                + f" (beats every one: {'yes' if all(multi > v for v in others.values()) else 'no'})."
+            )
+    for fraction, (table, _) in results.items():
+        if fraction >= 1:
+            best = max(table, key=lambda name: mean_val(table[name].cells["gap"]))
+            lines.append(
+                f"GAP linear probe, all labels, best config on validation: {best} {fmt(table[best].cells['gap'])}."
+            )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=Path, help="where the pretraining runs go (finished ones are reused)")
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0])
+    parser.add_argument("--finetune-fractions", nargs="+", type=float, default=[0.01, 0.1])
+    parser.add_argument("--seeds", type=int, default=3, help="label-sampling seeds at the --seeded-fractions")
+    parser.add_argument("--seeded-fractions", nargs="+", type=float, default=[0.01])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    runs_dir = args.runs or Path(tempfile.mkdtemp(prefix="ssl_low_label_"))
+    pretrain_overrides = (SMOKE_PRETRAIN if args.smoke else []) + args.overrides
+    extra = (SMOKE_EVAL if args.smoke else []) + args.overrides
+    start = time.perf_counter()
+
+    runs, made = {}, []
+    for name in args.configs:
+        runs[name], how = pretrained_run(name, runs_dir, pretrain_overrides)
+        metrics = json.loads((runs[name] / "metrics.json").read_text())
+        made.append(f"{name}: {metrics['train_seconds'] / 60:.1f} min, {metrics['images_seen']} images ({how})")
+    results, sections = {}, []
+    for fraction in args.fractions:
+        seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]
+        finetune = fraction in args.finetune_fractions
+        table, controls = evaluate(runs, fraction, seeds, finetune, extra)
+        results[fraction] = (table, controls)
+        sections.append(
+            f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''})\n\n"
+            + fraction_table(fraction, table, controls, finetune)
+        )
+    body = (
+        "Pretraining (no labels): "
+        + "; ".join(made)
+        + "\n\n"
+        + "\n\n".join(sections)
+        + "\n\n### Targets\n\n"
+        + "\n".join(line if line.startswith("  - ") else f"- {line}" for line in verdicts(results))
+        + f"\n\nWhole benchmark: {(time.perf_counter() - start) / 60:.1f} min. Runs: {runs_dir}"
+    )
+    print(body)
+    if not args.smoke:
+        append_results("Low-label benchmark on Fashion-MNIST (benchmarks/low_label.py)", body)
+
+
+if __name__ == "__main__":
+    main()
