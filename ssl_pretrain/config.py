@@ -141,6 +141,15 @@ class FinetuneConfig:
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     auto_probe_images: int = _positive(5000)
     small_per_class: int = _positive(100)
+    unlabeled: Literal["none", "fixmatch"] = "none"
+    unlabeled_ratio: float | list[float] = _ranged(
+        3.0, lambda v: _numbers(v) and all(x > 0 for x in listed(v)), "> 0, or a non-empty list of them"
+    )
+    threshold: float | list[float] = _ranged(
+        0.95, lambda v: _numbers(v) and all(0 < x < 1 for x in listed(v)), "in (0, 1), or a non-empty list of them"
+    )
+    unlabeled_weight: float = _non_negative(1.0)
+    pseudo_label_accuracy: bool = False
 
 
 @dataclass

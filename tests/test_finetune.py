@@ -148,7 +148,7 @@ def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
 
 
 def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_path):
-    from ssl_pretrain.evaluation.finetune import finetune_epochs
+    from ssl_pretrain.evaluation.finetune_loop import finetune_epochs
 
     assert finetune_epochs(10, None, 4) == 10
     assert finetune_epochs(10, 30, 4) == 8  # 8 epochs of 4 steps hold the 30 asked for

@@ -30,14 +30,21 @@ class Batch(NamedTuple):
 
 
 class TensorImages(Dataset):
-    """Images already in memory as a uint8 tensor ``(N, C, H, W)``, with optional labels ``(N,)``."""
+    """Images already in memory as a uint8 tensor ``(N, C, H, W)``, with optional labels ``(N,)``.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, description: str):
+    ``origin``: ``(N,)`` positions of the images in the split they were cut from (subsets compose them),
+    so two subsets of one split can be told apart or excluded from each other.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor | None, description: str, origin: torch.Tensor | None = None
+    ):
         self.images = images
         self.labels = labels if labels is not None else torch.full((len(images),), -1, dtype=torch.long)
         self.description = description
         self.channels = images.shape[1]
         self.image_size = images.shape[-1]
+        self.origin = origin if origin is not None else torch.arange(len(images))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -47,7 +54,11 @@ class TensorImages(Dataset):
         return Batch(self.images[idx], self.labels[idx], idx, [])
 
     def subset(self, indices: torch.Tensor) -> TensorImages:
-        return TensorImages(self.images[indices], self.labels[indices], self.description)
+        return TensorImages(self.images[indices], self.labels[indices], self.description, self.origin[indices])
+
+    def without_labels(self) -> TensorImages:
+        """The same images with every label unknown (-1): an unlabeled stream cannot leak labels."""
+        return TensorImages(self.images, None, f"{self.description}, labels removed", self.origin)
 
     @property
     def has_labels(self) -> bool:
@@ -106,8 +117,10 @@ class FolderImages(Dataset):
         channels: int,
         description: str,
         root: Path | None = None,
+        origin: torch.Tensor | None = None,
     ):
         self.root = root
+        self.origin = origin if origin is not None else torch.arange(len(files))
         self.files = files
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.classes = classes
@@ -143,6 +156,15 @@ class FolderImages(Dataset):
             self.channels,
             self.description,
             self.root,
+            self.origin[indices],
+        )
+
+    def without_labels(self) -> FolderImages:
+        """The same files with every label unknown (-1): an unlabeled stream cannot leak labels."""
+        unknown = [-1] * len(self.files)
+        description = f"{self.description}, labels removed"
+        return FolderImages(
+            self.files, unknown, [], self.image_size, self.channels, description, self.root, self.origin
         )
 
     @property

@@ -1,0 +1,177 @@
+"""The training loop of one fine-tuning candidate: encoder + head on the labeled images, optionally with
+FixMatch consistency on the unlabeled ones; validation top-1 after every epoch, the best epoch kept.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ..config import Config
+from ..data import EpochBatchSampler, make_loader, to_device_float
+from ..train.checkpoint import atomic_torch_save
+from ..train.optim import warmup_cosine_factor
+from ..train.precision import resolve_channels_last, to_memory_format
+from .classifier import ImageClassifier, classifier_state
+from .freezing import FreezePlan, make_finetune_optimizer
+from .predict import accuracy, classifier_info, predict_logits
+from .semi_supervised import fixmatch_loss, pseudo_label_accuracy, strong_augmentation, unlabeled_batches
+
+
+def finetune_augmentation(kind: str, size: int) -> torch.nn.Module:
+    """Batched, per-sample random crop (padding size/8) and/or horizontal flip on the device."""
+    ops = []
+    if kind == "crop_flip":
+        ops.append(K.RandomCrop((size, size), padding=max(1, size // 8), padding_mode="reflect"))
+    if kind in ("flip", "crop_flip"):
+        ops.append(K.RandomHorizontalFlip())
+    return K.AugmentationSequential(*ops) if ops else torch.nn.Identity()
+
+
+def warmup_steps(configured: int, total: int) -> int:
+    """Linear warm-up length: as configured, but at most a tenth of the run (small label fractions)."""
+    return min(configured, total // 10)
+
+
+def finetune_epochs(epochs: int, steps: int | None, steps_per_epoch: int) -> int:
+    """``finetune.epochs``, or with ``finetune.steps`` the epochs that hold at least that many steps (a
+    budget in steps suits every label fraction: 1% of the labels is 4 steps an epoch at batch 128)."""
+    return epochs if steps is None else max(1, math.ceil(steps / steps_per_epoch))
+
+
+def encoder_lr_mult(config: Config) -> float:
+    """``finetune.backbone_lr_mult`` for pretrained layers; a randomly initialised encoder (the control)
+    learns at the head's rate, as training from scratch would."""
+    return config.finetune.backbone_lr_mult if config.finetune.init == "pretrained" else 1.0
+
+
+@dataclass
+class Unlabeled:
+    """The unlabeled images of a semi-supervised candidate: the pool (labels removed) and, for studies only,
+    a labeled copy of part of it that pseudo-labels are checked against outside the training step."""
+
+    pool: object
+    study: object | None = None
+
+
+@dataclass
+class History:
+    """Validation top-1 per epoch, the best epoch and its score, training seconds, where it was written."""
+
+    out_dir: Path
+    protocol: dict
+    val_top1: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_top1: float = -1.0
+    seconds: float = 0.0
+
+
+def fit_candidate(
+    config: Config,
+    model: ImageClassifier,
+    plan: FreezePlan,
+    setting: dict,
+    train,
+    val,
+    unlabeled: Unlabeled | None,
+    device: torch.device,
+    out_dir: Path,
+    protocol: dict,
+) -> History:
+    """Train one candidate (``setting``: its ``lr``, and ``threshold`` / ``unlabeled_ratio`` when
+    semi-supervised); keeps ``checkpoints/best.pt`` (best validation epoch) and ``last.pt`` in ``out_dir``."""
+    cfg = config.finetune
+    model.to(device)
+    channels_last = resolve_channels_last(config.trainer.channels_last, device, model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    lr = setting["lr"]
+    optimizer = make_finetune_optimizer(
+        plan.param_groups(lr, encoder_lr_mult(config), cfg.weight_decay), cfg.optimizer, cfg.momentum
+    )
+    sampler = EpochBatchSampler(len(train), cfg.batch_size, config.seed)
+    epochs = finetune_epochs(cfg.epochs, cfg.steps, len(sampler))
+    steps = epochs * len(sampler)
+    warmup = warmup_steps(cfg.warmup_steps, steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))
+    protocol = {**protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last}
+    protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
+    info = classifier_info(model)
+    augment = finetune_augmentation(cfg.augment, model.image_size).to(device)
+    pin = device.type == "cuda"
+    loader = make_loader(train, sampler, config.data.num_workers, pin_memory=pin)
+    stream = strong = None
+    if unlabeled is not None:
+        batch = max(1, round(setting["unlabeled_ratio"] * cfg.batch_size))
+        stream = unlabeled_batches(unlabeled.pool, batch, config.seed + 1, config.data.num_workers, pin)
+        strong = strong_augmentation().to(device)
+    writer = SummaryWriter(str(out_dir / "tb"))
+    bar = tqdm(total=steps, disable=not config.trainer.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
+    history = History(out_dir, protocol)
+    step = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            sampler.set_epoch(epoch - 1)
+            plan.train()
+            t0 = time.perf_counter()
+            for batch in loader:
+                if len(batch.images) == 0:
+                    continue
+                images = to_memory_format(augment(to_device_float(batch.images, info, device)), channels_last)
+                labels = batch.labels.to(device)
+                if stream is None:
+                    loss, stats = F.cross_entropy(model(images), labels), {}
+                else:
+                    pool = to_device_float(next(stream).images, info, device)
+                    weak = to_memory_format(augment(pool), channels_last)
+                    hard = to_memory_format(strong(pool), channels_last)
+                    loss, stats = fixmatch_loss(
+                        model, images, labels, weak, hard, setting["threshold"], cfg.unlabeled_weight
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % config.trainer.log_every == 0:
+                    writer.add_scalar("finetune/loss", loss.item(), step)
+                    writer.add_scalar("finetune/lr_head", optimizer.param_groups[0]["lr"], step)
+                    for name, value in stats.items():
+                        writer.add_scalar(f"unlabeled/{name}", float(value), step)
+            history.seconds = round(history.seconds + time.perf_counter() - t0, 1)
+            _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch, history, bar)
+        _save(model, out_dir / "checkpoints" / "last.pt", epochs, history.val_top1[-1], protocol)
+    finally:
+        bar.close()
+        writer.close()
+    return history
+
+
+def _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch: int, history: History, bar) -> None:
+    """Validation top-1 (the best epoch's weights saved), and the study-only pseudo-label check."""
+    val_top1 = accuracy(*predict_logits(model, val, device))
+    history.val_top1.append(val_top1)
+    writer.add_scalar("val/top1", val_top1, epoch)
+    bar.set_postfix(val_top1=f"{val_top1:.2f}")
+    if unlabeled is not None and unlabeled.study is not None:
+        for name, value in pseudo_label_accuracy(model, unlabeled.study, info, device, setting["threshold"]).items():
+            writer.add_scalar(f"study/{name}", value, epoch)
+    if val_top1 > history.best_val_top1:
+        history.best_val_top1, history.best_epoch = val_top1, epoch
+        _save(model, history.out_dir / "checkpoints" / "best.pt", epoch, val_top1, history.protocol)
+
+
+def _save(model: ImageClassifier, path: Path, epoch: int, val_top1: float, protocol: dict) -> None:
+    """A fine-tuning checkpoint: the classifier (loadable on its own by ``load_classifier``) and its epoch."""
+    info = {"kind": "fine-tuned", "epoch": epoch, "val_top1": val_top1, "protocol": protocol}
+    atomic_torch_save({"classifier": classifier_state(model, info), "epoch": epoch, "val_top1": val_top1}, path)

@@ -1,0 +1,109 @@
+"""Semi-supervised fine-tuning (FixMatch): no label leaks, the loss, the options, the run."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ssl_pretrain.cli import main
+from ssl_pretrain.config import load_config
+from ssl_pretrain.data import open_split
+from ssl_pretrain.evaluation.semi_supervised import (
+    fixmatch_loss,
+    strong_augmentation,
+    unlabeled_batches,
+    unlabeled_pool,
+)
+from ssl_pretrain.evaluation.splits import labeled_splits, validation_split
+from ssl_pretrain.train.checkpoint import safe_torch_load
+
+from .conftest import folder_overrides
+
+
+def test_the_unlabeled_stream_carries_no_labels_and_no_validation_or_test_image(image_folder, tmp_path):
+    config = load_config(None, folder_overrides(image_folder, tmp_path) + ["data.label_fraction=0.5"])
+    train, test = labeled_splits(config)
+    _, val = validation_split(train, 0.2, seed=0)
+    everything = open_split(config.data, "train")
+    pool = unlabeled_pool(everything, val)
+    assert (pool.labels == -1).all() and not pool.has_labels
+    assert not set(pool.files) & set(val.files) and not set(pool.files) & set(test.files)
+    assert len(pool) == len(everything) - len(val), "every other training image, labeled ones included"
+    batches = unlabeled_batches(pool, 8, seed=0, num_workers=0, pin_memory=False)
+    for _ in range(6):  # more than one pass over the pool
+        batch = next(batches)
+        assert (batch.labels == -1).all()
+
+
+def test_fixmatch_loss_keeps_confident_pseudo_labels_only():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    labeled, labels = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    weak, strong = torch.rand(6, 1, 4, 4), torch.rand(6, 1, 4, 4)
+    loss, stats = fixmatch_loss(model, labeled, labels, weak, strong, threshold=0.4, weight=2.0)
+    probs = model(weak).softmax(1)
+    confident = probs.max(1).values >= 0.4
+    expected_u = (F.cross_entropy(model(strong), probs.argmax(1), reduction="none") * confident).mean()
+    torch.testing.assert_close(loss, F.cross_entropy(model(labeled), labels) + 2.0 * expected_u)
+    assert stats["pseudo_label_rate"] == confident.float().mean()
+    _, none_kept = fixmatch_loss(model, labeled, labels, weak, strong, threshold=0.999, weight=1.0)
+    assert none_kept["pseudo_label_rate"] == 0 and none_kept["consistency_loss"] == 0
+    # The pseudo-labels are targets: no gradient flows back through the weak view.
+    model.zero_grad()
+    weak_input = weak.clone().requires_grad_(True)
+    fixmatch_loss(model, labeled, labels, weak_input, strong, 0.4, 1.0)[0].backward()
+    assert weak_input.grad is None or not weak_input.grad.any()
+
+
+def test_strong_augmentation_changes_every_image_on_the_device():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 28, 28)
+    y = strong_augmentation()(x)
+    assert y.shape == x.shape and y.device == x.device
+    assert all(not torch.allclose(a, b) for a, b in zip(x, y, strict=True))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("finetune.threshold=1.0", "finetune.threshold"),
+        ("finetune.threshold=0", "finetune.threshold"),
+        ("finetune.threshold=[0.9,1.5]", "finetune.threshold"),
+        ("finetune.unlabeled_ratio=0", "finetune.unlabeled_ratio"),
+        ("finetune.unlabeled_ratio=-2", "finetune.unlabeled_ratio"),
+        ("finetune.unlabeled=mixmatch", "finetune.unlabeled"),
+    ],
+)
+def test_bad_semi_supervised_options_are_exit_2_naming_the_key(image_folder, tmp_path, capsys, override, key):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    assert main(["finetune", f"probe.encoder={tmp_path / 'run'}", "finetune.unlabeled=fixmatch", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {key}:" in err[0]
+
+
+def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_folder, tmp_path):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    common = ["finetune.unlabeled=fixmatch", "finetune.steps=6", "finetune.batch_size=8", "trainer.log_every=1"]
+    common += ["trainer.progress=false", "finetune.unlabeled_ratio=2"]
+    # All the labels: the unlabeled stream is then every training image outside the validation split.
+    args = ["finetune", f"probe.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=semi", *common]
+    assert main([*args, "finetune.pseudo_label_accuracy=true"]) == 0
+    out = run / "finetune" / "semi"
+    report = json.loads((out / "finetune.json").read_text())
+    assert [c["threshold"] for c in report["selected"]["candidates"]] == [0.3, 0.9]
+    semi = report["protocol"]["semi_supervised"]
+    assert semi["threshold"] == report["selected"]["chosen"]["threshold"] and semi["unlabeled_ratio"] == 2
+    tb = out / "candidates" / "threshold0.3" / "tb"
+    tags = EventAccumulator(str(tb)).Reload().Tags()["scalars"]
+    assert {"unlabeled/pseudo_label_rate", "unlabeled/confidence", "study/pseudo_label_accuracy"} <= set(tags)
+    # The study-only check changes nothing in training: the same run without it ends with the same weights.
+    plain = ["finetune", f"probe.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=plain", *common]
+    assert main(plain) == 0
+    tags = EventAccumulator(str(run / "finetune" / "plain" / "candidates" / "threshold0.3" / "tb")).Reload()
+    assert not any(t.startswith("study/") for t in tags.Tags()["scalars"])
+    with_study = safe_torch_load(out / "checkpoints" / "last.pt")["classifier"]["encoder"]
+    without = safe_torch_load(run / "finetune" / "plain" / "checkpoints" / "last.pt")["classifier"]["encoder"]
+    assert all(torch.equal(value, without[key]) for key, value in with_study.items())
