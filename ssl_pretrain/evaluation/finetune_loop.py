@@ -28,7 +28,10 @@ from .semi_supervised import fixmatch_loss, pseudo_label_accuracy, strong_augmen
 
 
 def finetune_augmentation(kind: str, size: int) -> torch.nn.Module:
-    """Batched, per-sample random crop (padding size/8) and/or horizontal flip on the device."""
+    """Batched, per-sample random crop (padding size/8) and/or horizontal flip on the device; ``strong``: the
+    RandAugment-style ops with cutout of :func:`~.semi_supervised.strong_augmentation`."""
+    if kind == "strong":
+        return strong_augmentation()
     ops = []
     if kind == "crop_flip":
         ops.append(K.RandomCrop((size, size), padding=max(1, size // 8), padding_mode="reflect"))
