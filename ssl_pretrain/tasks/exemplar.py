@@ -62,13 +62,27 @@ def exemplar_augmentation(
     contrast: float,
     saturation: float,
     hue: float,
+    crop_scale: list[float] | None = None,
+    flip: bool = False,
+    erase: float = 0.0,
+    size: int | None = None,
 ) -> nn.Sequential:
-    """Kornia pipeline with per-sample parameters; colour terms only for 3-channel images."""
-    ops: list[nn.Module] = [
+    """Kornia pipeline with per-sample parameters; colour terms only for 3-channel images.
+
+    ``crop_scale``: first a random resized crop keeping that share of the area (SimCLR's crop); ``flip``: a
+    random horizontal flip; ``erase``: the probability of erasing a random rectangle (cutout) last. ``size``:
+    the images' side (the crop's output size).
+    """
+    ops: list[nn.Module] = []
+    if crop_scale is not None:
+        ops.append(K.RandomResizedCrop((size, size), scale=tuple(crop_scale), cropping_mode="resample"))
+    if flip:
+        ops.append(K.RandomHorizontalFlip())
+    ops.append(
         K.RandomAffine(
             degrees=rotation, translate=(translate, translate), scale=tuple(scale), p=1.0, padding_mode="reflection"
         )
-    ]
+    )
     if brightness > 0:
         ops.append(K.RandomBrightness((1 - brightness, 1 + brightness), p=1.0))
     if contrast > 0:
@@ -77,6 +91,8 @@ def exemplar_augmentation(
         ops.append(K.RandomSaturation((1 - saturation, 1 + saturation), p=1.0))
     if channels == 3 and hue > 0:
         ops.append(RandomHueDirect((-hue, hue), p=1.0))  # Kornia's RandomHue, ~2x faster
+    if erase > 0:
+        ops.append(K.RandomErasing(scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.5, p=erase))
     return nn.Sequential(*ops)
 
 
@@ -93,6 +109,10 @@ class Exemplar(PretextTask):
             paper's 0.2, 0.7-1.4, 20.
         brightness, contrast, saturation, hue: photometric ranges; saturation and hue apply only
             to colour images (0 disables).
+        crop_scale: ``[low, high]`` share of the area a random resized crop keeps, applied first (SimCLR's
+            crop, stronger than the affine scale alone); null: no such crop.
+        flip: a random horizontal flip of each copy.
+        erase: probability of erasing a random rectangle of each copy (cutout), applied last.
     """
 
     def __init__(
@@ -111,6 +131,9 @@ class Exemplar(PretextTask):
         contrast: float = 0.4,
         saturation: float = 0.0,
         hue: float = 0.0,
+        crop_scale: list[float] | None = None,
+        flip: bool = False,
+        erase: float = 0.0,
     ):
         super().__init__(encoder)
         check_option(num_seeds is None or num_seeds >= 2, "num_seeds", f"must be >= 2 or null, got {num_seeds}")
@@ -126,6 +149,12 @@ class Exemplar(PretextTask):
             check_option(0 <= value < 1, name, f"must be in [0, 1), got {value}")
         check_option(0 <= hue <= 0.5, "hue", f"must be in [0, 0.5], got {hue}")
         check_option(temperature > 0, "temperature", f"must be > 0, got {temperature}")
+        check_option(
+            crop_scale is None or (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1),
+            "crop_scale",
+            f"must be [low, high] with 0 < low <= high <= 1, or null, got {crop_scale}",
+        )
+        check_option(0 <= erase <= 1, "erase", f"must be in [0, 1], got {erase}")
         self.num_seeds = num_seeds
         self.copies = copies
         self.loss_kind = loss
@@ -133,8 +162,9 @@ class Exemplar(PretextTask):
         self.temperature = temperature
         channels = encoder.spec["in_channels"]
         self.augment = exemplar_augmentation(
-            channels, translate, list(scale), rotation, brightness, contrast, saturation, hue
-        )
+            channels, translate, list(scale), rotation, brightness, contrast, saturation, hue,
+            crop_scale=crop_scale, flip=flip, erase=erase, size=encoder.spec["image_size"],
+        )  # fmt: skip
         d = encoder.num_features
         if loss == "classifier":
             self.head = nn.Linear(d, num_seeds)
