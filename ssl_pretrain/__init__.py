@@ -1,3 +1,51 @@
-"""ssl_pretrain: self-supervised pretraining of image encoders with pretext tasks built on the device."""
+"""ssl_pretrain: self-supervised pretraining of image encoders with pretext tasks built on the device.
 
-__version__ = "0.1.0"
+The Python API (the ``ssl-pretrain`` command is a thin layer over it):
+
+- ``pretrain(config, overrides) -> Run``: train an encoder with a pretext task;
+- ``probe(run)``, ``knn(run)``, ``finetune(run)``: evaluate it (reports as dicts, also written as JSON);
+- ``load_encoder(path)``, ``load_config(config, overrides)``, ``Run.open(path)``;
+- ``register_task``, ``register_encoder``, ``register_dataset``: plug in your own (or use the entry point
+  groups ``ssl_pretrain.tasks``, ``ssl_pretrain.encoders``, ``ssl_pretrain.datasets``);
+- ``PretextTask``, ``Encoder``, ``DatasetSpec``, ``TensorImages``: the classes to build them from;
+  ``wrap_trunk(module, ...)``: any ``nn.Module`` as an encoder, to use a pretext task in your own loop.
+
+Errors are ``BadInput`` (and its ``ConfigError``, which names the key). See docs/api.md.
+
+Layers, top to bottom; a module imports only from its own layer or those below (tests/test_layers.py):
+
+1. ``cli``, ``api``, ``demo``: commands and the public API;
+2. ``train``: the pretraining loop (its online evaluation uses the layer below);
+3. ``evaluation``: probes, kNN, fine-tuning, ensembles, Grad-CAM;
+4. ``tasks``, ``encoders``, ``data``, ``build``, ``runs``: what is trained, on what;
+5. ``utils``, ``config``, ``registry``, ``options``, ``typecheck``, ``errors``: shared helpers.
+"""
+
+from .api import Run, finetune, knn, load_config, load_encoder, pretrain, probe
+from .data import DatasetSpec, TensorImages
+from .encoders import Encoder, wrap_trunk
+from .errors import BadInput, ConfigError
+from .registry import register_dataset, register_encoder, register_task
+from .tasks import PretextTask
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "BadInput",
+    "ConfigError",
+    "DatasetSpec",
+    "Encoder",
+    "PretextTask",
+    "Run",
+    "TensorImages",
+    "finetune",
+    "knn",
+    "load_config",
+    "load_encoder",
+    "pretrain",
+    "probe",
+    "register_dataset",
+    "register_encoder",
+    "register_task",
+    "wrap_trunk",
+]

@@ -8,7 +8,8 @@ from .config import Config
 from .data import DataInfo
 from .encoders import Encoder, build_encoder
 from .errors import BadInput, ConfigError, OptionError
-from .tasks import TASKS, PretextTask
+from .registry import TASKS
+from .tasks import PretextTask
 
 
 def make_encoder(config: Config, info: DataInfo) -> Encoder:

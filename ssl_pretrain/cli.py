@@ -1,33 +1,87 @@
-"""The ``ssl-pretrain`` command line. Exit codes: 0 ok, 2 bad input (one line on stderr), 1 failure."""
+"""The ``ssl-pretrain`` command line, a thin layer over the API. Exit codes: 0 ok, 2 bad input (one line on
+stderr), 1 failure.
+
+Evaluation commands are rows of :data:`EVALUATIONS`: a new one is its module (a ``run(config) -> report``
+and a ``format(report) -> str``) plus one row here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from . import __version__
 from .config import Config, load_config, read_yaml
 from .errors import BadInput
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """An evaluation command: what it does, the config key whose path may stand in for ``-c``, and its
+    runner and formatter as ``module:function`` (imported when the command runs)."""
+
+    help: str
+    source_key: str
+    run: str
+    show: str
+
+
+EVALUATIONS = {
+    "probe": Evaluation(
+        "frozen-encoder linear probe (probe.encoder=PATH)",
+        "probe.encoder",
+        "ssl_pretrain.evaluation.probe:run_probe",
+        "ssl_pretrain.evaluation.probe:format_frozen_report",
+    ),
+    "knn": Evaluation(
+        "weighted kNN on frozen features (probe.encoder=PATH, knn.k, knn.temperature)",
+        "probe.encoder",
+        "ssl_pretrain.evaluation.knn:run_knn",
+        "ssl_pretrain.evaluation.probe:format_frozen_report",
+    ),
+    "finetune": Evaluation(
+        "fine-tune encoder + head on labeled data (probe.encoder=PATH, finetune.freeze_until, finetune.unlabeled)",
+        "probe.encoder",
+        "ssl_pretrain.evaluation.finetune:run_finetune",
+        "ssl_pretrain.evaluation.finetune:format_finetune",
+    ),
+    "ensemble": Evaluation(
+        "combine fine-tuned or probed models (ensemble.members=[...], ensemble.method)",
+        "ensemble.members",
+        "ssl_pretrain.evaluation.ensemble:run_ensemble",
+        "ssl_pretrain.evaluation.ensemble:format_ensemble",
+    ),
+    "gradcam": Evaluation(
+        "Grad-CAM heatmaps, PNG grid + TensorBoard (gradcam.model=PATH, gradcam.layer)",
+        "gradcam.model",
+        "ssl_pretrain.evaluation.gradcam:run_gradcam",
+        "ssl_pretrain.evaluation.gradcam:format_gradcam",
+    ),
+}
+
+
+def _function(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-pretrain", description="Self-supervised pretraining of image encoders.")
+    parser.add_argument("--version", action="version", version=f"ssl-pretrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in [
-        ("pretrain", "train an encoder with a pretext task"),
-        ("probe", "frozen-encoder linear probe (probe.encoder=PATH)"),
-        ("knn", "weighted kNN on frozen features (probe.encoder=PATH, knn.k, knn.temperature)"),
-        ("finetune", "fine-tune encoder + head on labeled data (probe.encoder=PATH, finetune.freeze_until)"),
-        ("ensemble", "combine fine-tuned or probed models (ensemble.members=[...], ensemble.method)"),
-        ("gradcam", "Grad-CAM heatmaps, PNG grid + TensorBoard (gradcam.model=PATH, gradcam.layer)"),
-    ]:
-        p = sub.add_parser(name, help=text)
-        p.add_argument("-c", "--config", help="YAML config file")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. trainer.max_steps=50")
-        if name == "pretrain":
-            p.add_argument("--resume", action="store_true", help="continue the run from checkpoints/last.pt")
+    p = sub.add_parser("pretrain", help="train an encoder with a pretext task")
+    p.add_argument("-c", "--config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. trainer.max_steps=50")
+    p.add_argument("--resume", action="store_true", help="continue the run from checkpoints/last.pt")
+    for name, evaluation in EVALUATIONS.items():
+        p = sub.add_parser(name, help=evaluation.help)
+        p.add_argument("-c", "--config", help="YAML config file (default: the config of the run the model is in)")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. probe.layers=all")
     p = sub.add_parser("export", help="encoder-only weights (encoder.pt + encoder.yaml) from a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("out", help="a directory, or a path ending in .pt")
@@ -36,22 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The key whose path may stand in for ``-c``: the run it belongs to supplies the defaults.
-_SOURCE_KEYS = {
-    "probe": "probe.encoder",
-    "knn": "probe.encoder",
-    "finetune": "probe.encoder",
-    "ensemble": "ensemble.members",
-    "gradcam": "gradcam.model",
-}
-
-
-def _evaluation_config(args) -> Config:
+def _evaluation_config(args, key: str) -> Config:
     """``-c`` may be left out when the command's model source belongs to a run (a directory holding
     ``config.yaml``): that config gives the defaults (for ``ensemble``, the first member's)."""
     from .evaluation.encoder_source import run_dir_of
 
-    key = _SOURCE_KEYS[args.command]
     base = None
     value = next((o.split("=", 1)[1] for o in args.overrides if o.startswith(f"{key}=")), None)
     if value and key == "ensemble.members":
@@ -90,26 +133,10 @@ def run(argv: list[str]) -> int:
             f"note: {args.command} runs on one process (rank 0 of {world.size}); the other processes exit",
             file=sys.stderr,
         )
-    if args.command == "probe":
-        from .evaluation.probe import run_probe
-
-        run_probe(_evaluation_config(args))
-    elif args.command == "knn":
-        from .evaluation.knn import run_knn
-
-        run_knn(_evaluation_config(args))
-    elif args.command == "finetune":
-        from .evaluation.finetune import run_finetune
-
-        run_finetune(_evaluation_config(args))
-    elif args.command == "ensemble":
-        from .evaluation.ensemble import run_ensemble
-
-        run_ensemble(_evaluation_config(args))
-    elif args.command == "gradcam":
-        from .evaluation.gradcam import run_gradcam
-
-        run_gradcam(_evaluation_config(args))
+    if args.command in EVALUATIONS:
+        evaluation = EVALUATIONS[args.command]
+        report = _function(evaluation.run)(_evaluation_config(args, evaluation.source_key))
+        print(_function(evaluation.show)(report))
     elif args.command == "export":
         from .evaluation.encoder_source import task_from_checkpoint
         from .train.export import export_encoder

@@ -46,7 +46,7 @@ def _numbers(value: Any) -> bool:
 
 @dataclass
 class DataConfig:
-    name: Literal["fashion_mnist", "cifar10", "stl10", "image_folder"] = "fashion_mnist"
+    name: str = "fashion_mnist"
     root: str | None = None
     test_root: str | None = None
     limit: int | None = _positive(None)
@@ -332,9 +332,10 @@ def build_config(raw: dict) -> Config:
     """Validate a raw nested mapping into a :class:`Config`; raises ConfigError naming the bad key."""
     raw = _move_deprecated(dict(raw))
     sections = {name: _build_section(cls, raw.pop(name, None), f"{name}.") for name, cls in _FIXED_SECTIONS.items()}
-    from .encoders import ENCODERS
-    from .tasks import TASKS
+    from .registry import DATASETS, ENCODERS, TASKS
 
+    if sections["data"].name not in DATASETS:
+        raise ConfigError("data.name", f"unknown dataset {sections['data'].name!r}; accepted: {', '.join(DATASETS)}")
     model = ModelConfig(*_build_registered(raw.pop("model", None), "model", "backbone", "small_resnet", ENCODERS))
     task = TaskConfig(*_build_registered(raw.pop("task", None), "task", "name", "dae", TASKS))
     top = _build_section(_TopLevel, raw, "")

@@ -8,7 +8,7 @@ randomly initialised encoder of the same architecture, and prints both top-1 fig
 from __future__ import annotations
 
 from .config import load_config
-from .evaluation.probe import run_probe
+from .evaluation.probe import format_frozen_report, run_probe
 from .train.trainer import pretrain
 
 DEMO_SETTINGS = [
@@ -37,6 +37,7 @@ def run_demo(overrides: list[str]) -> dict:
     run_dir = pretrain(config)
     config.probe.encoder = str(run_dir)
     report = run_probe(config)
+    print(format_frozen_report(report))
     top1 = {row["encoder"]: row["top1"] for row in report["results"]}
     print(
         f"\nDAE-pretrained encoder: {top1['pretrained']:.2f}% top-1 | randomly initialised encoder: "

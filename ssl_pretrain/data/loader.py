@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from .datasets import DataInfo
 from .sources import Batch
+from .spec import DataInfo
 
 
 class EpochBatchSampler(Sampler[list[int]]):

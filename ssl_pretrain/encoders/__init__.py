@@ -1,24 +1,14 @@
-"""Encoder registry: config name -> factory returning :class:`TrunkParts`.
+"""Encoders: a factory returning :class:`TrunkParts` per backbone, registered by name in
+:data:`ssl_pretrain.registry.ENCODERS` (or by ``register_encoder`` / an ``ssl_pretrain.encoders`` entry point).
 
 Each factory's keyword-only parameters are the ``model.*`` options a config may set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from ..registry import ENCODERS
 from .base import DownsampleRecord, Encoder, IndexedMaxPool2d, TrunkParts
-from .small_resnet import small_resnet
-from .torchvision_backbones import efficientnet_b0, mobilenet_v2, resnet18, resnet50, vgg11_bn
-
-ENCODERS: dict[str, Callable[..., TrunkParts]] = {
-    "small_resnet": small_resnet,
-    "resnet18": resnet18,
-    "resnet50": resnet50,
-    "vgg11_bn": vgg11_bn,
-    "mobilenet_v2": mobilenet_v2,
-    "efficientnet_b0": efficientnet_b0,
-}
+from .wrap import wrap_trunk
 
 
 def build_encoder(
@@ -60,4 +50,5 @@ __all__ = [
     "TrunkParts",
     "build_encoder",
     "encoder_from_spec",
+    "wrap_trunk",
 ]

@@ -106,9 +106,8 @@ def run_ensemble(config: Config) -> dict:
             "seed": config.seed,
         },
     }
+    report["report_file"] = str(out_dir / f"ensemble-{cfg.method}.json")
     write_json(out_dir / f"ensemble-{cfg.method}.json", report)
-    print(format_ensemble(report))
-    print(f"ensemble-{cfg.method}.json written to {out_dir}")
     return report
 
 
@@ -117,4 +116,5 @@ def format_ensemble(report: dict) -> str:
     for m in report["members"]:
         lines.append(f"{m['model'][-60:]:<60} {m['val_top1']:>9.2f} {m['test_top1']:>10.2f}")
     lines.append(f"{'ensemble (' + report['protocol']['method'] + ')':<60} {'':>9} {report['ensemble_top1']:>10.2f}")
+    lines.append(f"{Path(report['report_file']).name} written to {Path(report['report_file']).parent}")
     return "\n".join(lines)

@@ -75,7 +75,6 @@ def run_finetune(config: Config) -> dict:
     freeze_until, reason, layer_top1 = cfg.freeze_until, None, None
     if freeze_until == "auto":
         freeze_until, reason, layer_top1 = _auto_freeze_point(config, pretrained, train, val, num_classes, device)
-        print(f"finetune.freeze_until=auto -> {freeze_until}: {reason}")
     frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
@@ -113,16 +112,27 @@ def run_finetune(config: Config) -> dict:
         "train_seconds": round(sum(h.seconds for h in histories), 1),
         "protocol": chosen.protocol,
     }
+    report["report_file"] = str(out_dir / "finetune.json")
     write_json(out_dir / "finetune.json", report)
-    chosen_text = ", ".join(f"{k} {v:g}" for k, v in selection.chosen.items() if k != "epoch")
-    print(
-        f"fine-tuned ({report['protocol']['strategy']}, {cfg.init} init, {chosen_text}): test top-1 "
-        f"{report['test_top1']:.2f}% at the best validation epoch {chosen.best_epoch} "
-        f"(validation {selection.val_top1:.2f}%); last epoch {report['diagnostics']['test_top1_last_epoch']:.2f}% "
+    return report
+
+
+def format_finetune(report: dict) -> str:
+    """What was chosen, its test top-1, the diagnostic last epoch, where the run was written."""
+    protocol, selected = report["protocol"], report["selected"]
+    lines = []
+    if protocol["auto_reason"]:
+        lines.append(f"finetune.freeze_until=auto -> {protocol['freeze_until']}: {protocol['auto_reason']}")
+    chosen = ", ".join(f"{k} {v:g}" for k, v in selected["chosen"].items() if k != "epoch")
+    lines.append(
+        f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
+        f"{report['test_top1']:.2f}% at the best validation epoch {report['best_epoch']} "
+        f"(validation {report['val_top1']:.2f}%); last epoch {report['diagnostics']['test_top1_last_epoch']:.2f}% "
         "(diagnostic)"
     )
-    print(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
-    return report
+    out_dir = Path(report["report_file"]).parent
+    lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
+    return "\n".join(lines)
 
 
 def _candidate_name(setting: dict, settings: list[dict]) -> str:

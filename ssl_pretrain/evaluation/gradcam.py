@@ -65,8 +65,9 @@ def overlay(images: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> tor
     return (1 - alpha) * rgb + alpha * heat_colours(maps)
 
 
-def run_gradcam(config: Config) -> Path:
-    """Heatmaps for ``gradcam.num_images`` images of ``gradcam.split``; returns the PNG's path."""
+def run_gradcam(config: Config) -> dict:
+    """Heatmaps for ``gradcam.num_images`` images of ``gradcam.split``; returns the PNG's path (``png``), the
+    layer and the class explained for each image."""
     cfg = config.gradcam
     if cfg.model is None:
         raise ConfigError("gradcam.model", "is required: a fine-tuning run, its best.pt, or probe_classifier.pt")
@@ -97,13 +98,24 @@ def run_gradcam(config: Config) -> Path:
     save_image(grid, png)
     with SummaryWriter(str(out_dir / "tb")) as writer:
         writer.add_image(f"gradcam/{layer}/{which}", grid, 0)
-    labels = batch.labels.tolist()
-    print(f"Grad-CAM of {layer} for {which} classes on {count} {cfg.split} images: {png}")
-    print(
-        "pairs (image, overlay) left to right; classes explained: "
-        + ", ".join(f"{c}(true {t})" for c, t in zip(classes.tolist(), labels, strict=True))
+    return {
+        "png": str(png),
+        "layer": layer,
+        "which": which,
+        "split": cfg.split,
+        "classes": classes.tolist(),
+        "labels": batch.labels.tolist(),
+    }
+
+
+def format_gradcam(result: dict) -> str:
+    """Where the heatmaps are and which class each explains."""
+    explained = ", ".join(f"{c}(true {t})" for c, t in zip(result["classes"], result["labels"], strict=True))
+    return (
+        f"Grad-CAM of {result['layer']} for {result['which']} classes on {len(result['classes'])} "
+        f"{result['split']} images: {result['png']}\npairs (image, overlay) left to right; classes explained: "
+        + explained
     )
-    return png
 
 
 def _default_output(model_file: Path) -> Path:

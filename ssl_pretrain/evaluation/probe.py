@@ -91,12 +91,20 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
         path = out_dir / f"{stem}_classifier.pt"
         _save_probe_classifier(encoder, view.pool, size, fitted, path, report)
         report["classifier_file"] = path.name
+    report["report_file"] = str(out_dir / f"{stem}.json")
+    report["setting_keys"] = list(method.settings()[0])
     write_json(out_dir / f"{stem}.json", report)
-    print(format_table(rows, list(method.settings()[0])))
-    if saw_test:
-        print(f"note: the encoder saw the test images during pretraining (transductive): {leakage}")
-    print(f"{stem}.json written to {out_dir}")
     return report
+
+
+def format_frozen_report(report: dict) -> str:
+    """The table of a probe or kNN report, a note when the encoder saw the test images, where it was written."""
+    lines = [format_table(report["results"], report["setting_keys"])]
+    if report["protocol"]["encoder_saw_test_images"]:
+        leakage = report["protocol"]["test_images_check"]
+        lines.append(f"note: the encoder saw the test images during pretraining (transductive): {leakage}")
+    lines.append(f"{Path(report['report_file']).name} written to {Path(report['report_file']).parent}")
+    return "\n".join(lines)
 
 
 def _frozen_protocol(config: Config, spec: dict, view, info: DataInfo, train, test) -> dict:

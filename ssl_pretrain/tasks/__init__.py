@@ -1,21 +1,15 @@
-"""Pretext-task registry: config name -> task class. Adding a task = one module + one line here."""
+"""Pretext tasks. Adding a task = one module + one entry in :data:`ssl_pretrain.registry.TASKS` (or a
+``register_task`` call / an ``ssl_pretrain.tasks`` entry point from your own package)."""
 
 from __future__ import annotations
 
+from ..registry import TASKS
 from .base import PretextTask
 from .dae import DenoisingAutoencoder
 from .exemplar import Exemplar
 from .multi import MultiTask
 from .relative_patch import RelativePatchLocation
 from .rotation import RotationPrediction
-
-TASKS: dict[str, type[PretextTask]] = {
-    "dae": DenoisingAutoencoder,
-    "exemplar": Exemplar,
-    "relative_patch": RelativePatchLocation,
-    "rotation": RotationPrediction,
-    "multi": MultiTask,
-}
 
 __all__ = [
     "TASKS",

@@ -66,7 +66,7 @@ class MultiTask(PretextTask):
 
     def __init__(self, encoder: Encoder, *, tasks: list[dict] = ({"name": "rotation", "weight": 1.0},)):
         super().__init__(encoder)
-        from . import TASKS
+        from ..registry import TASKS
 
         self.entries = self.complete_options({"tasks": list(tasks)})["tasks"]
         self.weights = {entry["name"]: entry["weight"] for entry in self.entries}
@@ -83,7 +83,7 @@ class MultiTask(PretextTask):
     @classmethod
     def complete_options(cls, options: dict) -> dict:
         """The sub-tasks checked, with every sub-task's defaults filled (what ``config.yaml`` records)."""
-        from . import TASKS
+        from ..registry import TASKS
 
         return {**options, "tasks": resolve_subtasks(list(options["tasks"]), TASKS)}
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
 from ..data import DataInfo, EpochBatchSampler, data_info, make_loader, open_split, to_device_float
-from ..data.datasets import split_record
+from ..data.image_folder import split_record
 from ..data.loader import seed_workers
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json

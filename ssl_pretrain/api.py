@@ -1,0 +1,149 @@
+"""The Python API: everything the ``ssl-pretrain`` command does, callable from a notebook or a script.
+
+    import ssl_pretrain as ssl
+
+    run = ssl.pretrain("configs/fashion_mnist/rotation.yaml", {"trainer.max_steps": 200})
+    report = ssl.probe(run, {"probe.layers": "all"})
+    print(report["selected"]["pretrained"])
+    encoder = run.encoder()          # an nn.Module: images (B, C, H, W) in [0, 1] -> features (B, D)
+
+A ``config`` is a YAML path, a mapping (nested, or dotted keys), a :class:`~ssl_pretrain.config.Config` or
+None (every default); ``overrides`` are ``key=value`` strings or a mapping of dotted keys to values, applied
+last. Bad input raises :class:`~ssl_pretrain.errors.BadInput` (a :class:`~ssl_pretrain.errors.ConfigError`
+names the key): the exceptions the command line turns into exit code 2. Nothing here prints; the reports
+are returned (and written next to the run, as by the command line).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config, apply_overrides, build_config, read_yaml
+from .encoders import Encoder
+from .errors import BadInput
+
+ConfigLike = str | Path | Mapping | Config | None
+Overrides = Mapping[str, Any] | Iterable[str] | None
+
+
+def _override_strings(overrides: Overrides) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for key, value in overrides.items()]  # fmt: skip
+    if isinstance(overrides, str):
+        raise BadInput(f"overrides: give a list of key=value strings or a mapping, not the string {overrides!r}")
+    return list(overrides)
+
+
+def _nested(mapping: Mapping) -> dict:
+    """A mapping that may use dotted keys (``{"trainer.lr": 0.01}``) as a nested one."""
+    nested: dict = {}
+    dotted = []
+    for key, value in mapping.items():
+        if isinstance(key, str) and "." in key:
+            dotted.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+        else:
+            nested[key] = value
+    return apply_overrides(nested, dotted)
+
+
+def load_config(config: ConfigLike = None, overrides: Overrides = None) -> Config:
+    """A validated :class:`Config` from a YAML path, a mapping, a Config or None, with ``overrides`` applied."""
+    if isinstance(config, Config):
+        raw = config.to_dict()
+    elif isinstance(config, Mapping):
+        raw = _nested(config)
+    elif config is None:
+        raw = {}
+    else:
+        raw = read_yaml(config)
+    return build_config(apply_overrides(raw, _override_strings(overrides)))
+
+
+@dataclass
+class Run:
+    """A pretraining run directory: its config, its figures and its encoder."""
+
+    directory: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """The run at ``path`` (a directory holding ``config.yaml``)."""
+        directory = Path(path).expanduser()
+        if not (directory / "config.yaml").is_file():
+            raise BadInput(f"run: {directory} is not a run directory (no config.yaml)")
+        return cls(directory)
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.directory / "config.yaml")
+
+    @property
+    def metrics(self) -> dict:
+        """``metrics.json``: steps, images/s, final pretext loss and accuracy, ... (empty until it ends)."""
+        path = self.directory / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def encoder(self) -> Encoder:
+        """The trained encoder (eval mode): images ``(B, C, H, W)`` in [0, 1] -> features ``(B, D)``."""
+        return load_encoder(self.directory)
+
+
+def pretrain(config: ConfigLike = None, overrides: Overrides = None, *, resume: bool = False) -> Run:
+    """Train an encoder with the configured pretext task; returns its :class:`Run`."""
+    from .train.trainer import pretrain as run_pretraining
+
+    return Run(run_pretraining(load_config(config, overrides), resume=resume))
+
+
+Source = Run | str | Path | None  # a run, a run directory, an encoder.pt or a checkpoint
+
+
+def _evaluation_config(source, key: str, config: ConfigLike, overrides: Overrides) -> Config:
+    """The config of an evaluation of ``source`` (a Run or a path): ``config``, or else the run's own."""
+    extra = _override_strings(overrides)
+    if source is not None:
+        extra = [f"{key}={source.directory if isinstance(source, Run) else source}", *extra]
+        if config is None:
+            from .evaluation.encoder_source import run_dir_of
+
+            run = run_dir_of(Path(source.directory if isinstance(source, Run) else source).expanduser())
+            config = run / "config.yaml" if run is not None else None
+    return load_config(config, extra)
+
+
+def probe(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
+    """Frozen-encoder linear probe of ``encoder`` (a Run, run directory, ``encoder.pt`` or checkpoint);
+    the report also written to ``probe.json`` (``results``, ``selected``, ``protocol``)."""
+    from .evaluation.probe import run_probe
+
+    return run_probe(_evaluation_config(encoder, "probe.encoder", config, overrides))
+
+
+def knn(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
+    """Weighted kNN on frozen features of ``encoder``; the report also written to ``knn.json``."""
+    from .evaluation.knn import run_knn
+
+    return run_knn(_evaluation_config(encoder, "probe.encoder", config, overrides))
+
+
+def finetune(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
+    """Fine-tune ``encoder`` + a linear head on the labels; the report also written to ``finetune.json``."""
+    from .evaluation.finetune import run_finetune
+
+    return run_finetune(_evaluation_config(encoder, "probe.encoder", config, overrides))
+
+
+def load_encoder(path: str | Path | Run) -> Encoder:
+    """The encoder of a run directory, an exported ``encoder.pt`` or a training checkpoint, in eval mode."""
+    from .evaluation.encoder_source import load_encoder as load
+
+    return load(path.directory if isinstance(path, Run) else path).eval()

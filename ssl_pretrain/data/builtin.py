@@ -1,0 +1,93 @@
+"""The built-in datasets: Fashion-MNIST, CIFAR-10, STL-10 (in memory) and image folders (files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import BadInput
+from .idx import read_idx
+from .image_folder import IMAGE_FOLDER
+from .sources import TensorImages
+from .spec import DatasetSpec, Split, default_root, existing_root
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _fashion_mnist_files(folder: Path, split: str) -> tuple[Path, Path] | None:
+    prefix = "train" if split != "test" else "t10k"
+    for base in (folder, folder / "FashionMNIST" / "raw"):
+        found = []
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            candidates = [base / f"{prefix}-{kind}{ext}" for ext in ("", ".gz")]
+            found.append(next((c for c in candidates if c.is_file()), None))
+        if all(found):
+            return found[0], found[1]
+    return None
+
+
+def load_fashion_mnist(cfg: DataConfig, split: Split) -> TensorImages:
+    """From ``data.root``, else Debian's ``dataset-fashion-mnist``, else a torchvision download."""
+    root = existing_root(cfg)
+    searched = [p for p in (root, DEBIAN_FASHION_MNIST) if p is not None]
+    files = next((f for f in (_fashion_mnist_files(p, split) for p in searched) if f), None)
+    if files is None and cfg.download:
+        target = root or default_root("fashion_mnist")
+        try:
+            import torchvision
+
+            torchvision.datasets.FashionMNIST(str(target), train=split != "test", download=True)
+        except Exception as err:  # noqa: BLE001 - any download failure is reported as bad input
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise BadInput(
+                f"data.root: Fashion-MNIST not found in {', '.join(map(str, searched))} and the download to "
+                f"{target} failed ({reason}); install it with 'apt-get install dataset-fashion-mnist' "
+                f"or set data.root to a folder with its IDX files"
+            ) from None
+        files = _fashion_mnist_files(target, split)
+    if files is None:
+        raise BadInput(f"data.root: Fashion-MNIST IDX files not found in {', '.join(map(str, searched))}")
+    images, labels = read_idx(files[0]), read_idx(files[1])
+    if images.ndim != 3 or len(images) != len(labels):
+        raise BadInput(f"{files[0]} and {files[1]} do not form an image/label pair")
+    tensor = torch.from_numpy(images.copy()).unsqueeze(1)
+    return TensorImages(tensor, torch.from_numpy(labels.astype(np.int64)), f"Fashion-MNIST {split} ({files[0].parent})")
+
+
+def _torchvision_set(cfg: DataConfig, split: Split) -> TensorImages:
+    import torchvision
+
+    root = existing_root(cfg) or default_root(cfg.name)
+    try:
+        if cfg.name == "cifar10":
+            ds = torchvision.datasets.CIFAR10(str(root), train=split != "test", download=cfg.download)
+            images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+            labels = torch.as_tensor(ds.targets, dtype=torch.long)
+        else:
+            stl_split = {"pretrain": "unlabeled", "train": "train", "test": "test"}[split]
+            ds = torchvision.datasets.STL10(str(root), split=stl_split, download=cfg.download)
+            images = torch.from_numpy(ds.data)
+            labels = torch.as_tensor(ds.labels, dtype=torch.long)
+    except Exception as err:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError variously
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadInput(f"data.root: cannot open {cfg.name} in {root}: {reason}") from None
+    return TensorImages(images, labels, f"{cfg.name} {split} ({root})")
+
+
+FASHION_MNIST = DatasetSpec(load_fashion_mnist, 1, 28, [0.2860], [0.3530], description="Fashion-MNIST, 60k + 10k")
+CIFAR10 = DatasetSpec(
+    _torchvision_set, 3, 32, [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616], description="CIFAR-10, 50k + 10k"
+)
+STL10 = DatasetSpec(
+    _torchvision_set,
+    3,
+    96,
+    [0.4467, 0.4398, 0.4066],
+    [0.2603, 0.2566, 0.2713],
+    description="STL-10: pretrains on the 100k unlabeled split",
+)
+
+__all__ = ["CIFAR10", "FASHION_MNIST", "IMAGE_FOLDER", "STL10"]

@@ -1,0 +1,116 @@
+"""Datasets by name: a :class:`DatasetSpec` says how to open each split and what the images are.
+
+Splits: ``pretrain`` (images used without labels; ``data.limit`` applies), ``train`` and ``test``
+(labeled, for probes and fine-tuning). ``data.name`` picks a spec from the dataset registry
+(:data:`ssl_pretrain.registry.DATASETS`); adding a dataset is one module with a spec plus one
+registration (``register_dataset`` or an entry point of the group ``ssl_pretrain.datasets``).
+
+A split is any object with ``__len__``, ``__getitems__(indices) -> Batch`` (uint8 images), ``subset``,
+``labels`` ``(N,)`` (-1 where unknown), ``has_labels``, ``origin``, ``without_labels`` and ``description``:
+:class:`~.sources.TensorImages` (images in memory) and :class:`~.sources.FolderImages` (files) are ready-made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ..config import DataConfig
+from ..errors import BadInput
+from ..registry import DATASETS
+
+Split = Literal["pretrain", "train", "test"]
+
+
+@dataclass
+class DataInfo:
+    """What the device pipeline and the encoder need to know about the images."""
+
+    channels: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def from_spec(cls, spec: dict, image_size: int | None = None) -> DataInfo:
+        """What an encoder (its ``spec``) expects, at its own input size or at ``image_size``."""
+        return cls(spec["in_channels"], image_size or spec["image_size"], spec["mean"], spec["std"])
+
+
+@dataclass
+class DatasetSpec:
+    """One registered dataset.
+
+    Attributes:
+        open: ``open(cfg, split) -> dataset`` for ``split`` in ``pretrain``, ``train``, ``test``; raise
+            :class:`~ssl_pretrain.errors.BadInput` naming the key (``data.root: ...``) for unusable input.
+        channels, image_size: the images as stored (``data.channels`` / ``data.image_size`` convert them).
+        mean, std: per-channel statistics of the training images in ``[0, 1]`` units, for normalisation.
+        stats: optional ``stats(cfg, channels) -> (mean, std)`` for datasets whose statistics depend on the
+            data found (image folders); it replaces ``mean`` and ``std``.
+        description: one line for listings and errors.
+    """
+
+    open: Callable[[DataConfig, Split], Any]
+    channels: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    stats: Callable[[DataConfig, int], tuple[list[float], list[float]]] | None = None
+    description: str = ""
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registered spec of ``data.name``."""
+    if name not in DATASETS:
+        raise BadInput(f"data.name: unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def default_root(name: str) -> Path:
+    return Path(os.environ.get("SSL_PRETRAIN_DATA", Path.home() / ".cache" / "ssl_pretrain")) / name
+
+
+def existing_root(cfg: DataConfig) -> Path | None:
+    if cfg.root is None:
+        return None
+    root = Path(cfg.root).expanduser()
+    if not root.exists():
+        raise BadInput(f"data.root: {root} does not exist")
+    return root
+
+
+def open_split(cfg: DataConfig, split: Split):
+    """The dataset of one split, with ``data.limit`` applied to ``pretrain``."""
+    ds = dataset_spec(cfg.name).open(cfg, split)
+    if split == "pretrain" and cfg.limit is not None and cfg.limit < len(ds):
+        ds = ds.subset(torch.arange(cfg.limit))
+    return ds
+
+
+def data_info(cfg: DataConfig) -> DataInfo:
+    """Channels, size and normalisation the pipeline produces for this config."""
+    spec = dataset_spec(cfg.name)
+    channels = cfg.channels or spec.channels
+    size = cfg.image_size or spec.image_size
+    if spec.stats is not None:
+        mean, std = spec.stats(cfg, channels)
+    else:
+        mean, std = list(spec.mean), list(spec.std)
+        if channels != spec.channels:
+            mean, std = _convert_stats(mean, std, channels)
+    return DataInfo(channels, size, list(mean), list(std))
+
+
+def _convert_stats(mean: list[float], std: list[float], channels: int) -> tuple[list[float], list[float]]:
+    if channels == 3:
+        return mean * 3, std * 3
+    weights = [0.299, 0.587, 0.114]
+    return [sum(w * m for w, m in zip(weights, mean, strict=True))], [
+        sum(w * s for w, s in zip(weights, std, strict=True))
+    ]
