@@ -17,8 +17,8 @@ import torch
 from ssl_pretrain.build import make_encoder, make_task, resolve_device
 from ssl_pretrain.config import Config, load_config
 from ssl_pretrain.data import data_info
-from ssl_pretrain.train.optim import make_optimizer
-from ssl_pretrain.train.precision import resolve_channels_last, resolve_precision, to_memory_format
+from ssl_pretrain.utils.optim import make_optimizer
+from ssl_pretrain.utils.precision import resolve_channels_last, resolve_precision, to_memory_format
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "RESULTS.md"

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_results, run_checked  # noqa: E402
 
-from ssl_pretrain.train.checkpoint import safe_torch_load  # noqa: E402
+from ssl_pretrain.utils.files import safe_torch_load  # noqa: E402
 
 
 def pretrain(config: str, overrides: list[str], run_dir: Path, nproc: int) -> dict:

@@ -29,8 +29,8 @@ from common import BareStep, append_results, run_checked  # noqa: E402
 
 from ssl_pretrain.config import Config, load_config  # noqa: E402
 from ssl_pretrain.data import open_split  # noqa: E402
-from ssl_pretrain.train.optim import make_scheduler  # noqa: E402
 from ssl_pretrain.train.trainer import pretrain  # noqa: E402
+from ssl_pretrain.utils.optim import make_scheduler  # noqa: E402
 
 TASKS = ("dae", "rotation", "exemplar", "relative_patch")
 

@@ -26,7 +26,7 @@ from common import BareStep, append_results, run_checked, sync  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
-from ssl_pretrain.train.precision import resolve_precision  # noqa: E402
+from ssl_pretrain.utils.precision import resolve_precision  # noqa: E402
 
 TASKS = ("dae", "rotation", "exemplar", "relative_patch")
 

@@ -138,8 +138,8 @@ def run(argv: list[str]) -> int:
         report = _function(evaluation.run)(_evaluation_config(args, evaluation.source_key))
         print(_function(evaluation.show)(report))
     elif args.command == "export":
+        from .encoders.export import export_encoder
         from .evaluation.encoder_source import task_from_checkpoint
-        from .train.export import export_encoder
 
         task, _ = task_from_checkpoint(Path(args.checkpoint))
         print(f"encoder written to {export_encoder(task.encoder, Path(args.out))}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import BadInput
-from .train.checkpoint import atomic_write_bytes
+from .utils.files import atomic_write_bytes
 
 
 def checkpoint_path(run_dir: Path) -> Path:

@@ -106,3 +106,9 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     again = _run(*args[:5], "rotation", "--fractions", "1.0", "--seeds", "1", *_tiny_fashion_mnist(fashion_mnist_root))
     assert again.returncode == 0, again.stderr
     assert "(reused)" in again.stdout
+
+
+def test_demo_run_benchmark_smoke(fashion_mnist_root):
+    done = _run("benchmarks/demo_run.py", "--smoke", f"data.root={fashion_mnist_root}", "data.download=false")
+    assert done.returncode == 0, done.stderr
+    assert "DAE-pretrained encoder:" in done.stdout and "Wall time, start to end:" in done.stdout

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssl_pretrain.errors import BadInput
-from ssl_pretrain.train.checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load
+from ssl_pretrain.utils.files import atomic_torch_save, load_checkpoint, safe_torch_load
 
 
 def test_atomic_save_round_trip_and_no_temp_files(tmp_path):

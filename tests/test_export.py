@@ -5,8 +5,8 @@ import yaml
 from torch import nn
 
 from ssl_pretrain.cli import main
+from ssl_pretrain.encoders.export import load_exported_encoder
 from ssl_pretrain.evaluation.encoder_source import load_encoder
-from ssl_pretrain.train.export import load_exported_encoder
 
 from .conftest import folder_overrides
 

@@ -84,7 +84,7 @@ def test_a_folder_full_of_hostile_files_trains_and_counts_them(image_folder, tmp
 
 
 def test_the_count_of_unreadable_files_survives_a_resume_inside_an_epoch(image_folder, tmp_path, monkeypatch):
-    from ssl_pretrain.train.checkpoint import load_checkpoint
+    from ssl_pretrain.utils.files import load_checkpoint
 
     from .conftest import interrupt_after_checkpoint
 

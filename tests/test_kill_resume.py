@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 
 from ssl_pretrain.data import EpochBatchSampler, make_loader
 from ssl_pretrain.data.loader import seed_workers
-from ssl_pretrain.train.checkpoint import safe_torch_load
+from ssl_pretrain.utils.files import safe_torch_load
 
 from .processes import kill_when, noise_folder, run_cli
 

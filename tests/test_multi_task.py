@@ -12,7 +12,7 @@ from ssl_pretrain.config import load_config
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.tasks import MultiTask, RotationPrediction
-from ssl_pretrain.train.checkpoint import safe_torch_load
+from ssl_pretrain.utils.files import safe_torch_load
 
 from .conftest import folder_overrides, interrupt_after_checkpoint
 

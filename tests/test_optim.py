@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ssl_pretrain.config import TrainerConfig
-from ssl_pretrain.train.optim import make_optimizer, make_scheduler, warmup_cosine_factor
+from ssl_pretrain.utils.optim import make_optimizer, make_scheduler, warmup_cosine_factor
 
 
 def test_warmup_is_linear_then_cosine_to_the_floor():

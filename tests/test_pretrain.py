@@ -8,7 +8,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ssl_pretrain.cli import main
-from ssl_pretrain.train.checkpoint import safe_torch_load
+from ssl_pretrain.utils.files import safe_torch_load
 
 from .conftest import folder_overrides, interrupt_after_checkpoint
 

@@ -17,7 +17,7 @@ from ssl_pretrain.evaluation.semi_supervised import (
     unlabeled_pool,
 )
 from ssl_pretrain.evaluation.splits import labeled_splits, validation_split
-from ssl_pretrain.train.checkpoint import safe_torch_load
+from ssl_pretrain.utils.files import safe_torch_load
 
 from .conftest import folder_overrides
 

@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ssl_pretrain.cli import main
 from ssl_pretrain.tasks import DenoisingAutoencoder
 from ssl_pretrain.train import trainer
-from ssl_pretrain.train.checkpoint import safe_torch_load
+from ssl_pretrain.utils.files import safe_torch_load
 
 from .conftest import folder_overrides, interrupt_after_checkpoint
 

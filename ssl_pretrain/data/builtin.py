@@ -30,9 +30,10 @@ def _fashion_mnist_files(folder: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def load_fashion_mnist(cfg: DataConfig, split: Split) -> TensorImages:
-    """From ``data.root``, else Debian's ``dataset-fashion-mnist``, else a torchvision download."""
+    """From ``data.root``, else Debian's ``dataset-fashion-mnist``, else an earlier download in
+    ``$SSL_PRETRAIN_DATA/fashion_mnist`` (default ``~/.cache/ssl_pretrain``), else a torchvision download."""
     root = existing_root(cfg)
-    searched = [p for p in (root, DEBIAN_FASHION_MNIST) if p is not None]
+    searched = [p for p in (root, DEBIAN_FASHION_MNIST, default_root("fashion_mnist")) if p is not None]
     files = next((f for f in (_fashion_mnist_files(p, split) for p in searched) if f), None)
     if files is None and cfg.download:
         target = root or default_root("fashion_mnist")

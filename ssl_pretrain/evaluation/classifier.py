@@ -18,7 +18,7 @@ from torch import nn
 
 from ..encoders import Encoder, encoder_from_spec
 from ..errors import BadInput
-from ..train.checkpoint import atomic_torch_save, load_state_strict, safe_torch_load
+from ..utils.files import atomic_torch_save, load_state_strict, safe_torch_load
 
 FORMAT = "ssl_pretrain.classifier/1"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from ..build import make_task
 from ..config import DataConfig, build_config
 from ..encoders import Encoder, encoder_from_spec
+from ..encoders.export import load_exported_encoder
 from ..errors import BadInput
 from ..runs import checkpoint_path
-from ..train.checkpoint import FORMAT, load_checkpoint, load_state_strict, safe_torch_load
-from ..train.export import load_exported_encoder
+from ..utils.files import FORMAT, load_checkpoint, load_state_strict, safe_torch_load
 
 
 def run_dir_of(source: Path) -> Path | None:

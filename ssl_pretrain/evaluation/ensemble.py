@@ -17,8 +17,8 @@ from ..build import resolve_device
 from ..config import Config
 from ..errors import BadInput, ConfigError
 from ..runs import write_json
-from ..train.checkpoint import atomic_torch_save
-from ..train.rng import seed_everything
+from ..utils.files import atomic_torch_save
+from ..utils.rng import seed_everything
 from .classifier import classifier_file, load_classifier
 from .metrics import percent_correct
 from .predict import accuracy, predict_logits

@@ -25,7 +25,7 @@ from ..data import DataInfo, open_split
 from ..encoders import encoder_from_spec
 from ..errors import BadInput
 from ..runs import write_json
-from ..train.rng import seed_everything
+from ..utils.rng import seed_everything
 from .auto_freeze import choose_freeze_point
 from .classifier import ImageClassifier, restore_weights
 from .encoder_source import load_encoder

@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data import EpochBatchSampler, make_loader, to_device_float
-from ..train.checkpoint import atomic_torch_save
-from ..train.optim import warmup_cosine_factor
-from ..train.precision import resolve_channels_last, to_memory_format
+from ..utils.files import atomic_torch_save
+from ..utils.optim import warmup_cosine_factor
+from ..utils.precision import resolve_channels_last, to_memory_format
 from .classifier import ImageClassifier, classifier_state
 from .freezing import FreezePlan, make_finetune_optimizer
 from .predict import accuracy, classifier_info, predict_logits

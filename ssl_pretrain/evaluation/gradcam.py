@@ -18,7 +18,7 @@ from ..build import resolve_device
 from ..config import Config
 from ..data import to_device_float
 from ..errors import BadInput, ConfigError
-from ..train.rng import seed_everything
+from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, classifier_file, load_classifier
 from .predict import classifier_info
 from .splits import labeled_splits

@@ -10,7 +10,7 @@ from ..data import DataInfo
 from ..encoders import Encoder
 from ..errors import ConfigError
 from ..runs import write_json
-from ..train.rng import seed_everything
+from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, fold_standardisation, save_classifier
 from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
 from .feature_view import FeatureView, RawPixels

@@ -21,7 +21,7 @@ from ..evaluation.knn import weighted_knn_predict
 from ..evaluation.logistic import fit_logistic_regression, top1
 from ..evaluation.metrics import percent_correct
 from ..evaluation.splits import labeled_splits, validation_split
-from .rng import rng_state, set_rng_state
+from ..utils.rng import rng_state, set_rng_state
 
 
 def _seeded_subset(dataset, count: int, seed: int):

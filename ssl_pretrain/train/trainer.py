@@ -25,17 +25,18 @@ from ..config import Config, save_config
 from ..data import DataInfo, EpochBatchSampler, data_info, make_loader, open_split, to_device_float
 from ..data.image_folder import split_record
 from ..data.loader import seed_workers
+from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
 from ..tasks import PretextTask
+from ..utils.files import FORMAT, atomic_torch_save, atomic_write_bytes, load_checkpoint, load_state_strict
+from ..utils.optim import make_optimizer, make_scheduler
+from ..utils.precision import Precision, resolve_channels_last, resolve_precision, to_memory_format
+from ..utils.rng import rng_state, seed_everything, set_rng_state
 from . import distributed
-from .checkpoint import FORMAT, atomic_torch_save, atomic_write_bytes, keep_snapshot, load_checkpoint, load_state_strict
+from .checkpoint import keep_snapshot
 from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
-from .export import export_encoder
 from .online_eval import OnlineEvaluator
-from .optim import make_optimizer, make_scheduler
-from .precision import Precision, resolve_channels_last, resolve_precision, to_memory_format
-from .rng import rng_state, seed_everything, set_rng_state
 
 
 class TrainingError(Exception):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from ..encoders import Encoder, encoder_from_spec
+from . import Encoder, encoder_from_spec
 from ..errors import BadInput
-from .checkpoint import atomic_torch_save, atomic_write_bytes, load_state_strict, safe_torch_load
+from ..utils.files import atomic_torch_save, atomic_write_bytes, load_state_strict, safe_torch_load
 
 LOADING_NOTE = (
     "torchvision backbone: torchvision.models.<torchvision_model>(weights=None), classifier (fc/classifier) "

@@ -1,0 +1,42 @@
+"""The README's main job, end to end: ``ssl-pretrain demo`` in a fresh process, its figure and its time.
+
+    python benchmarks/demo_run.py [--smoke] [KEY=VALUE ...]
+
+Runs the command as a user would (its own run directory under a temporary output folder) and appends the
+lines it printed after training, with the wall time, to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_results, run_checked  # noqa: E402
+
+SMOKE = ["trainer.max_steps=2", "data.limit=256", "probe.train_limit=200", "model.widths=[4,8]", "model.blocks=[1,1]"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    out = tempfile.mkdtemp(prefix="ssl_demo_")
+    overrides = [f"output_dir={out}", "trainer.progress=false", *(SMOKE if args.smoke else []), *args.overrides]
+    start = time.perf_counter()
+    stdout = run_checked([sys.executable, "-m", "ssl_pretrain", "demo", *overrides])
+    minutes = (time.perf_counter() - start) / 60
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    figure = next(line for line in lines if line.startswith("DAE-pretrained encoder:"))
+    body = "```\n" + "\n".join(lines[-8:]) + "\n```\n\n" + f"{figure}\n\nWall time, start to end: {minutes:.1f} min."
+    print(body)
+    if not args.smoke:
+        append_results("The README's main job: ssl-pretrain demo (benchmarks/demo_run.py)", body)
+
+
+if __name__ == "__main__":
+    main()

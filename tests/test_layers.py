@@ -1,0 +1,70 @@
+"""The package's layering, read from its imports: nothing imports from a layer above its own."""
+
+import ast
+from pathlib import Path
+
+import ssl_pretrain
+
+PACKAGE = Path(ssl_pretrain.__file__).parent
+
+# Top to bottom, as the package docstring states them.
+LAYERS = [
+    {"__init__", "__main__", "cli", "api", "demo"},
+    {"train"},
+    {"evaluation"},
+    {"tasks", "encoders", "data", "build", "runs"},
+    {"utils", "config", "registry", "options", "typecheck", "errors"},
+]
+
+
+def _layer(part: str) -> int:
+    """The layer of a top-level module or package; a name that is neither comes from ``__init__``."""
+    return next((i for i, names in enumerate(LAYERS) if part in names), 0)
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """``(top-level part of ssl_pretrain imported, line)`` for every import in ``path``, lazy ones included."""
+    module_parts = path.relative_to(PACKAGE).with_suffix("").parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(module_parts[: len(module_parts) - node.level])
+                target = base + (node.module.split(".") if node.module else [])
+                if not target:  # "from . import x" at the top: x is a module of the package
+                    target = [alias.name for alias in node.names][:1]
+            elif node.module and node.module.startswith("ssl_pretrain"):
+                target = node.module.split(".")[1:] or [alias.name for alias in node.names][:1]
+            else:
+                continue
+            found.append((target[0], node.lineno))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("ssl_pretrain."):
+                    found.append((alias.name.split(".")[1], node.lineno))
+    return found
+
+
+def test_every_module_belongs_to_a_layer():
+    parts = {p.relative_to(PACKAGE).with_suffix("").parts[0] for p in PACKAGE.rglob("*.py")}
+    assert all(any(part in names for names in LAYERS) for part in parts), parts
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    violations = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = path.relative_to(PACKAGE).with_suffix("").parts[0]
+        for target, line in _imports(path):
+            if _layer(target) < _layer(own):
+                violations.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_layering_catches_an_upward_import(tmp_path, monkeypatch):
+    bad = PACKAGE / "data" / "_layer_probe.py"
+    bad.write_text("from ..evaluation import probe\n")
+    try:
+        assert ("evaluation", 1) in _imports(bad)
+        assert _layer("evaluation") < _layer("data")
+    finally:
+        bad.unlink()
