@@ -119,6 +119,9 @@ class OnlineEvalConfig:
     probe_iter: int = _positive(50)
 
 
+Augment = Literal["none", "flip", "crop_flip", "strong"]
+
+
 @dataclass
 class FinetuneConfig:
     freeze_until: str | None = None
@@ -135,7 +138,7 @@ class FinetuneConfig:
     warmup_steps: int = _non_negative(50)
     head: Literal["gap", "flatten"] = "gap"
     freeze_bn: bool = False
-    augment: Literal["none", "flip", "crop_flip", "strong"] = "crop_flip"
+    augment: Augment | list[Augment] = "crop_flip"
     val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
     init: Literal["pretrained", "random"] = "pretrained"
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")

@@ -131,19 +131,23 @@ def test_probe_command_chooses_layer_and_l2_on_validation(image_folder, tmp_path
     assert selected["val_top1"] == max(r["val_top1"] for r in rows) and selected["test_top1"] == chosen[0]["top1"]
 
 
-def test_finetune_chooses_the_learning_rate_and_epoch_on_validation(image_folder, tmp_path):
+def test_finetune_chooses_learning_rate_augmentation_and_epoch_on_validation(image_folder, tmp_path):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     common = ["finetune.epochs=2", "finetune.batch_size=8", "trainer.progress=false", "finetune.name=grid"]
-    assert main(["finetune", f"probe.encoder={run}", "finetune.lr=[1e-3,1e-1]", *common]) == 0
+    assert (
+        main(["finetune", f"probe.encoder={run}", "finetune.lr=[1e-3,1e-1]", "finetune.augment=[flip,strong]", *common])
+        == 0
+    )
     out = run / "finetune" / "grid"
     report = json.loads((out / "finetune.json").read_text())
     candidates = report["selected"]["candidates"]
-    assert [c["lr"] for c in candidates] == [1e-3, 0.1]
+    assert [(c["lr"], c["augment"]) for c in candidates] == [(lr, a) for lr in (1e-3, 0.1) for a in ("flip", "strong")]
     best = candidates[first_best([c["val_top1"] for c in candidates])]
-    assert report["selected"]["chosen"] == {"lr": best["lr"], "epoch": best["epoch"]}
+    assert report["selected"]["chosen"] == {"lr": best["lr"], "augment": best["augment"], "epoch": best["epoch"]}
+    assert report["protocol"]["augmentation"] == best["augment"]
     assert report["val_top1"] == best["val_top1"] == max(report["val_top1_per_epoch"])
     # The run's best.pt is the chosen candidate's.
-    chosen_dir = out / "candidates" / f"lr{best['lr']:g}"
+    chosen_dir = out / "candidates" / f"lr{best['lr']:g}-augment-{best['augment']}"
     assert (out / "checkpoints" / "best.pt").read_bytes() == (chosen_dir / "checkpoints" / "best.pt").read_bytes()
     assert "test_top1_last_epoch" in report["diagnostics"] and "test_top1" in report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,14 @@ def _fashion_mnist_files(folder: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def load_fashion_mnist(cfg: DataConfig, split: Split) -> TensorImages:
-    """From ``data.root``, else Debian's ``dataset-fashion-mnist``, else an earlier download in
-    ``$SSL_PRETRAIN_DATA/fashion_mnist`` (default ``~/.cache/ssl_pretrain``), else a torchvision download."""
+    """From ``data.root``, else ``$SSL_PRETRAIN_DATA/fashion_mnist`` when that variable is set, else Debian's
+    ``dataset-fashion-mnist``, else an earlier download in ``~/.cache/ssl_pretrain/fashion_mnist``, else a
+    torchvision download (to the cache)."""
     root = existing_root(cfg)
-    searched = [p for p in (root, DEBIAN_FASHION_MNIST, default_root("fashion_mnist")) if p is not None]
+    # An explicit $SSL_PRETRAIN_DATA comes before the system's copy; the default cache after it.
+    chosen = default_root("fashion_mnist") if os.environ.get("SSL_PRETRAIN_DATA") else None
+    cache = None if chosen else default_root("fashion_mnist")
+    searched = [p for p in (root, chosen, DEBIAN_FASHION_MNIST, cache) if p is not None]
     files = next((f for f in (_fashion_mnist_files(p, split) for p in searched) if f), None)
     if files is None and cfg.download:
         target = root or default_root("fashion_mnist")

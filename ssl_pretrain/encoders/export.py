@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from . import Encoder, encoder_from_spec
 from ..errors import BadInput
 from ..utils.files import atomic_torch_save, atomic_write_bytes, load_state_strict, safe_torch_load
+from . import Encoder, encoder_from_spec
 
 LOADING_NOTE = (
     "torchvision backbone: torchvision.models.<torchvision_model>(weights=None), classifier (fc/classifier) "

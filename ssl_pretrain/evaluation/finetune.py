@@ -41,13 +41,14 @@ from .selection import Selection, first_best
 from .semi_supervised import STRONG_OPS, unlabeled_pool
 from .splits import labeled_splits, validation_split
 
-GRID_KEYS = ("lr", "threshold", "unlabeled_ratio")
+GRID_KEYS = ("lr", "augment", "threshold", "unlabeled_ratio")
 
 
 def candidate_settings(cfg: FinetuneConfig) -> list[dict]:
-    """Every combination of the listed values of ``finetune.lr`` (and, semi-supervised, ``threshold`` and
-    ``unlabeled_ratio``), in the order given: the candidates chosen between on validation."""
-    keys = GRID_KEYS if cfg.unlabeled != "none" else GRID_KEYS[:1]
+    """Every combination of the listed values of ``finetune.lr`` and ``finetune.augment`` (and,
+    semi-supervised, ``threshold`` and ``unlabeled_ratio``), in the order given: the candidates chosen
+    between on validation."""
+    keys = GRID_KEYS if cfg.unlabeled != "none" else GRID_KEYS[:2]
     values = [listed(getattr(cfg, key)) for key in keys]
     return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
 
@@ -123,7 +124,7 @@ def format_finetune(report: dict) -> str:
     lines = []
     if protocol["auto_reason"]:
         lines.append(f"finetune.freeze_until=auto -> {protocol['freeze_until']}: {protocol['auto_reason']}")
-    chosen = ", ".join(f"{k} {v:g}" for k, v in selected["chosen"].items() if k != "epoch")
+    chosen = ", ".join(f"{k} {_text(v).lstrip('-')}" for k, v in selected["chosen"].items() if k != "epoch")
     lines.append(
         f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
         f"{report['test_top1']:.2f}% at the best validation epoch {report['best_epoch']} "
@@ -138,7 +139,12 @@ def format_finetune(report: dict) -> str:
 def _candidate_name(setting: dict, settings: list[dict]) -> str:
     """``lr0.01`` or ``lr0.01-threshold0.9``: the keys whose value differs between candidates."""
     varying = [key for key in setting if len({s[key] for s in settings}) > 1]
-    return "-".join(f"{key}{setting[key]:g}" for key in varying)
+    return "-".join(f"{key}{_text(setting[key])}" for key in varying)
+
+
+def _text(value) -> str:
+    """A candidate's value in a name: ``0.01``, or ``-strong`` for a word (``augment-strong``)."""
+    return f"{value:g}" if isinstance(value, float) else f"-{value}"
 
 
 def _unlabeled(config: Config, val) -> Unlabeled:
@@ -226,7 +232,7 @@ def _protocol(config, plan, model, freeze_until, reason, train, val, test, setti
         "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size,
         "freeze_bn": cfg.freeze_bn,
-        "augmentation": cfg.augment,
+        "augmentation": setting["augment"],
         "label_fraction": config.data.label_fraction,
         "train_split": f"{train.description}, {len(train)} images",
         "val_split": f"stratified {cfg.val_fraction:g} of the labeled training images, {len(val)} images",

@@ -90,8 +90,9 @@ def fit_candidate(
     out_dir: Path,
     protocol: dict,
 ) -> History:
-    """Train one candidate (``setting``: its ``lr``, and ``threshold`` / ``unlabeled_ratio`` when
-    semi-supervised); keeps ``checkpoints/best.pt`` (best validation epoch) and ``last.pt`` in ``out_dir``."""
+    """Train one candidate, ``setting``: its ``lr`` and ``augment``, and ``threshold`` / ``unlabeled_ratio``
+    when semi-supervised (the weak view of FixMatch is always crop + flip). Keeps ``checkpoints/best.pt``
+    (best validation epoch) and ``last.pt`` in ``out_dir``."""
     cfg = config.finetune
     model.to(device)
     channels_last = resolve_channels_last(config.trainer.channels_last, device, model)
@@ -109,14 +110,15 @@ def fit_candidate(
     protocol = {**protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last}
     protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
     info = classifier_info(model)
-    augment = finetune_augmentation(cfg.augment, model.image_size).to(device)
+    augment = finetune_augmentation(setting["augment"], model.image_size).to(device)
     pin = device.type == "cuda"
     loader = make_loader(train, sampler, config.data.num_workers, pin_memory=pin)
-    stream = strong = None
+    stream = strong = weak_view = None
     if unlabeled is not None:
         batch = max(1, round(setting["unlabeled_ratio"] * cfg.batch_size))
         stream = unlabeled_batches(unlabeled.pool, batch, config.seed + 1, config.data.num_workers, pin)
         strong = strong_augmentation().to(device)
+        weak_view = finetune_augmentation("crop_flip", model.image_size).to(device)
     writer = SummaryWriter(str(out_dir / "tb"))
     bar = tqdm(total=steps, disable=not config.trainer.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
     history = History(out_dir, protocol)
@@ -135,7 +137,7 @@ def fit_candidate(
                     loss, stats = F.cross_entropy(model(images), labels), {}
                 else:
                     pool = to_device_float(next(stream).images, info, device)
-                    weak = to_memory_format(augment(pool), channels_last)
+                    weak = to_memory_format(weak_view(pool), channels_last)
                     hard = to_memory_format(strong(pool), channels_last)
                     loss, stats = fixmatch_loss(
                         model, images, labels, weak, hard, setting["threshold"], cfg.unlabeled_weight

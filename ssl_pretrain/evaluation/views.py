@@ -7,6 +7,7 @@ import torch
 from ..config import Config
 from ..encoders import Encoder, encoder_from_spec
 from ..errors import ConfigError
+from ..registry import TASKS
 from ..tasks.patches import default_geometry
 from .feature_view import FeatureView
 from .layer_view import LayerView, available_layers
@@ -29,9 +30,9 @@ def probe_layers(config: Config, encoder: Encoder) -> list[str] | None:
 
 def probe_view(config: Config, spec: dict, encoder: Encoder) -> tuple[int, FeatureView | LayerView]:
     """Image size and feature view from ``probe.layers``, ``probe.resize``, ``probe.pool``,
-    ``probe.patch_grid``; a relative-patch run's own grid (size, patch, gap, per-patch normalisation) is
-    the default grid."""
-    task = config.task.options if config.task.name == "relative_patch" else {}
+    ``probe.patch_grid``; the grid of the task that trained the encoder (its ``probe_grid``: size, patch,
+    gap, per-patch normalisation), where it has one, is the default grid."""
+    task = (TASKS[config.task.name].probe_grid(config.task.options) if config.task.name in TASKS else None) or {}
     size = config.probe.resize or (task.get("resize") if config.probe.patch_grid else None) or spec["image_size"]
     layers = probe_layers(config, encoder)
     if layers is not None:

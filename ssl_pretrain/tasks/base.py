@@ -34,6 +34,12 @@ class PretextTask(nn.Module):
         hold structure of their own (``multi``) checks and completes it here, raising ``OptionError``."""
         return options
 
+    @classmethod
+    def probe_grid(cls, options: dict) -> dict | None:
+        """How a probe's patch grid (``probe.patch_grid=true``) should cut images for an encoder this task
+        trained, from the task's options: ``{"resize", "patch", "gap", "patch_norm"}``; None: no grid of its own."""
+        return None
+
     def select_images(self, num_images: int, seed: int) -> torch.Tensor | None:
         """Indices of the pretraining images this task trains on (None: all); called once."""
         return None

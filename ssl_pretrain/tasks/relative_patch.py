@@ -128,6 +128,13 @@ class RelativePatchLocation(PretextTask):
         rows = torch.arange(len(images), device=images.device)
         return torch.stack([patches[:, CENTRE], patches[rows, neighbour]], dim=1), labels
 
+    @classmethod
+    def probe_grid(cls, options: dict) -> dict:
+        """The grid this task cut: a patch-grid probe of its encoder sees the patches it was trained on."""
+        return {key: options.get(key) for key in ("resize", "patch", "gap")} | {
+            "patch_norm": bool(options.get("patch_norm", True))
+        }
+
     def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """One encoder pass over every patch: ``(B, P, C, p, p) -> (B, P, D)``."""
         features = self.encoder.forward_features(patches.flatten(0, 1))
