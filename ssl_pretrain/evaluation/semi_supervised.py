@@ -4,8 +4,9 @@ Each step takes a labeled batch of ``B`` images and ``ratio x B`` unlabeled ones
 they are loaded). The model's prediction on a weakly augmented view (flip + crop) of an unlabeled image,
 where its confidence reaches ``threshold``, becomes the pseudo-label that a strongly augmented view of the
 same image (RandAugment-style photometric and geometric ops, then cutout, per-sample parameters, Kornia on
-the device) is trained towards. Labeled, weak and strong views go through the model in one forward pass,
-so batch norm sees them together. Loss: ``CE(labeled) + weight * mean(mask * CE(strong, pseudo-label))``.
+the device) is trained towards. The weak view goes through the model without gradients (its predictions are
+targets, so no backward pass is spent on them); labeled and strong views share one forward pass. Loss:
+``CE(labeled) + weight * mean(mask * CE(strong, pseudo-label))``.
 
 The unlabeled pool is every training image except the validation split (kept out so that the choices made
 on it stay honest) and the test set (never in the training split).
@@ -71,13 +72,14 @@ def fixmatch_loss(
     """Supervised + masked pseudo-label loss; ``labeled (B, C, S, S)``, ``weak``/``strong (U, C, S, S)`` two views
     of the same unlabeled images. Returns the loss and detached statistics (share of pseudo-labels kept, mean
     confidence, each part of the loss)."""
-    n, u = len(labeled), len(weak)
-    logits = model(torch.cat([labeled, weak, strong]))
+    n = len(labeled)
+    with torch.no_grad():  # the pseudo-labels are targets: no backward pass through the weak view
+        probs = model(weak).float().softmax(dim=1)
+    logits = model(torch.cat([labeled, strong]))
     supervised = F.cross_entropy(logits[:n], labels)
-    probs = logits[n : n + u].detach().float().softmax(dim=1)
     confidence, pseudo = probs.max(dim=1)
     mask = (confidence >= threshold).float()
-    consistency = (F.cross_entropy(logits[n + u :], pseudo, reduction="none") * mask).mean()
+    consistency = (F.cross_entropy(logits[n:], pseudo, reduction="none") * mask).mean()
     stats = {
         "pseudo_label_rate": mask.mean(),
         "confidence": confidence.mean(),
