@@ -2,7 +2,7 @@
 
     python benchmarks/low_label.py [--runs DIR] [--configs exemplar rotation ...] [--fractions 0.01 0.1 1.0]
                                    [--seeds 3] [--seeded-fractions 0.01] [--finetune-fractions 0.01 0.1]
-                                   [--smoke] [KEY=VALUE ...]
+                                   [--semi-configs exemplar] [--smoke] [KEY=VALUE ...]
 
 Each config of ``configs/fashion_mnist/`` is pretrained on the 60k training images without labels (a
 finished run in ``--runs DIR/<config>`` is reused). Then, for every label fraction and label-sampling seed
@@ -13,12 +13,13 @@ the framework's own commands:
 - linear probe on global average pooling (GAP) of the last stage, ``probe.l2`` chosen on validation;
 - linear probe on the best layer: layer and ``probe.l2`` chosen on validation (``probe.layers=all``);
 - weighted kNN on GAP features, ``knn.k`` chosen on validation;
-- fine-tuning, full and with the ``auto`` freeze point, epoch and learning rate chosen on validation;
-- "picked": whichever of those four the validation split prefers, and its test top-1.
+- fine-tuning, full and with the ``auto`` freeze point, epoch and augmentation chosen on validation;
+- "picked": whichever of those four the validation split prefers, and its test top-1;
+- for the ``--semi-configs``: fine-tuning that also learns from the unlabeled training images (FixMatch).
 
 Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
-pixels (logistic regression, kNN) and supervised training from scratch (``finetune.init=random``), which
-gets the same recipe, budget and learning-rate search as fine-tuning from a pretrained encoder. Every
+pixels (logistic regression, kNN) and training from scratch (``finetune.init=random``), supervised and
+semi-supervised, with the same recipe, budget and candidates as fine-tuning from a pretrained encoder. Every
 validation split is carved from the labeled training images (seeded, stratified); the test set is scored
 once per choice. Test figures are mean +- standard deviation over seeds.
 """
@@ -50,8 +51,11 @@ L2_GRID = "probe.l2=[1e-4,1e-3,1e-2]"
 K_GRID = "knn.k=[5,10,20,50]"
 # The fine-tuning recipe, the same for a pretrained start and for training from scratch: crop + flip on the
 # device, AdamW, warm-up + cosine, a step budget per label fraction, the learning rate chosen on validation.
-FINETUNE_STEPS = {0.01: 1000, 0.1: 2000, 1.0: 4000}
-FINETUNE_RECIPE = ["finetune.batch_size=64", "finetune.lr=[0.003,0.01]", "finetune.augment=crop_flip"]
+FINETUNE_STEPS = {0.01: 600, 0.1: 2000, 1.0: 4000}
+FINETUNE_RECIPE = ["finetune.batch_size=64", "finetune.lr=0.003", "finetune.augment=[crop_flip,strong]"]
+# Semi-supervised fine-tuning (FixMatch) for the --semi-configs and from random initialisation: the same
+# steps, two unlabeled images per labeled one, the weak view's pseudo-labels kept above 0.95 confidence.
+SEMI_RECIPE = ["finetune.unlabeled=fixmatch", "finetune.unlabeled_ratio=2", "finetune.threshold=0.95"]
 SMOKE_PRETRAIN = ["data.limit=256", "trainer.max_steps=2", "trainer.batch_size=16"]
 SMOKE_EVAL = [
     "probe.max_iter=10",
@@ -60,8 +64,8 @@ SMOKE_EVAL = [
     "finetune.steps=4",
     "finetune.lr=[0.01,0.003]",
 ]
-METHODS = ["gap", "best", "knn", "ft_full", "ft_auto"]
-PICKABLE = ["gap", "best", "ft_full", "ft_auto"]
+METHODS = ["gap", "best", "knn", "ft_full", "ft_auto", "semi"]
+PICKABLE = ["gap", "best", "ft_full", "ft_auto"]  # what "picked" chooses among: labels only, no unlabeled images
 
 
 @dataclass
@@ -132,15 +136,19 @@ def knn_cells(run: Path, fraction: float, seed: int, controls: str, extra: list[
     }
 
 
-def finetune_cell(run: Path, fraction: float, seed: int, init: str, freeze: str, extra: list[str]) -> Cell:
-    name = f"lowlabel-{fraction:g}-s{seed}-{init}-{freeze}-{int(time.time() * 1000)}"
+def finetune_cell(
+    run: Path, fraction: float, seed: int, init: str, freeze: str, extra: list[str], semi: bool = False
+) -> Cell:
+    kind = "semi" if semi else freeze
+    name = f"lowlabel-{fraction:g}-s{seed}-{init}-{kind}-{int(time.time() * 1000)}"
     steps = FINETUNE_STEPS.get(fraction, FINETUNE_STEPS[1.0])
     overrides = [f"data.label_fraction={fraction}", f"seed={seed}", f"finetune.init={init}", f"finetune.name={name}"]
-    overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE, *extra]
+    overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE]
+    overrides += [*(SEMI_RECIPE if semi else []), *extra]
     report = run_finetune(run_config(run, overrides))
     chosen = report["selected"]["chosen"]
     strategy = report["protocol"]["strategy"]
-    note = f"{strategy}, lr {chosen['lr']:g}, epoch {chosen['epoch']}"
+    note = f"{strategy}, {chosen['augment']}, epoch {chosen['epoch']}"
     return Cell(report["val_top1"], report["test_top1"], note, report["train_seconds"] / 60)
 
 
@@ -166,8 +174,11 @@ def mean_test(cells: list[Cell]) -> float:
     return statistics.mean(c.test for c in cells)
 
 
-def evaluate(runs: dict[str, Path], fraction: float, seeds: list[int], finetune: bool, extra: list[str]):
-    """``{row name: Scores}`` at one label fraction: every config, then the controls."""
+def evaluate(
+    runs: dict[str, Path], fraction: float, seeds: list[int], finetune: bool, semi: list[str], extra: list[str]
+):
+    """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
+    fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
@@ -189,24 +200,29 @@ def evaluate(runs: dict[str, Path], fraction: float, seeds: list[int], finetune:
             if finetune:
                 table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", extra))
                 table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", extra))
+                if name in semi:
+                    table[name].add("semi", finetune_cell(run, fraction, seed, "pretrained", "null", extra, True))
         if finetune:
-            controls["supervised from scratch"].add(
-                "ft_full", finetune_cell(runs[first], fraction, seed, "random", "null", extra)
-            )
+            scratch = controls["supervised from scratch"]
+            scratch.add("ft_full", finetune_cell(runs[first], fraction, seed, "random", "null", extra))
+            if semi:
+                scratch.add("semi", finetune_cell(runs[first], fraction, seed, "random", "null", extra, True))
     return table, controls
 
 
 def fraction_table(fraction: float, table: dict, controls: dict, finetune: bool) -> str:
     head = (
-        "| encoder | GAP probe | best-layer probe | kNN | fine-tune (full) | fine-tune (auto) | picked on validation |"
+        "| encoder | GAP probe | best-layer probe | kNN | fine-tune (full) | fine-tune (auto) | picked on validation "
+        "| fine-tune + unlabeled images (FixMatch) |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name, scores in [*table.items(), *controls.items()]:
         c = scores.cells
         picked = scores.picked() if name in table and finetune else []
         lines.append(
             f"| {name} | {fmt(c.get('gap', []))} | {fmt(c.get('best', []))} | {fmt(c.get('knn', []))} | "
-            f"{fmt(c.get('ft_full', []), minutes=True)} | {fmt(c.get('ft_auto', []), minutes=True)} | {fmt(picked)} |"
+            f"{fmt(c.get('ft_full', []), minutes=True)} | {fmt(c.get('ft_auto', []), minutes=True)} | {fmt(picked)} "
+            f"| {fmt(c.get('semi', []), minutes=True)} |"
         )
     return "\n".join(lines)
 
@@ -241,6 +257,13 @@ def verdicts(results: dict[float, tuple[dict, dict]]) -> list[str]:
                 + ", ".join(f"{n} {v:.2f}%" for n, v in others.items())
                 + f" (beats every one: {'yes' if all(multi > v for v in others.values()) else 'no'})."
             )
+    for fraction, (table, controls) in results.items():
+        semi = {n: s.cells["semi"] for n, s in [*table.items(), *controls.items()] if s.cells.get("semi")}
+        if semi:
+            lines.append(
+                f"{fraction:g} of the labels, fine-tuning that also learns from the unlabeled images: "
+                + ", ".join(f"{n} {fmt(c, minutes=True)}" for n, c in semi.items())
+            )
     for fraction, (table, _) in results.items():
         if fraction >= 1:
             best = max(table, key=lambda name: mean_val(table[name].cells["gap"]))
@@ -256,6 +279,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0])
     parser.add_argument("--finetune-fractions", nargs="+", type=float, default=[0.01, 0.1])
+    parser.add_argument("--semi-configs", nargs="*", default=[], help="configs also fine-tuned with FixMatch")
     parser.add_argument("--seeds", type=int, default=3, help="label-sampling seeds at the --seeded-fractions")
     parser.add_argument("--seeded-fractions", nargs="+", type=float, default=[0.01])
     parser.add_argument("--smoke", action="store_true")
@@ -275,7 +299,7 @@ def main() -> None:
     for fraction in args.fractions:
         seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]
         finetune = fraction in args.finetune_fractions
-        table, controls = evaluate(runs, fraction, seeds, finetune, extra)
+        table, controls = evaluate(runs, fraction, seeds, finetune, args.semi_configs, extra)
         results[fraction] = (table, controls)
         sections.append(
             f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''})\n\n"

@@ -88,7 +88,8 @@ def test_scaling_benchmark_smoke(fashion_mnist_root):
 def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     runs = tmp_path / "runs"
     args = ["benchmarks/low_label.py", "--smoke", "--runs", str(runs), "--configs", "rotation", "multi"]
-    args += ["--fractions", "0.5", "1.0", "--finetune-fractions", "0.5", "--seeded-fractions", "0.5", "--seeds", "2"]
+    args += ["--fractions", "0.5", "1.0", "--finetune-fractions", "0.5", "--semi-configs", "multi"]
+    args += ["--seeded-fractions", "0.5", "--seeds", "2"]
     done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -99,7 +100,8 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert names == ["rotation", "multi", *controls, "rotation", "multi", *controls]
     half = rows[:5]
     assert all("+-" in row for row in half[:2]), "mean and spread over the two seeds"
-    assert "l2 " in half[0] and "k " in half[0] and "lr " in half[0]
+    assert "l2 " in half[0] and "k " in half[0] and "epoch " in half[0]
+    assert half[1].count("min") == 3 and half[4].count("min") == 2, "semi-supervised: multi and from scratch"
     assert "- 0.5 of the labels: best encoder on validation" in out and "multi-task" in out
     assert "GAP linear probe, all labels, best config on validation:" in out
     # A second run reuses the finished pretraining runs.
