@@ -11,7 +11,8 @@ the others), with
 the framework's own commands:
 
 - linear probe on global average pooling (GAP) of the last stage, ``probe.l2`` chosen on validation;
-- linear probe on the best layer: layer and ``probe.l2`` chosen on validation (``probe.layers=all``);
+- linear probe on the best layer: layer and ``probe.l2`` chosen on validation (``probe.layers=all``; with
+  every label, the layer only, at the default ``l2``: each fit reads 60k x ~9k features);
 - weighted kNN on GAP features, ``knn.k`` chosen on validation;
 - fine-tuning, full and with the ``auto`` freeze point, epoch and augmentation chosen on validation;
 - "picked": whichever of those four the validation split prefers, and its test top-1;
@@ -48,6 +49,8 @@ from ssl_pretrain.train.trainer import pretrain  # noqa: E402
 CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
 DEFAULT_CONFIGS = ["exemplar", "rotation", "relative_patch", "dae", "multi"]
 L2_GRID = "probe.l2=[1e-4,1e-3,1e-2]"
+# All the labels on every layer: 60k x ~9k features per fit, so one L2 (the probe's default) for the layers.
+L2_LAYERS_ALL_LABELS = "probe.l2=1e-4"
 K_GRID = "knn.k=[5,10,20,50]"
 # The fine-tuning recipe, the same for a pretrained start and for training from scratch: crop + flip on the
 # device, AdamW, warm-up + cosine, a step budget per label fraction, the learning rate chosen on validation.
@@ -113,7 +116,8 @@ def pretrained_run(name: str, runs: Path, overrides: list[str]) -> tuple[Path, s
 
 def probe_cells(run: Path, fraction: float, seed: int, controls: str, layers: bool, extra: list[str]) -> dict:
     """``{encoder: Cell}`` of one probe run (GAP, or every layer), its choice made on validation."""
-    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", L2_GRID, f"probe.control={controls}", *extra]
+    grid = L2_LAYERS_ALL_LABELS if layers and fraction >= 1 else L2_GRID
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", grid, f"probe.control={controls}", *extra]
     if layers:
         overrides.append("probe.layers=all")
     start = time.perf_counter()

@@ -83,7 +83,7 @@ def main() -> None:
     device = resolve_device(config.device)
     encoder = load_encoder(args.run)
     info = DataInfo.from_spec(encoder.spec)
-    train, test = labeled_splits(config)
+    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
     view = FeatureView(encoder, args.pool)
     start = time.perf_counter()
     train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, device, config.probe.batch_size)

@@ -55,10 +55,16 @@ def test_all_layers_come_from_one_encoder_pass(monkeypatch):
 
 def test_probe_layers_are_checked_against_the_encoder():
     encoder = _encoder()
-    assert probe_layers(load_config(None, ["probe.layers=all"]), encoder) == available_layers(encoder)
-    assert probe_layers(load_config(None, ["probe.layers=layer2"]), encoder) == ["layer2"]
+    assert probe_layers("all", False, encoder) == available_layers(encoder)
+    assert probe_layers("layer2", False, encoder) == ["layer2"]
+    assert probe_layers(load_config(None, ["probe.layers=[layer2,pooled]"]).probe.layers, False, encoder) == [
+        "layer2",
+        "pooled",
+    ]
     with pytest.raises(ConfigError, match="probe.layers: unknown layer"):
-        probe_layers(load_config(None, ["probe.layers=[layer9]"]), encoder)
+        probe_layers(["layer9"], False, encoder)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        probe_layers("all", True, encoder)
 
 
 def test_multilayer_probe_command_writes_a_row_per_layer(image_folder, tmp_path, capsys):

@@ -48,7 +48,7 @@ def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
     with torch.no_grad():
         encoder(torch.rand(8, 3, 16, 16))
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    train, test = labeled_splits(config)
+    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
     info = DataInfo(3, 16, [0.5] * 3, [0.25] * 3)
     cpu = torch.device("cpu")
     modes = []
@@ -145,7 +145,7 @@ def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
     report = json.loads((run / "probe.json").read_text())
     model, info = load_classifier(run / report["classifier_file"])
     assert info["kind"] == "linear probe" and model.grid == 2
-    _, test = labeled_splits(load_config(run / "config.yaml", [f"data.root={image_folder}"]))
+    _, test = labeled_splits(load_config(run / "config.yaml", [f"data.root={image_folder}"]).data, 0)
     spec = model.encoder.spec
     data = Info(spec["in_channels"], model.image_size, spec["mean"], spec["std"])
     batch = next(iter(make_loader(test, EpochBatchSampler(len(test), 100, 0, shuffle=False), 0, False)))

@@ -24,7 +24,7 @@ from .conftest import folder_overrides
 
 def test_the_unlabeled_stream_carries_no_labels_and_no_validation_or_test_image(image_folder, tmp_path):
     config = load_config(None, folder_overrides(image_folder, tmp_path) + ["data.label_fraction=0.5"])
-    train, test = labeled_splits(config)
+    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
     _, val = validation_split(train, 0.2, seed=0)
     everything = open_split(config.data, "train")
     pool = unlabeled_pool(everything, val)

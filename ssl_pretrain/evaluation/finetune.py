@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..build import resolve_device
-from ..config import Config, FinetuneConfig, listed, save_config
+from ..config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, save_config
 from ..data import DataInfo, open_split
 from ..encoders import encoder_from_spec
 from ..errors import BadInput
@@ -29,7 +29,7 @@ from ..utils.rng import seed_everything
 from .auto_freeze import choose_freeze_point
 from .classifier import ImageClassifier, restore_weights
 from .encoder_source import load_encoder
-from .finetune_loop import Unlabeled, encoder_lr_mult, fit_candidate
+from .finetune_loop import LoopOptions, Unlabeled, encoder_lr_mult, fit_candidate
 from .freezing import FreezePlan, frozen_stages, strategy_name
 from .frozen import validation_scores
 from .layer_view import LayerView, available_layers
@@ -67,15 +67,23 @@ def run_finetune(config: Config) -> dict:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     pretrained = load_encoder(config.probe.encoder)
-    train, test = labeled_splits(config)
+    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
     train, val = validation_split(train, cfg.val_fraction, config.seed)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    out_dir = _finetune_dir(config)
-    unlabeled = _unlabeled(config, val) if cfg.unlabeled != "none" else None
+    out_dir = _finetune_dir(cfg, config.data.label_fraction, Path(config.probe.encoder))
+    unlabeled = (
+        _unlabeled(config.data, config.seed, val, cfg.pseudo_label_accuracy) if cfg.unlabeled != "none" else None
+    )
+    options = LoopOptions(
+        config.seed, config.data.num_workers, config.trainer.channels_last, config.trainer.log_every,
+        config.trainer.progress,
+    )  # fmt: skip
 
     freeze_until, reason, layer_top1 = cfg.freeze_until, None, None
     if freeze_until == "auto":
-        freeze_until, reason, layer_top1 = _auto_freeze_point(config, pretrained, train, val, num_classes, device)
+        freeze_until, reason, layer_top1 = _auto_freeze_point(
+            cfg, config.probe, config.seed, pretrained, train, val, num_classes, device
+        )
     frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
@@ -86,11 +94,14 @@ def run_finetune(config: Config) -> dict:
         encoder = copy.deepcopy(pretrained) if cfg.init == "pretrained" else encoder_from_spec(pretrained.spec)
         model = ImageClassifier(encoder, num_classes, 1 if cfg.head == "gap" else None, pretrained.spec["image_size"])
         plan = FreezePlan(model, freeze_until, cfg.freeze_bn)
-        protocol = _protocol(config, plan, model, freeze_until, reason, train, val, test, setting, unlabeled)
+        protocol = _protocol(cfg, plan, model, freeze_until, reason, (train, val, test), setting, unlabeled)
+        protocol.update(label_fraction=config.data.label_fraction, encoder_source=str(config.probe.encoder))
+        protocol["seed"] = config.seed
         if layer_top1 is not None:
             protocol["auto_probe_val_top1"] = layer_top1
         run_dir = out_dir if len(settings) == 1 else out_dir / "candidates" / _candidate_name(setting, settings)
-        histories.append(fit_candidate(config, model, plan, setting, train, val, unlabeled, device, run_dir, protocol))
+        history = fit_candidate(cfg, options, model, plan, setting, train, val, unlabeled, device, run_dir, protocol)
+        histories.append(history)
     selection = Selection.from_scores(
         [{**setting, "epoch": h.best_epoch} for setting, h in zip(settings, histories, strict=True)],
         [h.best_val_top1 for h in histories],
@@ -147,16 +158,16 @@ def _text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else f"-{value}"
 
 
-def _unlabeled(config: Config, val) -> Unlabeled:
+def _unlabeled(data: DataConfig, seed: int, val, study_accuracy: bool) -> Unlabeled:
     """The unlabeled pool (every training image outside the validation split, labels removed) and, with
     ``finetune.pseudo_label_accuracy``, a labeled copy of 2000 of its images for the study-only check."""
-    everything = open_split(config.data, "train")
+    everything = open_split(data, "train")
     pool = unlabeled_pool(everything, val)
     study = None
-    if config.finetune.pseudo_label_accuracy:
+    if study_accuracy:
         keep = ~torch.isin(everything.origin, val.origin)
         order = keep.nonzero().flatten()
-        sample = order[torch.randperm(len(order), generator=torch.Generator().manual_seed(config.seed))[:2000]]
+        sample = order[torch.randperm(len(order), generator=torch.Generator().manual_seed(seed))[:2000]]
         study = everything.subset(sample.sort().values)
     return Unlabeled(pool, study)
 
@@ -177,36 +188,34 @@ def _adopt_candidate(candidate: Path, out_dir: Path) -> None:
             shutil.copyfile(candidate / "checkpoints" / name, target)
 
 
-def _finetune_dir(config: Config) -> Path:
-    cfg = config.finetune
+def _finetune_dir(cfg: FinetuneConfig, label_fraction: float, encoder_source: Path) -> Path:
     name = cfg.name
     if name is None:
-        fraction = config.data.label_fraction
-        name = f"{cfg.freeze_until or 'full'}-labels{fraction:g}-{cfg.init}"
-    out_dir = results_dir(Path(config.probe.encoder)) / "finetune" / name
+        name = f"{cfg.freeze_until or 'full'}-labels{label_fraction:g}-{cfg.init}"
+    out_dir = results_dir(encoder_source) / "finetune" / name
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BadInput(f"finetune.name: {out_dir} already holds a fine-tuning run; choose another finetune.name")
     return out_dir
 
 
-def _auto_freeze_point(config: Config, encoder, train, val, num_classes: int, device):
+def _auto_freeze_point(cfg: FinetuneConfig, probe: ProbeConfig, seed: int, encoder, train, val, num_classes, device):
     """Multi-layer probe on (a sample of) the labeled training split, scored on the validation split."""
-    cfg = config.finetune
     sample = train
     if len(train) > cfg.auto_probe_images:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         sample = train.subset(order[: cfg.auto_probe_images].sort().values)
-    view = LayerView(encoder, available_layers(encoder), config.probe.layer_dim, encoder.spec["image_size"])
+    view = LayerView(encoder, available_layers(encoder), probe.layer_dim, encoder.spec["image_size"])
     info = DataInfo.from_spec(encoder.spec)
-    method = LogisticProbe([listed(config.probe.l2)[0]], config.probe.max_iter)
-    layer_top1 = validation_scores(view, sample, val, info, device, method, config.probe.batch_size)
+    method = LogisticProbe([listed(probe.l2)[0]], probe.max_iter)
+    layer_top1 = validation_scores(view, sample, val, info, device, method, probe.batch_size)
     per_class = len(train) / num_classes
     freeze_until, reason = choose_freeze_point(layer_top1, encoder.stage_names, per_class, cfg.small_per_class)
     return freeze_until, reason, layer_top1
 
 
-def _protocol(config, plan, model, freeze_until, reason, train, val, test, setting: dict, unlabeled) -> dict:
-    cfg = config.finetune
+def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, setting: dict, unlabeled) -> dict:
+    """What a candidate does, as data: strategy, rates, splits, the semi-supervised settings."""
+    train, val, test = splits
     lr = setting["lr"]
     semi = None
     if unlabeled is not None:
@@ -227,22 +236,19 @@ def _protocol(config, plan, model, freeze_until, reason, train, val, test, setti
         "init": cfg.init,
         "head": model.head_description,
         "lr_head": lr,
-        "lr_encoder": lr * encoder_lr_mult(config),
+        "lr_encoder": lr * encoder_lr_mult(cfg),
         "optimizer": cfg.optimizer,
         "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size,
         "freeze_bn": cfg.freeze_bn,
         "augmentation": setting["augment"],
-        "label_fraction": config.data.label_fraction,
         "train_split": f"{train.description}, {len(train)} images",
         "val_split": f"stratified {cfg.val_fraction:g} of the labeled training images, {len(val)} images",
         "val_fraction": cfg.val_fraction,
         "selection": SELECTION_RULE,
         "test_split": f"{test.description}, {len(test)} images",
         "image_size": model.image_size,
-        "encoder_source": str(config.probe.encoder),
         "backbone": model.encoder.spec["backbone"],
-        "seed": config.seed,
         "candidates": candidate_settings(cfg),
         "semi_supervised": semi,
     }

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import FinetuneConfig
 from ..data import EpochBatchSampler, make_loader, to_device_float
 from ..utils.files import atomic_torch_save
 from ..utils.optim import warmup_cosine_factor
@@ -51,10 +51,22 @@ def finetune_epochs(epochs: int, steps: int | None, steps_per_epoch: int) -> int
     return epochs if steps is None else max(1, math.ceil(steps / steps_per_epoch))
 
 
-def encoder_lr_mult(config: Config) -> float:
+def encoder_lr_mult(cfg: FinetuneConfig) -> float:
     """``finetune.backbone_lr_mult`` for pretrained layers; a randomly initialised encoder (the control)
     learns at the head's rate, as training from scratch would."""
-    return config.finetune.backbone_lr_mult if config.finetune.init == "pretrained" else 1.0
+    return cfg.backbone_lr_mult if cfg.init == "pretrained" else 1.0
+
+
+@dataclass
+class LoopOptions:
+    """What the loop needs from outside the ``finetune`` section: the seed, loader workers, the memory
+    layout setting (``trainer.channels_last``), how often to log, whether to show a progress bar."""
+
+    seed: int
+    num_workers: int = 0
+    channels_last: bool | None = None
+    log_every: int = 20
+    progress: bool = True
 
 
 @dataclass
@@ -79,7 +91,8 @@ class History:
 
 
 def fit_candidate(
-    config: Config,
+    cfg: FinetuneConfig,
+    options: LoopOptions,
     model: ImageClassifier,
     plan: FreezePlan,
     setting: dict,
@@ -93,16 +106,15 @@ def fit_candidate(
     """Train one candidate, ``setting``: its ``lr`` and ``augment``, and ``threshold`` / ``unlabeled_ratio``
     when semi-supervised (the weak view of FixMatch is always crop + flip). Keeps ``checkpoints/best.pt``
     (best validation epoch) and ``last.pt`` in ``out_dir``."""
-    cfg = config.finetune
     model.to(device)
-    channels_last = resolve_channels_last(config.trainer.channels_last, device, model)
+    channels_last = resolve_channels_last(options.channels_last, device, model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     lr = setting["lr"]
     optimizer = make_finetune_optimizer(
-        plan.param_groups(lr, encoder_lr_mult(config), cfg.weight_decay), cfg.optimizer, cfg.momentum
+        plan.param_groups(lr, encoder_lr_mult(cfg), cfg.weight_decay), cfg.optimizer, cfg.momentum
     )
-    sampler = EpochBatchSampler(len(train), cfg.batch_size, config.seed)
+    sampler = EpochBatchSampler(len(train), cfg.batch_size, options.seed)
     epochs = finetune_epochs(cfg.epochs, cfg.steps, len(sampler))
     steps = epochs * len(sampler)
     warmup = warmup_steps(cfg.warmup_steps, steps)
@@ -112,15 +124,15 @@ def fit_candidate(
     info = classifier_info(model)
     augment = finetune_augmentation(setting["augment"], model.image_size).to(device)
     pin = device.type == "cuda"
-    loader = make_loader(train, sampler, config.data.num_workers, pin_memory=pin)
+    loader = make_loader(train, sampler, options.num_workers, pin_memory=pin)
     stream = strong = weak_view = None
     if unlabeled is not None:
         batch = max(1, round(setting["unlabeled_ratio"] * cfg.batch_size))
-        stream = unlabeled_batches(unlabeled.pool, batch, config.seed + 1, config.data.num_workers, pin)
+        stream = unlabeled_batches(unlabeled.pool, batch, options.seed + 1, options.num_workers, pin)
         strong = strong_augmentation().to(device)
         weak_view = finetune_augmentation("crop_flip", model.image_size).to(device)
     writer = SummaryWriter(str(out_dir / "tb"))
-    bar = tqdm(total=steps, disable=not config.trainer.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
+    bar = tqdm(total=steps, disable=not options.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
     history = History(out_dir, protocol)
     step = 0
     try:
@@ -148,7 +160,7 @@ def fit_candidate(
                 scheduler.step()
                 step += 1
                 bar.update(1)
-                if step % config.trainer.log_every == 0:
+                if step % options.log_every == 0:
                     writer.add_scalar("finetune/loss", loss.item(), step)
                     writer.add_scalar("finetune/lr_head", optimizer.param_groups[0]["lr"], step)
                     for name, value in stats.items():

@@ -19,7 +19,7 @@ from .layer_view import LayerView
 from .logistic import LinearClassifier, LogisticProbe
 from .selection import RULE as SELECTION_RULE
 from .splits import labeled_splits
-from .views import control_view, probe_view
+from .views import control_view, probe_view, task_grid
 
 
 def run_probe(config: Config) -> dict:
@@ -50,9 +50,9 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
     seed_everything(config.seed)
     encoder = load_encoder(config.probe.encoder)
     spec = encoder.spec
-    size, view = probe_view(config, spec, encoder)
+    size, view = probe_view(config.probe, task_grid(config.task.name, config.task.options), spec, encoder)
     info = DataInfo.from_spec(spec, size)
-    train, test = labeled_splits(config)
+    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
     saw_test, leakage = pretraining_saw_test(Path(config.probe.encoder), config.data)
     options = {
         "batch_size": config.probe.batch_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import Config
+from ..config import DataConfig
 from ..data import open_split
 from ..errors import BadInput
 
@@ -42,22 +42,21 @@ def validation_split(train, fraction: float, seed: int):
     return train.subset(keep), train.subset(held)
 
 
-def labeled_splits(config: Config):
+def labeled_splits(data: DataConfig, seed: int, train_limit: int | None = None):
     """(train, test) labeled datasets for evaluation; an image folder without ``data.test_root`` holds its
     test files out by path (``data.test_fraction``, the same files whatever the seed; see
     :mod:`ssl_pretrain.data.holdout`).
 
-    ``data.label_fraction`` keeps that stratified share of the training labels (fixed by the seed);
-    ``probe.train_limit`` then caps the count.
+    ``data.label_fraction`` keeps that stratified share of the training labels (fixed by ``seed``);
+    ``train_limit`` (``probe.train_limit``) then caps the count.
     """
-    data = config.data
     train = open_split(data, "train")
     if not train.has_labels:
         raise BadInput(f"data.root: {train.description} has no labels; a probe needs one sub-folder per class")
     test = open_split(data, "test")
     if data.label_fraction < 1:
-        train = train.subset(label_subset(train.labels, data.label_fraction, config.seed))
-    if config.probe.train_limit is not None and config.probe.train_limit < len(train):
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
-        train = train.subset(order[: config.probe.train_limit].sort().values)
+        train = train.subset(label_subset(train.labels, data.label_fraction, seed))
+    if train_limit is not None and train_limit < len(train):
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        train = train.subset(order[:train_limit].sort().values)
     return train, test

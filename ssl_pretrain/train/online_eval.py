@@ -38,7 +38,7 @@ class OnlineEvaluator:
         cfg = config.online
         self.cfg, self.config, self.info, self.device = cfg, config, info, device
         try:
-            train, _ = labeled_splits(config)
+            train, _ = labeled_splits(config.data, config.seed, config.probe.train_limit)
         except BadInput as err:
             raise BadInput(f"online.every: online evaluation needs labeled data ({err})") from None
         train, val = validation_split(train, config.probe.val_fraction, config.seed)
