@@ -137,6 +137,7 @@ class FinetuneConfig:
     momentum: float = _ranged(0.9, lambda v: 0 <= v < 1, "in [0, 1)")
     warmup_steps: int = _non_negative(50)
     head: Literal["gap", "flatten"] = "gap"
+    head_init: Literal["random", "probe"] = "random"
     freeze_bn: bool = False
     augment: Augment | list[Augment] = "crop_flip"
     val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")

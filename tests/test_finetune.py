@@ -159,3 +159,26 @@ def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_pat
     report = json.loads((run / "finetune" / "full-labels1-pretrained" / "finetune.json").read_text())
     # 26 training images at batch 8: 3 full batches an epoch (the rest dropped), so 3 epochs for 9 steps.
     assert report["protocol"]["steps"] == 9 and len(report["val_top1_per_epoch"]) == 3
+
+
+def test_the_head_can_start_from_a_linear_probe(image_folder, tmp_path):
+    from ssl_pretrain.config import load_config
+    from ssl_pretrain.evaluation.features import extract_features
+    from ssl_pretrain.evaluation.finetune import _HeadInputs, init_head_from_probe
+    from ssl_pretrain.evaluation.logistic import fit_logistic_regression
+    from ssl_pretrain.evaluation.predict import classifier_info, predict_logits
+    from ssl_pretrain.evaluation.splits import labeled_splits
+
+    config = load_config(None, folder_overrides(image_folder, tmp_path) + ["model.widths=[4,8,8]"])
+    train, _ = labeled_splits(config.data, 0)
+    torch.manual_seed(0)
+    encoder = build_encoder("small_resnet", {"widths": [4, 8, 8]}, 3, 16, [0.5] * 3, [0.25] * 3)
+    model = ImageClassifier(encoder, 3, 1, 16)
+    model.train()
+    before = torch.random.get_rng_state()
+    init_head_from_probe(model, train, torch.device("cpu"), l2=1e-3, max_iter=50)
+    assert torch.equal(torch.random.get_rng_state(), before) and model.training, "no draws, modes restored"
+    features, labels = extract_features(_HeadInputs(model), train, classifier_info(model), torch.device("cpu"), 64)
+    probe = fit_logistic_regression(features["head"], labels, 3, 1e-3, 50)
+    logits, _ = predict_logits(model, train, torch.device("cpu"))
+    assert torch.equal(logits.argmax(1), probe.predict(features["head"])), "the head is the probe, folded"

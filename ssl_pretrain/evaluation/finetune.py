@@ -27,14 +27,15 @@ from ..errors import BadInput
 from ..runs import write_json
 from ..utils.rng import seed_everything
 from .auto_freeze import choose_freeze_point
-from .classifier import ImageClassifier, restore_weights
+from .classifier import ImageClassifier, fold_standardisation, restore_weights
 from .encoder_source import load_encoder
+from .features import extract_features
 from .finetune_loop import LoopOptions, Unlabeled, encoder_lr_mult, fit_candidate
 from .freezing import FreezePlan, frozen_stages, strategy_name
 from .frozen import validation_scores
 from .layer_view import LayerView, available_layers
-from .logistic import LogisticProbe
-from .predict import accuracy, predict_logits
+from .logistic import LogisticProbe, fit_logistic_regression
+from .predict import accuracy, classifier_info, predict_logits
 from .probe import results_dir
 from .selection import RULE as SELECTION_RULE
 from .selection import Selection, first_best
@@ -94,6 +95,8 @@ def run_finetune(config: Config) -> dict:
         encoder = copy.deepcopy(pretrained) if cfg.init == "pretrained" else encoder_from_spec(pretrained.spec)
         model = ImageClassifier(encoder, num_classes, 1 if cfg.head == "gap" else None, pretrained.spec["image_size"])
         plan = FreezePlan(model, freeze_until, cfg.freeze_bn)
+        if cfg.head_init == "probe":
+            init_head_from_probe(model, train, device, listed(config.probe.l2)[0], config.probe.max_iter)
         protocol = _protocol(cfg, plan, model, freeze_until, reason, (train, val, test), setting, unlabeled)
         protocol.update(label_fraction=config.data.label_fraction, encoder_source=str(config.probe.encoder))
         protocol["seed"] = config.seed
@@ -145,6 +148,34 @@ def format_finetune(report: dict) -> str:
     out_dir = Path(report["report_file"]).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
     return "\n".join(lines)
+
+
+class _HeadInputs(torch.nn.Module):
+    """What the classifier's head reads, as the one layer of a frozen-feature view."""
+
+    def __init__(self, model: ImageClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward_layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"head": self.model.features(self.model.encoder.forward_maps(x))}
+
+
+def init_head_from_probe(model: ImageClassifier, train, device, l2: float, max_iter: int) -> None:
+    """Start the head from a linear probe (L-BFGS on the frozen encoder's head inputs of ``train``, the
+    standardisation folded in): fine-tuning then starts from a classifier that already fits the labels
+    instead of a random head whose first gradients disturb the pretrained features (LP-FT, Kumar et al.
+    2022), and a semi-supervised run starts with useful pseudo-labels. Draws nothing from the RNG."""
+    modes = {module: module.training for module in model.modules()}
+    view = _HeadInputs(model.to(device))
+    features, labels = extract_features(view, train, classifier_info(model), device, 512)
+    for module, training in modes.items():
+        module.train(training)
+    fitted = fit_logistic_regression(features["head"], labels, model.num_classes, l2, max_iter)
+    weight, bias = fold_standardisation(fitted.weight, fitted.bias, fitted.mean, fitted.std)
+    with torch.no_grad():
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(bias)
 
 
 def _candidate_name(setting: dict, settings: list[dict]) -> str:
@@ -235,6 +266,7 @@ def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, se
         **plan.counts(),
         "init": cfg.init,
         "head": model.head_description,
+        "head_init": cfg.head_init,
         "lr_head": lr,
         "lr_encoder": lr * encoder_lr_mult(cfg),
         "optimizer": cfg.optimizer,
