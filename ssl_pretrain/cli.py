@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="encoder-only weights (encoder.pt + encoder.yaml) from a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("out", help="a directory, or a path ending in .pt")
+    p = sub.add_parser("shard", help="write an image folder as WebDataset tar shards (labels from sub-folders)")
+    p.add_argument("source", metavar="SRC_FOLDER")
+    p.add_argument("pattern", metavar="OUT_PATTERN", help="printf-style shard names, e.g. shards/train-%%06d.tar")
+    p.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
     p = sub.add_parser("demo", help="pretrain a DAE on Fashion-MNIST (~5 min on 2 CPU cores), then probe it")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return parser
@@ -143,6 +147,14 @@ def run(argv: list[str]) -> int:
 
         task, _ = task_from_checkpoint(Path(args.checkpoint))
         print(f"encoder written to {export_encoder(task.encoder, Path(args.out))}")
+    elif args.command == "shard":
+        from .data.shards import write_shards
+
+        shards, classes = write_shards(Path(args.source).expanduser(), args.pattern, args.per_shard)
+        last = len(shards) - 1
+        brace = args.pattern.replace("%06d", f"{{000000..{last:06d}}}") if "%06d" in args.pattern else args.pattern
+        print(f"{len(shards)} shard(s) written ({shards[0]} .. {shards[-1]}); classes: {', '.join(classes) or 'none'}")
+        print(f"pretrain on them with: data.name=shards data.root='{brace}'")
     elif args.command == "demo":
         from .demo import run_demo
 

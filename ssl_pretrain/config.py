@@ -47,8 +47,8 @@ def _numbers(value: Any) -> bool:
 @dataclass
 class DataConfig:
     name: str = "fashion_mnist"
-    root: str | None = None
-    test_root: str | None = None
+    root: str | list[str] | None = None
+    test_root: str | list[str] | None = None
     limit: int | None = _positive(None)
     image_size: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 (null = the dataset's own)")
     channels: int | None = _ranged(None, lambda v: v in (None, 1, 3), "1, 3 or null")
@@ -141,6 +141,7 @@ class FinetuneConfig:
     freeze_bn: bool = False
     augment: Augment | list[Augment] = "crop_flip"
     val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+    val_every: int | None = _positive(None)
     init: Literal["pretrained", "random"] = "pretrained"
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     auto_probe_images: int = _positive(5000)

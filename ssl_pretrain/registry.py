@@ -123,6 +123,7 @@ DATASETS = Registry(
         "cifar10": "ssl_pretrain.data.builtin:CIFAR10",
         "stl10": "ssl_pretrain.data.builtin:STL10",
         "image_folder": "ssl_pretrain.data.builtin:IMAGE_FOLDER",
+        "shards": "ssl_pretrain.data.builtin:SHARDS",
     },
 )
 

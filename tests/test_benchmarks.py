@@ -114,3 +114,11 @@ def test_demo_run_benchmark_smoke(fashion_mnist_root):
     done = _run("benchmarks/demo_run.py", "--smoke", f"data.root={fashion_mnist_root}", "data.download=false")
     assert done.returncode == 0, done.stderr
     assert "DAE-pretrained encoder:" in done.stdout and "Wall time, start to end:" in done.stdout
+
+
+def test_data_loading_benchmark_smoke():
+    done = _run("benchmarks/data_loading.py", "--smoke", "--sizes", "32", "--workers", "0", "1", "--configs", "rotation")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 32 px JPEG |")]
+    assert len(rows) == 2 and all(row.count("|") == 6 for row in rows)
+    assert "| rotation | 128 |" in done.stdout and ("the model |" in done.stdout or "the loader |" in done.stdout)

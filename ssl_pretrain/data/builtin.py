@@ -10,6 +10,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import BadInput
+from .holdout import hash_position
 from .idx import read_idx
 from .image_folder import IMAGE_FOLDER
 from .sources import TensorImages
@@ -96,4 +97,51 @@ STL10 = DatasetSpec(
     description="STL-10: pretrains on the 100k unlabeled split",
 )
 
-__all__ = ["CIFAR10", "FASHION_MNIST", "IMAGE_FOLDER", "STL10"]
+
+def open_shards(cfg: DataConfig, split: Split):
+    """``data.name=shards``: the pretraining split streams; labeled splits are decoded into memory. Without
+    ``data.test_root`` the test split is the samples whose key hashes below ``data.test_fraction``."""
+    from .shards import ShardSource, load_split, scan, shard_paths
+
+    size, channels = cfg.image_size or 32, cfg.channels or 3
+    if split == "test" and cfg.test_root is not None:
+        return load_split(shard_paths(cfg.test_root, "data.test_root"), size, channels, f"shards {cfg.test_root}")
+    paths = shard_paths(cfg.root)
+    labeled = scan(paths[0])[1]
+    held = cfg.test_fraction if cfg.test_root is None and labeled else None
+    description = f"shards {cfg.root}"
+    if split == "pretrain":
+        held = None if cfg.pretrain_on_test else held
+        return ShardSource(paths, size, channels, held, labeled, description)
+    if held is None:
+        return load_split(paths, size, channels, description)
+    if split == "test":
+        return load_split(paths, size, channels, f"{description}, held-out samples", lambda k: hash_position(k) < held)
+    return load_split(paths, size, channels, f"{description}, without held-out", lambda k: hash_position(k) >= held)
+
+
+def shard_stats(cfg: DataConfig, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel statistics of up to 256 images of the first shard (0.5 / 0.25 without one)."""
+    from .shards import decode_sample, members, shard_paths
+
+    if cfg.root is None:
+        return [0.5] * channels, [0.25] * channels
+    arrays = []
+    for sample in members(shard_paths(cfg.root)[0]):
+        array = decode_sample(sample, 32, channels)
+        if array is not None:
+            arrays.append(array)
+        if len(arrays) >= 256:
+            break
+    if not arrays:
+        return [0.5] * channels, [0.25] * channels
+    pixels = np.stack(arrays).astype(np.float64) / 255.0
+    std = np.maximum(pixels.std(axis=(0, 2, 3)), 1e-3)
+    return [round(float(m), 4) for m in pixels.mean(axis=(0, 2, 3))], [round(float(v), 4) for v in std]
+
+
+SHARDS = DatasetSpec(
+    open_shards, 3, 32, [0.5] * 3, [0.25] * 3, stats=shard_stats, description="WebDataset tar shards, streamed"
+)
+
+__all__ = ["CIFAR10", "FASHION_MNIST", "IMAGE_FOLDER", "SHARDS", "STL10"]

@@ -100,7 +100,7 @@ def split_record(cfg: DataConfig, pretrain_set) -> tuple[dict, list[str]]:
     and the relative paths of the held-out test files (image folders without ``data.test_root``)."""
     record = {
         "dataset": cfg.name,
-        "root": str(Path(cfg.root).expanduser().resolve()) if cfg.root else None,
+        "root": resolved_root(cfg.root),
         "pretrain_split": pretrain_set.description,
         "pretrain_images": len(pretrain_set),
         "test_split": "the dataset's own test split, never read by pretraining",
@@ -108,6 +108,8 @@ def split_record(cfg: DataConfig, pretrain_set) -> tuple[dict, list[str]]:
         "pretrain_read_test": False,
     }
     held: list[str] = []
+    if getattr(pretrain_set, "streaming", False):
+        return _stream_record(cfg, pretrain_set, record), held
     if cfg.name != "image_folder":
         return record, held
     if cfg.test_root is not None:
@@ -130,3 +132,29 @@ def split_record(cfg: DataConfig, pretrain_set) -> tuple[dict, list[str]]:
         record["test_split"] = "held out by path and skipped by pretraining"
     record["pretrain_read_test"] = cfg.pretrain_on_test
     return record, held
+
+
+def resolved_root(root) -> str | list[str] | None:
+    if root is None:
+        return None
+    if isinstance(root, list):
+        return [str(Path(r).expanduser().resolve()) for r in root]
+    return str(Path(root).expanduser().resolve())
+
+
+def _stream_record(cfg: DataConfig, source, record: dict) -> dict:
+    """The record of streamed shards: held-out samples are named by rule (key hash), not listed."""
+    if cfg.test_root is not None:
+        record["test_split"] = f"data.test_root ({cfg.test_root}), never read by pretraining"
+    elif source.labeled:
+        record["held_out_fraction"] = cfg.test_fraction
+        record["held_out_rule"] = "SHA-256 of the sample key, as a number in [0, 1), below data.test_fraction"
+        record["pretrain_read_test"] = cfg.pretrain_on_test
+        record["test_split"] = (
+            "held out by key, but read by pretraining too (data.pretrain_on_test=true)"
+            if cfg.pretrain_on_test
+            else "held out by key and skipped by pretraining"
+        )
+    else:
+        record["test_split"] = "none: the shards carry no labels, so nothing was held out"
+    return record

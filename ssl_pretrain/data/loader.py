@@ -81,11 +81,24 @@ def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memor
     )
 
 
+def pretraining_batches(dataset, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int, pin: bool):
+    """``(loader, sampler)`` of the pretraining set: an :class:`EpochBatchSampler` over a map-style dataset,
+    or for a streamed source (``dataset.streaming``) its own stream, which is also its batch sampler."""
+    if getattr(dataset, "streaming", False):
+        from .shards import stream_loader
+
+        stream = dataset.stream(batch_size, seed, rank, world_size, num_workers)
+        return stream_loader(stream, num_workers, pin), stream
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
+    return make_loader(dataset, sampler, num_workers, pin), sampler
+
+
 def seed_workers(loader: DataLoader, sampler: EpochBatchSampler) -> None:
     """Make the workers' seeds of the coming epoch a function of ``(seed, epoch, rank)`` only.
 
     Each worker's torch/random seed is drawn from ``loader.generator`` when an iterator starts, so a
-    resumed run's workers get the seeds the uninterrupted run's workers had in that epoch.
+    resumed run's workers get the seeds the uninterrupted run's workers had in that epoch. (A stream seeds
+    its workers' shuffles from the same values itself.)
     """
     loader.generator.manual_seed((sampler.seed * 100_003 + sampler.epoch) * 1009 + sampler.rank)
 

@@ -79,6 +79,8 @@ def default_root(name: str) -> Path:
 def existing_root(cfg: DataConfig) -> Path | None:
     if cfg.root is None:
         return None
+    if isinstance(cfg.root, list):
+        raise BadInput(f"data.root: a list of paths is for data.name=shards; {cfg.name} takes one folder")
     root = Path(cfg.root).expanduser()
     if not root.exists():
         raise BadInput(f"data.root: {root} does not exist")
@@ -88,6 +90,8 @@ def existing_root(cfg: DataConfig) -> Path | None:
 def open_split(cfg: DataConfig, split: Split):
     """The dataset of one split, with ``data.limit`` applied to ``pretrain``."""
     ds = dataset_spec(cfg.name).open(cfg, split)
+    if split == "pretrain" and cfg.limit is not None and getattr(ds, "streaming", False):
+        raise BadInput("data.limit: a streamed dataset cannot be cut to its first N images; list fewer shards")
     if split == "pretrain" and cfg.limit is not None and cfg.limit < len(ds):
         ds = ds.subset(torch.arange(cfg.limit))
     return ds

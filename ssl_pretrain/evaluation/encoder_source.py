@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..build import make_task
 from ..config import DataConfig, build_config
+from ..data.image_folder import resolved_root
 from ..encoders import Encoder, encoder_from_spec
 from ..encoders.export import load_exported_encoder
 from ..errors import BadInput
@@ -49,6 +50,7 @@ def load_encoder(source: str | Path) -> Encoder:
 
 
 SPLIT_RECORD = "data_split.json"
+HOLDS_OUT = ("image_folder", "shards")  # datasets whose test split may be cut from data.root
 
 
 def pretraining_saw_test(source: Path, data: DataConfig) -> tuple[bool | None, str]:
@@ -66,10 +68,10 @@ def pretraining_saw_test(source: Path, data: DataConfig) -> tuple[bool | None, s
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None, f"unknown: {path} is unreadable"
-    root = str(Path(data.root).expanduser().resolve()) if data.root else None
-    if record.get("dataset") != data.name or (data.name == "image_folder" and record.get("root") != root):
+    root = resolved_root(data.root)
+    if record.get("dataset") != data.name or (data.name in HOLDS_OUT and record.get("root") != root):
         return None, f"unknown: pretrained on {record.get('dataset')} ({record.get('root')}), evaluated on {data.name}"
-    if data.name != "image_folder":
+    if data.name not in HOLDS_OUT:
         return False, f"pretraining read {record.get('pretrain_split')}; the test split is the dataset's own"
     if data.test_root is not None:
         return False, "the test images come from data.test_root, which pretraining does not read"

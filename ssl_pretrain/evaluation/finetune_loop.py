@@ -51,6 +51,12 @@ def finetune_epochs(epochs: int, steps: int | None, steps_per_epoch: int) -> int
     return epochs if steps is None else max(1, math.ceil(steps / steps_per_epoch))
 
 
+def validation_interval(val_every: int | None, epochs: int) -> int:
+    """Epochs between validations: ``finetune.val_every``, or about 20 validations per run. Fewer looks at a
+    small validation split keep the best epoch's score from being the luckiest of a hundred noisy ones."""
+    return val_every if val_every is not None else max(1, epochs // 20)
+
+
 def encoder_lr_mult(cfg: FinetuneConfig) -> float:
     """``finetune.backbone_lr_mult`` for pretrained layers; a randomly initialised encoder (the control)
     learns at the head's rate, as training from scratch would."""
@@ -119,7 +125,8 @@ def fit_candidate(
     steps = epochs * len(sampler)
     warmup = warmup_steps(cfg.warmup_steps, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))
-    protocol = {**protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last}
+    every = validation_interval(cfg.val_every, epochs)
+    protocol = {**protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last, "val_every": every}
     protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
     info = classifier_info(model)
     augment = finetune_augmentation(setting["augment"], model.image_size).to(device)
@@ -166,7 +173,8 @@ def fit_candidate(
                     for name, value in stats.items():
                         writer.add_scalar(f"unlabeled/{name}", float(value), step)
             history.seconds = round(history.seconds + time.perf_counter() - t0, 1)
-            _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch, history, bar)
+            if epoch % every == 0 or epoch == epochs:
+                _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch, history, bar)
         _save(model, out_dir / "checkpoints" / "last.pt", epochs, history.val_top1[-1], protocol)
     finally:
         bar.close()

@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
-from ..data import DataInfo, EpochBatchSampler, data_info, make_loader, open_split, to_device_float
+from ..data import DataInfo, EpochBatchSampler, data_info, open_split, to_device_float
 from ..data.image_folder import split_record
-from ..data.loader import seed_workers
+from ..data.loader import pretraining_batches, seed_workers
 from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
@@ -80,6 +80,7 @@ class TrainingRun:
     writer: SummaryWriter | None = None
     bar: tqdm | None = None
     online: OnlineEvaluator | None = None
+    dataset_size: int = 0
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -123,10 +124,10 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     run_dir = check_run_dir(config, resume)
     online = OnlineEvaluator(config, info, device) if config.online.every and world.is_main else None
 
-    sampler = EpochBatchSampler(
-        len(dataset), config.trainer.batch_size, config.seed, rank=world.rank, world_size=world.size
-    )
-    loader = make_loader(dataset, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
+    loader, sampler = pretraining_batches(
+        dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers,
+        device.type == "cuda",
+    )  # fmt: skip
     steps = total_steps(config, len(sampler))
     precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
     channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
@@ -161,7 +162,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     )
     run = TrainingRun(
         config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision,
-        channels_last, progress, steps, run_dir, writer, bar, online,
+        channels_last, progress, steps, run_dir, writer, bar, online, len(dataset),
     )  # fmt: skip
     try:
         _train(run)
@@ -259,6 +260,7 @@ def _loop(run: TrainingRun) -> None:
             if progress.step >= run.steps:
                 break
         if progress.batch_in_epoch >= len(run.sampler):
+            _report_dropped(run)
             _report_skipped(progress.epoch_skipped, run)
             progress.epoch_skipped = []
             progress.epoch += 1
@@ -323,16 +325,28 @@ def _online_eval(run: TrainingRun) -> None:
     run.bar.set_postfix(loss=f"{run.progress.last_metrics['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
 
 
+def _report_dropped(run: TrainingRun) -> None:
+    """A streamed epoch trims what would leave workers or processes with unequal batches: say how much."""
+    dropped = run.sampler.dropped(run.progress.epoch) if hasattr(run.sampler, "dropped") else 0
+    if dropped and run.world.is_main:
+        run.writer.add_scalar("data/dropped_samples", dropped, run.progress.step)
+        tqdm.write(
+            f"note: epoch {run.progress.epoch + 1}: {dropped} streamed sample(s) in no batch (every loader worker "
+            "and process takes the same number of batches; docs/data.md)",
+            file=sys.stderr,
+        )
+
+
 def _report_skipped(skipped: list[str], run: TrainingRun) -> None:
     """One warning per epoch (from rank 0) with the count of unreadable files over all ranks."""
     total = int(distributed.sum_across([len(skipped)], run.world)[0])
     if not total:
         return
     run.progress.skipped_images += total
-    dataset = run.loader.dataset
+    size = run.dataset_size
     example = f" (e.g. {skipped[0]})" if skipped else ""
-    if total >= len(dataset):
-        raise BadInput(f"data.root: none of the {len(dataset)} image files could be read{example}")
+    if total >= size:
+        raise BadInput(f"data.root: none of the {size} image files could be read{example}")
     if run.world.is_main:
         tqdm.write(
             f"warning: skipped {total} unreadable image file(s) in epoch {run.progress.epoch + 1}{example}",

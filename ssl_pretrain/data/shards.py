@@ -1,0 +1,355 @@
+"""WebDataset-style tar shards (``data.name=shards``): large collections streamed, not listed.
+
+A shard is a tar file whose members are grouped into samples by key (``class_0/img_12.png`` and
+``class_0/img_12.cls``; the WebDataset convention, read with the ``webdataset`` package's tar iterators). A
+sample's image is its first ``jpg``/``jpeg``/``png``/``webp``/... member; ``cls`` holds its label. Labeled
+shards without ``data.test_root`` hold out the samples whose key hashes below ``data.test_fraction``
+(:mod:`.holdout`, as image folders do with paths); the tar headers alone decide it, before any image is read.
+
+Pretraining streams (:class:`ShardStream`): every epoch the shard order is shuffled by ``(seed, epoch)``,
+rank ``r`` of ``R`` takes every ``R``-th shard and loader worker ``w`` of ``W`` every ``W``-th of those, so no
+sample is read twice in an epoch; each worker shuffles through a seeded buffer, decodes, and yields whole
+uint8 batches. Every worker yields the same number of batches (the fewest any worker of any rank can fill),
+so every rank takes the same number of steps and a resumed run skips exactly the batches already trained
+on (read, not decoded). What that trims (a worker's last incomplete batch, and what a worker with more
+samples than the others has left over) is reported as ``dropped`` per epoch. Evaluation splits (labeled)
+are decoded into memory as :class:`~.sources.TensorImages`.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..errors import BadInput
+from .holdout import hash_position
+from .sources import IMAGE_SUFFIXES, Batch, TensorImages, decode_image
+
+IMAGE_KEYS = tuple(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
+
+
+def webdataset():
+    """The ``webdataset`` package, or a one-line error saying how to install it."""
+    try:
+        import webdataset
+    except ImportError:
+        raise BadInput("data.name: shards need the webdataset package: pip install 'ssl_pretrain[shards]'") from None
+    return webdataset
+
+
+def shard_paths(root: str | list[str] | None, key: str = "data.root") -> list[Path]:
+    """The shard files of ``root``: a brace pattern (``train-{000000..000099}.tar``), a list of paths or
+    patterns, or a folder holding ``.tar`` files; each must exist."""
+    webdataset()
+    from braceexpand import braceexpand  # installed with webdataset
+
+    if root is None:
+        raise BadInput(f"{key}: shards need {key}, e.g. /data/train-{{000000..000099}}.tar or a folder of .tar")
+    patterns = root if isinstance(root, list) else [root]
+    paths: list[Path] = []
+    for pattern in patterns:
+        folder = Path(str(pattern)).expanduser()
+        if folder.is_dir():
+            found = sorted(folder.glob("*.tar"))
+            if not found:
+                raise BadInput(f"{key}: no .tar shards in the folder {folder}")
+            paths += found
+            continue
+        paths += [Path(p).expanduser() for p in braceexpand(str(pattern))]
+    for path in paths:
+        if not path.is_file():
+            raise BadInput(f"{key}: shard {path} does not exist")
+    return paths
+
+
+def members(path: Path) -> Iterator[dict]:
+    """The samples of one shard, ``{"__key__": ..., "<ext>": bytes}``; an unreadable shard is named."""
+    tariterators = webdataset().tariterators
+    group_by_keys, tar_file_iterator = tariterators.group_by_keys, tariterators.tar_file_iterator
+    try:
+        with open(path, "rb") as stream:
+            files = ({**entry, "__url__": str(path)} for entry in tar_file_iterator(stream))
+            yield from group_by_keys(files)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        raise BadInput(f"data.root: shard {path} cannot be read ({err})") from None
+
+
+def _image_bytes(sample: dict) -> bytes | None:
+    return next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+
+
+def _label(sample: dict) -> int:
+    value = sample.get("cls")
+    if value is None:
+        return -1
+    try:
+        return int(value.decode("utf-8").strip() if isinstance(value, bytes) else value)
+    except ValueError:
+        return -1
+
+
+def scan(path: Path) -> tuple[list[str], bool]:
+    """The keys of the samples with an image in ``path``, in order, and whether any sample has a label,
+    from the tar headers alone (no image is read)."""
+    base_plus_ext = webdataset().tariterators.base_plus_ext
+    keys: dict[str, set[str]] = {}
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                if member.isfile():
+                    key, ext = base_plus_ext(member.name)
+                    if key is not None:
+                        keys.setdefault(key, set()).add(ext.lower())
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise BadInput(f"data.root: shard {path} cannot be read ({err})") from None
+    labeled = any("cls" in exts for exts in keys.values())
+    return [k for k, exts in keys.items() if exts & set(IMAGE_KEYS)], labeled
+
+
+def count_samples(paths: list[Path], held_out: float | None = None) -> list[int]:
+    """Samples with an image per shard, without those held out for testing (the stream's epoch length)."""
+    counts = []
+    for path in paths:
+        keys, _ = scan(path)
+        counts.append(sum(1 for k in keys if held_out is None or hash_position(k) >= held_out))
+    return counts
+
+
+def decode_sample(sample: dict, size: int, channels: int) -> np.ndarray | None:
+    """``(channels, size, size)`` uint8, or None for a member that is not a readable image."""
+    data = _image_bytes(sample)
+    return None if data is None else decode_image(io.BytesIO(data), size, channels)
+
+
+def load_split(paths: list[Path], size: int, channels: int, description: str, keep=None) -> TensorImages:
+    """Every readable image of ``paths`` (whose key ``keep(key)`` accepts) decoded into memory, with labels."""
+    images, labels = [], []
+    for path in paths:
+        for sample in members(path):
+            if keep is not None and not keep(str(sample["__key__"])):
+                continue
+            array = decode_sample(sample, size, channels)
+            if array is not None:
+                images.append(torch.from_numpy(array.copy()))
+                labels.append(_label(sample))
+    if not images:
+        raise BadInput(f"data.root: no readable image in the shards of {description}")
+    return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.long), description)
+
+
+class ShardStream(IterableDataset):
+    """Uint8 batches of one epoch of the shards, this process's share, split between loader workers.
+
+    Also the trainer's batch sampler for streamed data: ``set_epoch(epoch, start_batch)``, ``len()`` (batches
+    per epoch of this process), ``global_batch_size``, ``seed``, ``epoch``, ``rank``.
+    """
+
+    streaming = True
+
+    def __init__(
+        self,
+        paths: list[Path],
+        counts: list[int],
+        batch_size: int,
+        seed: int,
+        size: int,
+        channels: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        buffer: int = 1000,
+        held_out: float | None = None,
+        description: str = "shards",
+    ):
+        self.paths, self.counts = paths, counts
+        self.batch_size, self.seed, self.size, self.channels = batch_size, seed, size, channels
+        self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
+        self.buffer, self.held_out, self.description = buffer, held_out, description
+        self.epoch, self.start_batch = 0, 0
+        self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return self.workers * self._batches_per_worker(self.epoch)
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def num_samples(self) -> int:
+        return int(sum(self.counts))
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.paths)))
+        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        return order
+
+    def _share(self, epoch: int, rank: int, worker: int) -> list[int]:
+        """Shard indices read by ``worker`` of ``rank`` in ``epoch``."""
+        return self._order(epoch)[rank :: self.world_size][worker :: self.workers]
+
+    def _batches_per_worker(self, epoch: int) -> int:
+        """The fewest full batches any worker of any rank can fill this epoch (every worker yields that many)."""
+        least = min(
+            sum(self.counts[i] for i in self._share(epoch, r, w)) // self.batch_size
+            for r in range(self.world_size)
+            for w in range(self.workers)
+        )
+        return least
+
+    def dropped(self, epoch: int) -> int:
+        """Samples of this epoch no batch of any rank holds (what equal batch counts trim)."""
+        return self.num_samples - self.world_size * self.workers * self._batches_per_worker(epoch) * self.batch_size
+
+    def _samples(self, shards: list[int], rng: random.Random) -> Iterator[tuple[int, dict]]:
+        """``(global index, sample)`` through a seeded shuffle buffer."""
+        pool: list[tuple[int, dict]] = []
+        for shard in shards:
+            position = 0
+            for sample in members(self.paths[shard]):
+                if _image_bytes(sample) is None:
+                    continue
+                if self.held_out is not None and hash_position(str(sample["__key__"])) < self.held_out:
+                    continue
+                index = int(self.offsets[shard]) + position
+                position += 1
+                pool.append((index, sample))
+                if len(pool) >= self.buffer:
+                    yield pool.pop(rng.randrange(len(pool)))
+        rng.shuffle(pool)
+        yield from pool
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        workers = range(self.workers) if info is None and self.workers > 1 else [worker]
+        streams = [self._worker_batches(w) for w in workers]
+        # Without loader workers, one process walks every worker share in the order a DataLoader would.
+        while streams:
+            for stream in list(streams):
+                batch = next(stream, None)
+                if batch is None:
+                    streams.remove(stream)
+                else:
+                    yield batch
+
+    def _worker_batches(self, worker: int) -> Iterator[Batch]:
+        """Loader workers are polled in turn from worker 0, so in an epoch global batch ``k`` is batch
+        ``k // W`` of share ``k % W``. Resuming at global batch ``b``, worker ``w`` therefore plays share
+        ``(b + w) % W`` from its batch ``(b + w) // W``: the same batches, in the same order, as unbroken."""
+        epoch = self.epoch
+        total = self._batches_per_worker(epoch)
+        share, skip = (self.start_batch + worker) % self.workers, (self.start_batch + worker) // self.workers
+        rng = random.Random(((self.seed * 100_003 + epoch) * 1009 + self.rank) * 101 + share)
+        samples = self._samples(self._share(epoch, self.rank, share), rng)
+        for made in range(total):
+            chunk = [next(samples) for _ in range(self.batch_size)]
+            if made < skip:
+                continue  # read, not decoded
+            yield self._decode(chunk)
+
+    def _decode(self, chunk: list[tuple[int, dict]]) -> Batch:
+        images, labels, kept, skipped = [], [], [], []
+        for index, sample in chunk:
+            array = decode_sample(sample, self.size, self.channels)
+            if array is None:
+                skipped.append(f"{sample['__key__']} ({sample.get('__url__', 'shard')})")
+                continue
+            images.append(torch.from_numpy(array.copy()))
+            labels.append(_label(sample))
+            kept.append(index)
+        if not images:
+            empty = torch.zeros(0, self.channels, self.size, self.size, dtype=torch.uint8)
+            return Batch(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), skipped)
+        return Batch(
+            torch.stack(images), torch.tensor(labels, dtype=torch.long), torch.tensor(kept, dtype=torch.long), skipped
+        )
+
+
+def stream_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader passing the stream's batches through (``num_workers`` must equal the stream's)."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator(),
+    )
+
+
+class ShardSource:
+    """The pretraining split of ``data.name=shards``: what to stream, built into a :class:`ShardStream` by
+    the trainer once it knows the batch size, the processes and the loader workers."""
+
+    streaming = True
+
+    def __init__(
+        self, paths: list[Path], size: int, channels: int, held_out: float | None, labeled: bool, description: str
+    ):
+        self.paths, self.size, self.channels, self.held_out, self.labeled = paths, size, channels, held_out, labeled
+        self.counts = count_samples(paths, held_out)
+        self.description = description
+        if sum(self.counts) == 0:
+            raise BadInput(f"data.root: no image in the {len(paths)} shard(s) of {description}")
+
+    def __len__(self) -> int:
+        return int(sum(self.counts))
+
+    def stream(self, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int) -> ShardStream:
+        stream = ShardStream(
+            self.paths, self.counts, batch_size, seed, self.size, self.channels,
+            rank=rank, world_size=world_size, num_workers=num_workers, held_out=self.held_out,
+            description=self.description,
+        )  # fmt: skip
+        if len(stream) == 0:
+            raise BadInput(
+                f"trainer.batch_size: {batch_size} images a batch, but some loader worker of some process gets "
+                f"fewer from {len(self.paths)} shard(s) of {len(self)} samples; lower trainer.batch_size or "
+                "data.num_workers, or write smaller shards"
+            )
+        return stream
+
+    def subset(self, indices):
+        raise BadInput(
+            "task: this task trains on a chosen subset of the images, which streamed shards cannot give "
+            "(for exemplar: task.num_seeds: null)"
+        )
+
+
+def write_shards(src: Path, pattern: str, per_shard: int) -> tuple[list[Path], list[str]]:
+    """Write every image below ``src`` into tar shards named by ``pattern`` (printf style,
+    ``out/train-%06d.tar``), ``per_shard`` samples each; first-level sub-folders become ``cls`` labels (their
+    index in sorted order). The image bytes are copied as they are. Returns the shards and the classes."""
+    from .sources import scan_folder
+
+    ShardWriter = webdataset().ShardWriter  # noqa: N806 - the package's class
+
+    if "%" not in pattern:
+        raise BadInput(f"OUT_PATTERN: {pattern} needs a shard number field, e.g. out/train-%06d.tar")
+    if per_shard < 1:
+        raise BadInput(f"--per-shard: must be >= 1, got {per_shard}")
+    files, labels, classes = scan_folder(src)
+    if not files:
+        raise BadInput(f"SRC_FOLDER: no image files in {src}")
+    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
+    with ShardWriter(pattern, maxcount=per_shard, verbose=0, encoder=False) as writer:
+        for path, label in zip(files, labels, strict=True):
+            relative = path.relative_to(src)
+            key = (relative.parent / relative.stem.replace(".", "_")).as_posix()
+            sample = {"__key__": key, relative.suffix.lower().lstrip("."): path.read_bytes()}
+            if label >= 0:
+                sample["cls"] = str(label).encode()
+            writer.write(sample)
+        written = writer.shard
+    return [Path(pattern % i) for i in range(written)], classes

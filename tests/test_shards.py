@@ -1,0 +1,149 @@
+"""WebDataset tar shards: writing them from a folder, streaming them split across processes and workers,
+exact resume, broken members, and pretraining on them (in one process and under torchrun)."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ssl_pretrain.cli import main
+from ssl_pretrain.data.shards import ShardStream, count_samples, shard_paths, write_shards
+from ssl_pretrain.errors import BadInput
+
+from .conftest import TINY
+from .processes import run_cli
+
+
+@pytest.fixture
+def shards(image_folder, tmp_path):
+    """The 36 images of ``image_folder`` as 12 shards of 3."""
+    paths, classes = write_shards(image_folder, str(tmp_path / "shards" / "train-%06d.tar"), 3)
+    assert len(paths) == 12 and classes == ["class_0", "class_1", "class_2"]
+    return paths
+
+
+def _stream(paths, **kwargs) -> ShardStream:
+    return ShardStream(paths, count_samples(paths), 3, seed=0, size=16, channels=3, **kwargs)
+
+
+def test_shards_written_from_a_folder_keep_images_labels_and_keys(shards, image_folder):
+    with tarfile.open(shards[0]) as tar:
+        names = tar.getnames()
+    assert len(names) == 6 and set(names[:2]) == {"class_0/img_0.png", "class_0/img_0.cls"}
+    with tarfile.open(shards[0]) as tar:
+        original = (image_folder / "class_0" / "img_0.png").read_bytes()
+        assert tar.extractfile("class_0/img_0.png").read() == original, "image bytes copied as they are"
+    assert count_samples(shards) == [3] * 12
+
+
+def test_shards_are_named_by_pattern_list_or_folder_and_a_missing_one_is_named(shards, tmp_path):
+    folder = shards[0].parent
+    assert shard_paths(str(folder / "train-{000000..000011}.tar")) == shards
+    assert shard_paths([str(shards[1]), str(shards[0])]) == [shards[1], shards[0]]
+    assert shard_paths(str(folder)) == shards
+    with pytest.raises(BadInput, match="data.root: shard .*train-000012.tar does not exist"):
+        shard_paths(str(folder / "train-{000000..000012}.tar"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_two_processes_with_two_workers_read_every_sample_once_an_epoch(shards, workers):
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(2):
+            stream = _stream(shards, rank=rank, world_size=2, num_workers=2)
+            stream.set_epoch(epoch)
+            loader = DataLoader(stream, batch_size=None, num_workers=workers)
+            batches = list(loader)
+            assert len(batches) == len(stream) == 2 * 3  # 2 workers x 3 shards of 3 samples, batches of 3
+            seen += [int(i) for b in batches for i in b.indices]
+        assert sorted(seen) == list(range(36)), "every sample once, none skipped"
+        assert stream.dropped(epoch) == 36 - len(seen) == 0
+
+
+def test_epochs_reshuffle_and_resume_continues_at_the_batch(shards):
+    stream = _stream(shards, num_workers=2)
+    first = [b.indices.tolist() for b in stream]
+    stream.set_epoch(1)
+    second = [b.indices.tolist() for b in stream]
+    assert first != second and sorted(sum(first, [])) == sorted(sum(second, []))
+    stream.set_epoch(1, start_batch=5)
+    resumed = [b.indices.tolist() for b in stream]
+    assert resumed == second[5:]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(list(stream), [b for b in stream], strict=True))
+
+
+def _png(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tar(path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_broken_members_are_skipped_and_counted_and_a_broken_shard_is_named(tmp_path, capsys):
+    good = {f"{i:03d}.png": _png(i * 20) for i in range(10)}
+    broken = {"900.png": _png(1)[:40], "901.jpg": b"this is not a picture", "902.webp": b"<html>404</html>"}
+    _tar(tmp_path / "a.tar", {**good, **broken})
+    args = [*TINY, "data.name=shards", f"data.root={tmp_path / 'a.tar'}", "data.image_size=16", "trainer.batch_size=13"]
+    args += [f"output_dir={tmp_path}", "run_name=run", "trainer.max_steps=2", "trainer.epochs=2"]
+    assert main(["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *args]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 2 * 3 and metrics["images_seen"] == 2 * 10
+    assert "skipped 3 unreadable image file(s)" in capsys.readouterr().err
+    (tmp_path / "bad.tar").write_bytes(b"not a tar file at all" * 100)
+    bad = [a if not a.startswith("data.root") else f"data.root={tmp_path / 'bad.tar'}" for a in args]
+    assert main(["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *bad[:-3], "run_name=bad"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.tar cannot be read" in err[0]
+
+
+def test_shard_command_then_pretrain_probe_and_torchrun_on_the_shards(image_folder, tmp_path, capsys):
+    pattern = str(tmp_path / "out" / "part-%06d.tar")
+    assert main(["shard", str(image_folder), pattern, "--per-shard", "4"]) == 0
+    out = capsys.readouterr().out
+    brace = str(tmp_path / "out" / "part-{000000..000008}.tar")
+    assert "9 shard(s) written" in out and f"data.root='{brace}'" in out
+    common = [*TINY, "data.name=shards", f"data.root={brace}", "data.image_size=16", f"output_dir={tmp_path}"]
+    common += ["trainer.batch_size=2", "data.num_workers=2", "trainer.max_steps=100"]
+    assert main(["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *common, "run_name=one"]) == 0
+    record = json.loads((tmp_path / "one" / "data_split.json").read_text())
+    assert record["held_out_fraction"] == 0.2 and record["pretrain_read_test"] is False
+    assert main(["probe", f"probe.encoder={tmp_path / 'one'}"]) == 0
+    report = json.loads((tmp_path / "one" / "probe.json").read_text())
+    assert report["protocol"]["encoder_saw_test_images"] is False
+    assert report["protocol"]["test_split"].startswith(f"shards {brace}, held-out samples")
+    ddp = run_cli(["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *common, "run_name=two"], nproc=2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and len(set(metrics["weights_sha256_per_rank"])) == 1
+
+
+def test_a_run_on_shards_resumed_inside_an_epoch_ends_as_an_unbroken_one(shards, tmp_path, monkeypatch):
+    from ssl_pretrain.utils.files import safe_torch_load
+
+    from .conftest import interrupt_after_checkpoint
+
+    brace = str(shards[0].parent / "train-{000000..000011}.tar")
+    common = [*TINY, "data.name=shards", f"data.root={brace}", "data.image_size=16", f"output_dir={tmp_path}"]
+    common += ["trainer.batch_size=3", "data.num_workers=2", "trainer.max_steps=9", "trainer.checkpoint_every=3"]
+    common += ["data.pretrain_on_test=true", "trainer.epochs=5"]  # 12 batches an epoch: step 9 is inside epoch 1
+    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *common]
+    assert main([*args, "run_name=straight"]) == 0
+    interrupt_after_checkpoint(monkeypatch, 3)
+    assert main([*args, "run_name=resumed"]) == 130
+    monkeypatch.undo()
+    assert main([*args, "run_name=resumed", "--resume"]) == 0
+    straight = safe_torch_load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    resumed = safe_torch_load(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(value, resumed[key]) for key, value in straight.items())
