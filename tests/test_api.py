@@ -14,7 +14,7 @@ import ssl_pretrain as ssl
 from ssl_pretrain.cli import main
 from ssl_pretrain.registry import DATASETS, TASKS
 
-from .conftest import TINY, folder_overrides
+from .helpers import TINY, folder_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

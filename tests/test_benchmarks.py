@@ -17,7 +17,7 @@ def test_relative_patch_encoding_benchmark_smoke():
 def test_probe_speed_benchmark_smoke(fashion_mnist_root, tmp_path):
     from ssl_pretrain.cli import main
 
-    from .conftest import TINY
+    from .helpers import TINY
 
     args = [
         "pretrain",
@@ -117,7 +117,9 @@ def test_demo_run_benchmark_smoke(fashion_mnist_root):
 
 
 def test_data_loading_benchmark_smoke():
-    done = _run("benchmarks/data_loading.py", "--smoke", "--sizes", "32", "--workers", "0", "1", "--configs", "rotation")
+    done = _run(
+        "benchmarks/data_loading.py", "--smoke", "--sizes", "32", "--workers", "0", "1", "--configs", "rotation"
+    )
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 32 px JPEG |")]
     assert len(rows) == 2 and all(row.count("|") == 6 for row in rows)

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def _cli(*args, cwd=None):

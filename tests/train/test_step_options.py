@@ -11,7 +11,7 @@ from ssl_pretrain.tasks import DenoisingAutoencoder
 from ssl_pretrain.train import trainer
 from ssl_pretrain.utils.files import safe_torch_load
 
-from .conftest import folder_overrides, interrupt_after_checkpoint
+from ..helpers import folder_overrides, interrupt_after_checkpoint
 
 
 def _pretrain(image_folder, out, extra=(), name="run", resume=False):

@@ -7,7 +7,7 @@ from ssl_pretrain.tasks import RotationPrediction
 from ssl_pretrain.tasks.preview import label_each
 from ssl_pretrain.tasks.rotation import balanced_labels
 
-from .conftest import seeded_batch
+from ..helpers import seeded_batch
 
 
 def _task(mode="one"):

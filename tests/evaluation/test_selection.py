@@ -15,7 +15,7 @@ from ssl_pretrain.evaluation.logistic import LogisticProbe
 from ssl_pretrain.evaluation.selection import Selection, first_best
 from ssl_pretrain.evaluation.splits import stratified_split
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 CPU = torch.device("cpu")
 INFO = DataInfo(1, 2, [0.0], [1.0])

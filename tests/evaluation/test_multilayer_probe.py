@@ -13,7 +13,7 @@ from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.evaluation.layer_view import LayerView, available_layers
 from ssl_pretrain.evaluation.views import probe_layers
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 def _encoder():

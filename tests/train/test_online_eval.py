@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 def _pretrain(image_folder, tmp_path, name, extra=()):
@@ -61,3 +61,17 @@ def test_online_evaluation_without_labels_fails_before_training(image_folder, tm
     assert main(args) == 2
     assert "online.every" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_online_evaluation_is_due_by_epoch_or_by_step():
+    from types import SimpleNamespace
+
+    from ssl_pretrain.train.online_eval import OnlineEvaluator
+
+    evaluator = OnlineEvaluator.__new__(OnlineEvaluator)
+    evaluator.cfg = SimpleNamespace(unit="epoch", every=2)
+    assert [evaluator.due(0, e, epoch_ended=True) for e in (1, 2, 3, 4)] == [False, True, False, True]
+    assert not evaluator.due(2, 2, epoch_ended=False)
+    evaluator.cfg = SimpleNamespace(unit="step", every=3)
+    assert [evaluator.due(s, 0, epoch_ended=False) for s in (2, 3, 6)] == [False, True, True]
+    assert not evaluator.due(3, 1, epoch_ended=True)

@@ -12,7 +12,7 @@ from ssl_pretrain.tasks import Exemplar
 from ssl_pretrain.tasks.exemplar import multi_positive_nt_xent
 from ssl_pretrain.tasks.preview import label_each
 
-from .conftest import seeded_batch
+from ..helpers import seeded_batch
 
 
 def _task(channels=1, **options):

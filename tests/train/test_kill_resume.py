@@ -8,7 +8,7 @@ from ssl_pretrain.data import EpochBatchSampler, make_loader
 from ssl_pretrain.data.loader import seed_workers
 from ssl_pretrain.utils.files import safe_torch_load
 
-from .processes import kill_when, noise_folder, run_cli
+from ..processes import kill_when, noise_folder, run_cli
 
 # DAE with random masks, BatchNorm, AdamW with warm-up + cosine, 2 loader workers, 8 batches an epoch.
 RUN = [

@@ -14,7 +14,7 @@ from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.tasks import MultiTask, RotationPrediction
 from ssl_pretrain.utils.files import safe_torch_load
 
-from .conftest import folder_overrides, interrupt_after_checkpoint
+from ..helpers import folder_overrides, interrupt_after_checkpoint
 
 TWO = "task.tasks=[{name: rotation, weight: 0.5}, {name: dae, level: 0.3}]"
 

@@ -10,7 +10,7 @@ from ssl_pretrain.config import DataConfig
 from ssl_pretrain.data import open_split, sources
 from ssl_pretrain.data.holdout import hash_position, held_out_mask
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 def _names(dataset) -> set[str]:

@@ -19,7 +19,7 @@ from ssl_pretrain.evaluation.semi_supervised import (
 from ssl_pretrain.evaluation.splits import labeled_splits, validation_split
 from ssl_pretrain.utils.files import safe_torch_load
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 def test_the_unlabeled_stream_carries_no_labels_and_no_validation_or_test_image(image_folder, tmp_path):

@@ -17,7 +17,7 @@ from ssl_pretrain.tasks.patches import (
 )
 from ssl_pretrain.tasks.relative_patch import down_up_sample, drop_colour, normalise_patches
 
-from .conftest import seeded_batch
+from ..helpers import seeded_batch
 
 
 def _task(size=48, channels=1, **options):

@@ -13,7 +13,7 @@ from ssl_pretrain.evaluation.auto_freeze import choose_freeze_point
 from ssl_pretrain.evaluation.classifier import ImageClassifier, load_classifier
 from ssl_pretrain.evaluation.freezing import FreezePlan, make_finetune_optimizer
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 STAGES = ["stem", "layer1", "layer2", "layer3"]
 

@@ -11,8 +11,8 @@ from ssl_pretrain.data import EpochBatchSampler
 from ssl_pretrain.train.distributed import rank_seed, weights_digest
 from ssl_pretrain.utils.files import safe_torch_load
 
-from .conftest import folder_overrides
-from .processes import run_cli, run_on_nodes
+from ..helpers import folder_overrides
+from ..processes import run_cli, run_on_nodes
 
 # Group norm: no batch statistics, so 2 x 4 images compute what 1 x 8 images compute.
 GROUP_NORM = ["model.norm=group", "trainer.max_steps=6", "trainer.checkpoint_every=4"]

@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 
-from .conftest import TINY
+from ..helpers import TINY
 
 IMAGE_TAGS = {
     "rotation": "rotation/rows_0_90_180_270",

@@ -13,7 +13,7 @@ from PIL import Image
 from ssl_pretrain.cli import main
 from ssl_pretrain.data.sources import decode_image
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 def _png_bomb(path, side: int = 10_000) -> None:
@@ -86,7 +86,7 @@ def test_a_folder_full_of_hostile_files_trains_and_counts_them(image_folder, tmp
 def test_the_count_of_unreadable_files_survives_a_resume_inside_an_epoch(image_folder, tmp_path, monkeypatch):
     from ssl_pretrain.utils.files import load_checkpoint
 
-    from .conftest import interrupt_after_checkpoint
+    from ..helpers import interrupt_after_checkpoint
 
     for i in range(12):
         (image_folder / "class_0" / f"broken_{i}.png").write_bytes(b"not a png")

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ssl_pretrain.cli import main
 from ssl_pretrain.utils.files import safe_torch_load
 
-from .conftest import folder_overrides, interrupt_after_checkpoint
+from ..helpers import folder_overrides, interrupt_after_checkpoint
 
 
 def _pretrain(image_folder, out, name="run", extra=(), resume=False):

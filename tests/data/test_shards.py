@@ -15,8 +15,8 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.data.shards import ShardStream, count_samples, shard_paths, write_shards
 from ssl_pretrain.errors import BadInput
 
-from .conftest import TINY
-from .processes import run_cli
+from ..helpers import TINY
+from ..processes import run_cli
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_shard_command_then_pretrain_probe_and_torchrun_on_the_shards(image_fold
 def test_a_run_on_shards_resumed_inside_an_epoch_ends_as_an_unbroken_one(shards, tmp_path, monkeypatch):
     from ssl_pretrain.utils.files import safe_torch_load
 
-    from .conftest import interrupt_after_checkpoint
+    from ..helpers import interrupt_after_checkpoint
 
     brace = str(shards[0].parent / "train-{000000..000011}.tar")
     common = [*TINY, "data.name=shards", f"data.root={brace}", "data.image_size=16", f"output_dir={tmp_path}"]

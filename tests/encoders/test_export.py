@@ -8,7 +8,7 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.encoders.export import load_exported_encoder
 from ssl_pretrain.evaluation.encoder_source import load_encoder
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 @pytest.fixture

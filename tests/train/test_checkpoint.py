@@ -59,7 +59,7 @@ def test_truncated_and_foreign_files_are_bad_input(tmp_path):
 def test_keep_last_keeps_the_newest_step_snapshots(image_folder, tmp_path):
     from ssl_pretrain.cli import main
 
-    from .conftest import folder_overrides
+    from ..helpers import folder_overrides
 
     args = [
         "pretrain",
@@ -81,7 +81,7 @@ def test_keep_last_keeps_the_newest_step_snapshots(image_folder, tmp_path):
 def test_keep_last_zero_keeps_only_last(image_folder, tmp_path):
     from ssl_pretrain.cli import main
 
-    from .conftest import folder_overrides
+    from ..helpers import folder_overrides
 
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["last.pt"]

@@ -11,7 +11,7 @@ from ssl_pretrain.evaluation.frozen import evaluate_encoder
 from ssl_pretrain.evaluation.logistic import LogisticProbe, fit_logistic_regression, top1
 from ssl_pretrain.evaluation.splits import labeled_splits, stratified_split
 
-from .conftest import folder_overrides
+from ..helpers import folder_overrides
 
 
 def test_logistic_regression_separates_separable_classes():

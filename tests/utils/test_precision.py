@@ -1,0 +1,42 @@
+"""Precision and memory layout of the training step, on their own."""
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.utils.precision import (
+    channels_last_hazard,
+    resolve_channels_last,
+    resolve_precision,
+    to_memory_format,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_auto_precision_is_fp32_on_cpu_and_bf16_runs_under_autocast():
+    assert resolve_precision("auto", CPU).dtype is None
+    bf16 = resolve_precision("bf16", CPU, warn=False)
+    with bf16.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    fp16 = resolve_precision("fp16", CPU, warn=False)
+    assert fp16.scaler is not None and bf16.scaler is None
+
+
+def test_the_onednn_hazard_is_found_and_refused_when_forced():
+    risky = nn.Sequential(nn.Conv2d(3, 8, 1, stride=2))
+    safe = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2), nn.Conv2d(3, 8, 3, stride=2))
+    assert "1x1, stride 2, 3 input channels" in channels_last_hazard(risky)
+    assert channels_last_hazard(safe) is None
+    assert resolve_channels_last(None, CPU, risky) is False and resolve_channels_last(None, CPU, safe) is True
+    with pytest.raises(ConfigError, match="trainer.channels_last"):
+        resolve_channels_last(True, CPU, risky)
+
+
+def test_memory_format_applies_to_image_batches_and_mappings_of_them():
+    x = torch.rand(2, 3, 4, 4)
+    assert to_memory_format(x, True).is_contiguous(memory_format=torch.channels_last)
+    assert to_memory_format(x, False) is x and to_memory_format(torch.rand(3, 4), True).dim() == 2
+    both = to_memory_format({"a": x, "b": torch.arange(3)}, True)
+    assert both["a"].is_contiguous(memory_format=torch.channels_last) and both["b"].dim() == 1
