@@ -79,7 +79,7 @@ def test_every_shipped_config_is_valid(path):
     channels, size = {"fashion_mnist": (1, 28), "cifar10": (3, 32), "stl10": (3, 96)}[config.data.name]
     info = DataInfo(channels, size, [0.5] * channels, [0.25] * channels)
     task = make_task(config, make_encoder(config, info))  # every task option is accepted by its task
-    assert task.encoder.spec["image_size"] == size
+    assert task.encoder.spec.image_size == size
 
 
 @pytest.mark.parametrize(

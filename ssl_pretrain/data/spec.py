@@ -37,9 +37,10 @@ class DataInfo:
     std: list[float]
 
     @classmethod
-    def from_spec(cls, spec: dict, image_size: int | None = None) -> DataInfo:
-        """What an encoder (its ``spec``) expects, at its own input size or at ``image_size``."""
-        return cls(spec["in_channels"], image_size or spec["image_size"], spec["mean"], spec["std"])
+    def from_spec(cls, spec, image_size: int | None = None) -> DataInfo:
+        """What an encoder (its :class:`~ssl_pretrain.encoders.EncoderSpec`) expects, at its own input size or
+        at ``image_size``."""
+        return cls(spec.in_channels, image_size or spec.image_size, list(spec.mean), list(spec.std))
 
 
 @dataclass

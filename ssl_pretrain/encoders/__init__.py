@@ -7,7 +7,7 @@ Each factory's keyword-only parameters are the ``model.*`` options a config may 
 from __future__ import annotations
 
 from ..registry import ENCODERS
-from .base import DownsampleRecord, Encoder, IndexedMaxPool2d, TrunkParts
+from .base import DownsampleRecord, Encoder, EncoderSpec, IndexedMaxPool2d, TrunkParts
 from .wrap import wrap_trunk
 
 
@@ -21,31 +21,31 @@ def build_encoder(
 ) -> Encoder:
     """Build a registered backbone wrapped as an :class:`Encoder` with its ``encoder.yaml`` spec."""
     parts = ENCODERS[backbone](in_channels, **options)
-    spec = {
-        "backbone": backbone,
-        "options": dict(options),
-        "in_channels": in_channels,
-        "image_size": image_size,
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "num_features": parts.num_features,
-        "stage_names": [name for name, _ in parts.stages],
-        "torchvision_model": parts.torchvision_name,
-    }
-    return Encoder(parts, spec["mean"], spec["std"], spec)
-
-
-def encoder_from_spec(spec: dict) -> Encoder:
-    """Rebuild an (untrained) encoder from an ``encoder.yaml`` mapping."""
-    return build_encoder(
-        spec["backbone"], spec["options"], spec["in_channels"], spec["image_size"], spec["mean"], spec["std"]
+    spec = EncoderSpec(
+        backbone=backbone,
+        options=dict(options),
+        in_channels=in_channels,
+        image_size=image_size,
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        num_features=parts.num_features,
+        stage_names=[name for name, _ in parts.stages],
+        torchvision_model=parts.torchvision_name,
     )
+    return Encoder(parts, spec.mean, spec.std, spec)
+
+
+def encoder_from_spec(spec: EncoderSpec | dict) -> Encoder:
+    """Rebuild an (untrained) encoder from its spec, or the ``encoder.yaml`` mapping of one."""
+    spec = spec if isinstance(spec, EncoderSpec) else EncoderSpec.from_dict(spec)
+    return build_encoder(spec.backbone, spec.options, spec.in_channels, spec.image_size, spec.mean, spec.std)
 
 
 __all__ = [
     "ENCODERS",
     "DownsampleRecord",
     "Encoder",
+    "EncoderSpec",
     "IndexedMaxPool2d",
     "TrunkParts",
     "build_encoder",

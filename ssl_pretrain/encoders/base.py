@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -70,10 +70,37 @@ class TrunkParts:
     notes: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What rebuilds an encoder (``encoder.yaml``, stored in checkpoints and classifiers as a plain mapping)."""
+
+    backbone: str
+    options: dict
+    in_channels: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    num_features: int
+    stage_names: list[str]
+    torchvision_model: str | None = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderSpec:
+        """From a stored mapping; extra keys (notes written beside it) are ignored, a missing one is an error."""
+        names = {f.name for f in fields(cls)}
+        missing = sorted(n for n in names - set(data) if n != "torchvision_model")
+        if missing:
+            raise KeyError(f"encoder spec lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 class Encoder(nn.Module):
     """Normalisation + trunk. Input ``(B, C, H, W)`` float in ``[0, 1]``."""
 
-    def __init__(self, parts: TrunkParts, mean: list[float], std: list[float], spec: dict):
+    def __init__(self, parts: TrunkParts, mean: list[float], std: list[float], spec: EncoderSpec):
         super().__init__()
         self.trunk = parts.trunk
         self.num_features = parts.num_features

@@ -31,7 +31,7 @@ def export_encoder(encoder: Encoder, out: Path) -> Path:
     weights_path, spec_path = export_paths(out)
     state = {k: v.detach().cpu().clone() for k, v in encoder.trunk.state_dict().items()}
     atomic_torch_save(state, weights_path)
-    spec = dict(encoder.spec, loading=LOADING_NOTE)
+    spec = dict(encoder.spec.to_dict(), loading=LOADING_NOTE)
     atomic_write_bytes(spec_path, yaml.safe_dump(spec, sort_keys=False).encode())
     return weights_path
 

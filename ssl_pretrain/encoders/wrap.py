@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Encoder, TrunkParts
+from .base import Encoder, EncoderSpec, TrunkParts
 
 
 class _AsMaps(nn.Module):
@@ -41,15 +41,14 @@ def wrap_trunk(
         num_features = module.eval()(torch.zeros(2, in_channels, image_size, image_size)).shape[1]
     trunk.train(was_training)
     parts = TrunkParts(module, [("trunk", [module])], [], int(num_features))
-    spec = {
-        "backbone": f"custom:{type(trunk).__name__}",
-        "options": {},
-        "in_channels": in_channels,
-        "image_size": image_size,
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "num_features": int(num_features),
-        "stage_names": ["trunk"],
-        "torchvision_model": None,
-    }
-    return Encoder(parts, spec["mean"], spec["std"], spec)
+    spec = EncoderSpec(
+        backbone=f"custom:{type(trunk).__name__}",
+        options={},
+        in_channels=in_channels,
+        image_size=image_size,
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        num_features=int(num_features),
+        stage_names=["trunk"],
+    )
+    return Encoder(parts, spec.mean, spec.std, spec)

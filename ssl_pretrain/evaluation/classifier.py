@@ -38,7 +38,7 @@ class ImageClassifier(nn.Module):
         with torch.no_grad():
             was_training = self.encoder.training
             size, device = self.image_size, self.encoder.mean.device
-            x = torch.zeros(1, self.encoder.spec["in_channels"], size, size, device=device)
+            x = torch.zeros(1, self.encoder.spec.in_channels, size, size, device=device)
             dim = self.features(self.encoder.eval().forward_maps(x)).shape[1]
             self.encoder.train(was_training)
         return dim
@@ -67,7 +67,7 @@ def classifier_state(model: ImageClassifier, info: dict) -> dict:
     """``model`` as plain tensors and data (``info`` says how it was trained), loadable with weights_only."""
     return {
         "format": FORMAT,
-        "encoder_spec": model.encoder.spec,
+        "encoder_spec": model.encoder.spec.to_dict(),
         "encoder": {k: v.detach().cpu() for k, v in model.encoder.trunk.state_dict().items()},
         "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
         "grid": model.grid,

@@ -93,7 +93,7 @@ def run_finetune(config: Config) -> dict:
     for setting in settings:
         torch.manual_seed(config.seed)
         encoder = copy.deepcopy(pretrained) if cfg.init == "pretrained" else encoder_from_spec(pretrained.spec)
-        model = ImageClassifier(encoder, num_classes, 1 if cfg.head == "gap" else None, pretrained.spec["image_size"])
+        model = ImageClassifier(encoder, num_classes, 1 if cfg.head == "gap" else None, pretrained.spec.image_size)
         plan = FreezePlan(model, freeze_until, cfg.freeze_bn)
         if cfg.head_init == "probe":
             init_head_from_probe(model, train, device, listed(config.probe.l2)[0], config.probe.max_iter)
@@ -235,7 +235,7 @@ def _auto_freeze_point(cfg: FinetuneConfig, probe: ProbeConfig, seed: int, encod
     if len(train) > cfg.auto_probe_images:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         sample = train.subset(order[: cfg.auto_probe_images].sort().values)
-    view = LayerView(encoder, available_layers(encoder), probe.layer_dim, encoder.spec["image_size"])
+    view = LayerView(encoder, available_layers(encoder), probe.layer_dim, encoder.spec.image_size)
     info = DataInfo.from_spec(encoder.spec)
     method = LogisticProbe([listed(probe.l2)[0]], probe.max_iter)
     layer_top1 = validation_scores(view, sample, val, info, device, method, probe.batch_size)
@@ -280,7 +280,7 @@ def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, se
         "selection": SELECTION_RULE,
         "test_split": f"{test.description}, {len(test)} images",
         "image_size": model.image_size,
-        "backbone": model.encoder.spec["backbone"],
+        "backbone": model.encoder.spec.backbone,
         "candidates": candidate_settings(cfg),
         "semi_supervised": semi,
     }

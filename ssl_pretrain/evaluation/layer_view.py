@@ -40,7 +40,7 @@ class LayerView(nn.Module):
         was_training = self.encoder.training
         with torch.no_grad():
             device = self.encoder.mean.device
-            probe = torch.zeros(1, self.encoder.spec["in_channels"], image_size, image_size, device=device)
+            probe = torch.zeros(1, self.encoder.spec.in_channels, image_size, image_size, device=device)
             maps = self.encoder.eval().forward_stages(probe, stages) if stages else {}
         self.encoder.train(was_training)
         grid = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..build import resolve_device
 from ..config import Config, listed
 from ..data import DataInfo
-from ..encoders import Encoder
+from ..encoders import Encoder, EncoderSpec
 from ..errors import ConfigError
 from ..runs import write_json
 from ..utils.rng import seed_everything
@@ -107,7 +107,7 @@ def format_frozen_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _frozen_protocol(config: Config, spec: dict, view, info: DataInfo, train, test) -> dict:
+def _frozen_protocol(config: Config, spec: EncoderSpec, view, info: DataInfo, train, test) -> dict:
     return {
         "pooling": view.pooling,
         "layer_dim": view.layer_dim if isinstance(view, LayerView) else None,
@@ -124,7 +124,7 @@ def _frozen_protocol(config: Config, spec: dict, view, info: DataInfo, train, te
         "patch_grid": view.geometry.__dict__ if getattr(view, "geometry", None) else None,
         "channels": info.channels,
         "encoder_source": str(config.probe.encoder),
-        "backbone": spec["backbone"],
+        "backbone": spec.backbone,
         "seed": config.seed,
     }
 

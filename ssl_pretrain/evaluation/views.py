@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import ProbeConfig
-from ..encoders import Encoder, encoder_from_spec
+from ..encoders import Encoder, EncoderSpec, encoder_from_spec
 from ..errors import ConfigError
 from ..registry import TASKS
 from ..tasks.patches import default_geometry
@@ -28,13 +28,13 @@ def probe_layers(layers: str | list[str] | None, patch_grid: bool, encoder: Enco
 
 
 def probe_view(
-    probe: ProbeConfig, task_grid: dict | None, spec: dict, encoder: Encoder
+    probe: ProbeConfig, task_grid: dict | None, spec: EncoderSpec, encoder: Encoder
 ) -> tuple[int, FeatureView | LayerView]:
     """Image size and feature view from ``probe.layers``, ``probe.resize``, ``probe.pool``,
     ``probe.patch_grid``; the grid of the task that trained the encoder (its ``probe_grid``: size, patch,
     gap, per-patch normalisation; ``task_grid``, see :func:`task_grid`), where it has one, is the default."""
     task = task_grid or {}
-    size = probe.resize or (task.get("resize") if probe.patch_grid else None) or spec["image_size"]
+    size = probe.resize or (task.get("resize") if probe.patch_grid else None) or spec.image_size
     layers = probe_layers(probe.layers, probe.patch_grid, encoder)
     if layers is not None:
         return size, LayerView(encoder, layers, probe.layer_dim, size)
@@ -52,7 +52,7 @@ def task_grid(task_name: str, task_options: dict) -> dict | None:
     return TASKS[task_name].probe_grid(task_options) if task_name in TASKS else None
 
 
-def control_view(view, spec: dict, seed: int):
+def control_view(view, spec: EncoderSpec, seed: int):
     """The same view over a randomly initialised encoder of the same architecture (seeded)."""
     torch.manual_seed(seed)
     encoder = encoder_from_spec(spec)

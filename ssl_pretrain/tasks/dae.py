@@ -46,14 +46,14 @@ class DenoisingAutoencoder(PretextTask):
         check_option(
             upsample != "max_unpool" or encoder.max_pool_only,
             "upsample",
-            f"max_unpool needs an encoder that downsamples only by max-pooling; {encoder.spec['backbone']} "
+            f"max_unpool needs an encoder that downsamples only by max-pooling; {encoder.spec.backbone} "
             "does not (use small_resnet with model.downsample=maxpool, or vgg11_bn)",
         )
         self.corruption_name = corruption
         self.level = level
         self.corrupt = make_corruption(corruption, level)
         self.decoder = MirrorDecoder(
-            _dry_run_records(encoder), encoder.num_features, encoder.spec["in_channels"], upsample
+            _dry_run_records(encoder), encoder.num_features, encoder.spec.in_channels, upsample
         )
 
     def make_batch(self, images: torch.Tensor, indices: torch.Tensor | None = None):
@@ -80,12 +80,12 @@ class DenoisingAutoencoder(PretextTask):
 
 def _dry_run_records(encoder: Encoder) -> list:
     """Downsampling records of one forward pass on a blank image of the encoder's input size."""
-    size = encoder.spec["image_size"]
+    size = encoder.spec.image_size
     was_training = encoder.training
     encoder.eval()
     try:
         with torch.no_grad(), encoder.record_downsampling() as records:
-            encoder.forward_maps(torch.zeros(1, encoder.spec["in_channels"], size, size, device=encoder.mean.device))
+            encoder.forward_maps(torch.zeros(1, encoder.spec.in_channels, size, size, device=encoder.mean.device))
     finally:
         encoder.train(was_training)
     return records

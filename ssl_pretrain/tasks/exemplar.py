@@ -160,10 +160,10 @@ class Exemplar(PretextTask):
         self.loss_kind = loss
         self.needs_whole_batch = loss == "contrastive"
         self.temperature = temperature
-        channels = encoder.spec["in_channels"]
+        channels = encoder.spec.in_channels
         self.augment = exemplar_augmentation(
             channels, translate, list(scale), rotation, brightness, contrast, saturation, hue,
-            crop_scale=crop_scale, flip=flip, erase=erase, size=encoder.spec["image_size"],
+            crop_scale=crop_scale, flip=flip, erase=erase, size=encoder.spec.image_size,
         )  # fmt: skip
         d = encoder.num_features
         if loss == "classifier":

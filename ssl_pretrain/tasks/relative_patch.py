@@ -90,7 +90,7 @@ class RelativePatchLocation(PretextTask):
         head_hidden: int = 512,
     ):
         super().__init__(encoder)
-        size = resize or encoder.spec["image_size"]
+        size = resize or encoder.spec.image_size
         try:
             self.geometry = default_geometry(size, patch, gap, jitter)
         except ValueError as err:

@@ -379,7 +379,7 @@ def _save_checkpoint(run: TrainingRun) -> None:
     state = {
         "format": FORMAT,
         "config": run.config.to_dict(),
-        "encoder_spec": run.task.encoder.spec,
+        "encoder_spec": run.task.encoder.spec.to_dict(),
         "model": run.task.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
@@ -413,7 +413,7 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
             f"trainer.batch_size per process match)"
         )
     load_state_strict(
-        task, ckpt["model"], path, f"the configured model ({task.encoder.spec['backbone']} + {type(task).__name__})"
+        task, ckpt["model"], path, f"the configured model ({task.encoder.spec.backbone} + {type(task).__name__})"
     )
     try:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -147,7 +147,7 @@ def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
     assert info["kind"] == "linear probe" and model.grid == 2
     _, test = labeled_splits(load_config(run / "config.yaml", [f"data.root={image_folder}"]).data, 0)
     spec = model.encoder.spec
-    data = Info(spec["in_channels"], model.image_size, spec["mean"], spec["std"])
+    data = Info(spec.in_channels, model.image_size, spec.mean, spec.std)
     batch = next(iter(make_loader(test, EpochBatchSampler(len(test), 100, 0, shuffle=False), 0, False)))
     with torch.no_grad():
         predicted = model(to_device_float(batch.images, data, torch.device("cpu"))).argmax(1)
