@@ -80,7 +80,11 @@ class TrainerConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     sync_batchnorm: bool = False
+    cudnn_benchmark: bool = True
+    tf32: bool = True
+    dist_timeout: float = _positive(600.0)
 
 
 @dataclass

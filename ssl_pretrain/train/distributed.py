@@ -13,6 +13,7 @@ process; without them a run is one process and everything here is a no-op. Conve
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import BadInput
+from ..errors import BadInput, ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,19 @@ def world_from_env() -> World:
     return World(rank, size, local_rank)
 
 
-def start(world: World, device: torch.device) -> World:
-    """Join the process group (NCCL for CUDA devices, gloo for CPU); returns ``world`` on ``device``."""
+def start(world: World, device: torch.device, timeout_seconds: float = 600.0) -> World:
+    """Join the process group (NCCL for CUDA devices, gloo for CPU); returns ``world`` on ``device``. A
+    collective that waits longer than ``timeout_seconds`` (a failed or stuck process) fails on every process
+    instead of hanging until the backend's default."""
     world = World(world.rank, world.size, world.local_rank, device)
     if not world.distributed or dist.is_initialized():
         return world
+    timeout = datetime.timedelta(seconds=timeout_seconds)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     return world
 
 
@@ -71,8 +75,15 @@ def stop(world: World) -> None:
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:
-    """Under torchrun each process on a node takes GPU ``LOCAL_RANK`` (``cuda`` without an index)."""
-    if device.type == "cuda" and device.index is None and world.distributed:
+    """Under torchrun each process on a node takes GPU ``LOCAL_RANK`` (``cuda`` without an index); a fixed
+    ``cuda:N`` would put every process on one GPU, where NCCL fails, so it is refused."""
+    if device.type == "cuda" and world.distributed:
+        if device.index is not None:
+            raise ConfigError(
+                "device",
+                f"{device} under torchrun would put all {world.size} processes on one GPU; use device=cuda "
+                "(process LOCAL_RANK takes GPU LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose the GPUs",
+            )
         return torch.device("cuda", world.local_rank)
     return device
 

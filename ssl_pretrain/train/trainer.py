@@ -31,7 +31,13 @@ from ..runs import check_run_dir, checkpoint_path, write_json
 from ..tasks import PretextTask
 from ..utils.files import FORMAT, atomic_torch_save, atomic_write_bytes, load_checkpoint, load_state_strict
 from ..utils.optim import make_optimizer, make_scheduler
-from ..utils.precision import Precision, resolve_channels_last, resolve_precision, to_memory_format
+from ..utils.precision import (
+    Precision,
+    configure_cuda,
+    resolve_channels_last,
+    resolve_precision,
+    to_memory_format,
+)
 from ..utils.rng import rng_state, seed_everything, set_rng_state
 from . import distributed
 from .checkpoint import keep_snapshot
@@ -54,6 +60,8 @@ class Progress:
     last_metrics: dict = field(default_factory=dict)
     skipped_steps: int = 0
     loop_seconds: float = 0.0  # wall time of the loop: data, steps, logging, checkpoints (not online eval)
+    compile_seconds: float = 0.0  # first steps of compiled models, kept out of images/s
+    compile_images: int = 0
     epoch_skipped: list[str] = field(default_factory=list)  # this process's unreadable files, this epoch so far
 
 
@@ -81,6 +89,7 @@ class TrainingRun:
     bar: tqdm | None = None
     online: OnlineEvaluator | None = None
     dataset_size: int = 0
+    compiling: bool = False  # the next step is this process's first of a compiled model
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -97,7 +106,8 @@ def pretrain(config: Config, resume: bool = False) -> Path:
     world = world_from_env()
     device = rank_device(resolve_device(config.device), world)
     _check_distributed_options(config, world, device)
-    world = distributed.start(world, device)
+    configure_cuda(device, config.trainer.cudnn_benchmark, config.trainer.tf32)
+    world = distributed.start(world, device, config.trainer.dist_timeout)
     try:
         return _pretrain(config, resume or config.trainer.resume, world, device)
     finally:
@@ -143,7 +153,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
         progress = Progress()
         if world.rank:  # rank 0 keeps drawing what a one-process run draws; the others differ
             seed_everything(rank_seed(config.seed, world.rank))
-    model = _wrap_model(task, world, device, config.trainer.compile)
+    model = _wrap_model(task, world, device, config.trainer.compile, config.trainer.compile_mode)
 
     distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes to it
     writer = None
@@ -162,7 +172,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     )
     run = TrainingRun(
         config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision,
-        channels_last, progress, steps, run_dir, writer, bar, online, len(dataset),
+        channels_last, progress, steps, run_dir, writer, bar, online, len(dataset), config.trainer.compile,
     )  # fmt: skip
     try:
         _train(run)
@@ -192,13 +202,13 @@ def _record_split(config: Config, dataset, run_dir: Path) -> None:
     write_json(run_dir / "data_split.json", record)
 
 
-def _wrap_model(task: PretextTask, world: World, device: torch.device, compile_model: bool) -> nn.Module:
+def _wrap_model(task: PretextTask, world: World, device: torch.device, compile_model: bool, mode: str) -> nn.Module:
     """The module the forward pass calls: DDP across processes (gradients all-reduced), optionally compiled."""
     model: nn.Module = task
     if world.distributed:
         model = DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
     if compile_model:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=mode)
     return model
 
 
@@ -237,7 +247,12 @@ def _loop(run: TrainingRun) -> None:
             run.scheduler.step()
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
-            progress.train_seconds += time.perf_counter() - t0
+            if run.compiling:  # this process's first compiled step: compile time, not training throughput
+                progress.compile_seconds += time.perf_counter() - t0
+                progress.compile_images += int(step_images)
+                run.compiling = False
+            else:
+                progress.train_seconds += time.perf_counter() - t0
             progress.step += 1
             progress.images_seen += int(step_images)
             window_images += int(step_images)
@@ -390,6 +405,8 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "images_seen": progress.images_seen,
         "train_seconds": progress.train_seconds,
         "loop_seconds": progress.loop_seconds,
+        "compile_seconds": progress.compile_seconds,
+        "compile_images": progress.compile_images,
         "skipped_images": progress.skipped_images,
         "skipped_steps": progress.skipped_steps,
         "epoch_skipped_per_rank": epoch_skipped,
@@ -433,6 +450,8 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         last_metrics=dict(ckpt["metrics"]),
         skipped_steps=ckpt.get("skipped_steps", 0),
         loop_seconds=ckpt.get("loop_seconds", 0.0),
+        compile_seconds=ckpt.get("compile_seconds", 0.0),
+        compile_images=ckpt.get("compile_images", 0),
         epoch_skipped=list(ckpt.get("epoch_skipped_per_rank", [[]] * world.size)[world.rank]),
     )
 
@@ -453,7 +472,8 @@ def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str]) -> d
         "epochs": round(progress.images_seen / dataset_size, 3),
         "images_seen": progress.images_seen,
         "train_seconds": round(progress.train_seconds, 2),
-        "images_per_s": round(progress.images_seen / max(1e-9, progress.train_seconds), 1),
+        "images_per_s": round((progress.images_seen - progress.compile_images) / max(1e-9, progress.train_seconds), 1),
+        "compile_seconds": round(progress.compile_seconds, 2),
         "loop_seconds": round(progress.loop_seconds, 2),
         "loop_images_per_s": round(progress.images_seen / max(1e-9, progress.loop_seconds), 1),
         "peak_memory_mb": round(peak_memory_mb(run.device), 1),

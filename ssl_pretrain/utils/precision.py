@@ -47,7 +47,8 @@ def resolve_precision(name: str, device: torch.device, warn: bool = True) -> Pre
     """The precision ``trainer.precision=name`` means on ``device``."""
     if name == "auto":
         if device.type == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # Native bf16 only (Ampere and newer): V100s and T4s emulate it, far slower than fp16 + scaler.
+            name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         else:
             name = "fp32"
     if name == "fp32":
@@ -59,6 +60,16 @@ def resolve_precision(name: str, device: torch.device, warn: bool = True) -> Pre
         )
     scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
     return Precision(name, device.type, DTYPES[name], scaler)
+
+
+def configure_cuda(device: torch.device, cudnn_benchmark: bool, tf32: bool) -> None:
+    """On CUDA: let cuDNN time its convolution algorithms for the (fixed) input shapes, and let fp32 matmuls
+    and convolutions use TF32 tensor cores (``trainer.cudnn_benchmark``, ``trainer.tf32``). No-op on CPU."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def channels_last_hazard(module: nn.Module) -> str | None:

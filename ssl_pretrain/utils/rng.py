@@ -30,7 +30,9 @@ def rng_state() -> dict:
             "cached_gaussian": float(cached),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # The current device's generator only: a run resumed on a machine with fewer (or more) GPUs, each
+        # process on its own device, gets back exactly the state it drew from.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
     return state
 
@@ -49,7 +51,7 @@ def set_rng_state(state: dict) -> None:
     )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 def _as_tuple(value):

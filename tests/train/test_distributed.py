@@ -129,3 +129,25 @@ def test_sync_batchnorm_on_cpu_processes_is_refused_with_its_key(image_folder, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ssl-pretrain: error: trainer.sync_batchnorm: needs CUDA")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fixed_gpu_under_torchrun_is_refused_and_cuda_maps_to_the_local_rank():
+    from ssl_pretrain.errors import ConfigError
+    from ssl_pretrain.train.distributed import World, rank_device
+
+    world = World(rank=3, size=4, local_rank=1)
+    assert rank_device(torch.device("cuda"), world) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cpu"), world) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: cuda:0 under torchrun would put all 4 processes on one GPU"):
+        rank_device(torch.device("cuda", 0), world)
+    assert rank_device(torch.device("cuda", 0), World(0, 1, 0)) == torch.device("cuda", 0)
+
+
+def test_the_process_group_has_the_configured_timeout(monkeypatch):
+    from ssl_pretrain.train import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    distributed.start(distributed.World(0, 2, 0), torch.device("cpu"), timeout_seconds=42)
+    assert calls == [("gloo", {"timeout": __import__("datetime").timedelta(seconds=42)})]

@@ -40,3 +40,27 @@ def test_memory_format_applies_to_image_batches_and_mappings_of_them():
     assert to_memory_format(x, False) is x and to_memory_format(torch.rand(3, 4), True).dim() == 2
     both = to_memory_format({"a": x, "b": torch.arange(3)}, True)
     assert both["a"].is_contiguous(memory_format=torch.channels_last) and both["b"].dim() == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available.*")
+def test_auto_precision_takes_bf16_only_where_it_is_native(monkeypatch):
+    # A V100/T4: bf16 "supported" only through emulation, which is far slower than fp16 with a scaler.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert resolve_precision("auto", torch.device("cuda"), warn=False).name == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert resolve_precision("auto", torch.device("cuda"), warn=False).name == "bf16"
+
+
+def test_cuda_defaults_set_cudnn_benchmark_and_tf32_and_leave_cpu_alone(monkeypatch):
+    from ssl_pretrain.utils.precision import configure_cuda
+
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        configure_cuda(CPU, True, True)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == flags[:2]
+        configure_cuda(torch.device("cuda"), True, True)
+        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+        configure_cuda(torch.device("cuda"), False, False)
+        assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
