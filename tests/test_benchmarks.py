@@ -124,3 +124,10 @@ def test_data_loading_benchmark_smoke():
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 32 px JPEG |")]
     assert len(rows) == 2 and all(row.count("|") == 6 for row in rows)
     assert "| rotation | 128 |" in done.stdout and ("the model |" in done.stdout or "the loader |" in done.stdout)
+
+
+def test_host_syncs_benchmark_smoke(fashion_mnist_root):
+    done = _run("benchmarks/host_syncs.py", "--smoke", f"data.root={fashion_mnist_root}", "data.download=false")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "**" in line]
+    assert len(rows) == 5 and all("| **0** |" in row for row in rows)

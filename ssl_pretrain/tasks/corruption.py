@@ -12,6 +12,7 @@ from typing import Any
 import kornia.augmentation as K
 import torch
 from kornia.augmentation import IntensityAugmentationBase2D
+from torch import nn
 
 
 def pixel_mask(
@@ -59,15 +60,36 @@ class RandomPixelMasking(IntensityAugmentationBase2D):
         return apply_mask(input, params["mask"].to(input.device))
 
 
+class RandomSaltPepper(nn.Module):
+    """Salt-and-pepper noise: each pixel, independently, set to 1 (salt) or 0 (pepper) with probability
+    ``amount / 2`` each, the same pixel in every channel; drawn on the images' device, one draw per pixel
+    (Kornia's version draws its full-size masks on the CPU and copies them over every step)."""
+
+    def __init__(self, amount: float):
+        super().__init__()
+        self.amount = amount
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        draw = torch.rand(b, 1, h, w, device=images.device)
+        salt, pepper = draw < self.amount / 2, draw > 1 - self.amount / 2
+        out = torch.where(salt, torch.ones_like(images), images)
+        return torch.where(pepper, torch.zeros_like(images), out)
+
+    def set_rng_device_and_dtype(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Nothing to move: draws are made where the images are (the interface Kornia's ops have)."""
+        self.device = device
+
+
 CORRUPTIONS = ("masking", "gaussian", "salt_pepper")
 
 
-def make_corruption(kind: str, level: float) -> IntensityAugmentationBase2D:
+def make_corruption(kind: str, level: float) -> nn.Module:
     """``masking``: fraction zeroed; ``gaussian``: noise std in [0, 1] units; ``salt_pepper``: fraction hit."""
     if kind == "masking":
         return RandomPixelMasking(level)
     if kind == "gaussian":
         return K.RandomGaussianNoise(mean=0.0, std=level, p=1.0)
     if kind == "salt_pepper":
-        return K.RandomSaltAndPepperNoise(amount=float(level), salt_vs_pepper=0.5, p=1.0)
+        return RandomSaltPepper(float(level))
     raise ValueError(f"unknown corruption {kind!r}; accepted: {', '.join(CORRUPTIONS)}")

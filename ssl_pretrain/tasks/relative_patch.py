@@ -54,12 +54,11 @@ def down_up_sample(patches: torch.Tensor, probability: float) -> torch.Tensor:
         return patches
     b, p, c, h, w = patches.shape
     flat = patches.reshape(b * p, c, h, w)
-    chosen = torch.rand(b * p, device=patches.device) < probability
-    if chosen.any():
-        small = F.interpolate(flat[chosen], scale_factor=0.5, mode="area")
-        flat = flat.clone()
-        flat[chosen] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-    return flat.view(b, p, c, h, w)
+    chosen = (torch.rand(b * p, device=patches.device) < probability).view(-1, 1, 1, 1)
+    # Every patch is resampled and the chosen ones kept: no data-dependent shapes, no wait on the device.
+    small = F.interpolate(flat, scale_factor=0.5, mode="area")
+    resampled = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.where(chosen, resampled, flat).view(b, p, c, h, w)
 
 
 class RelativePatchLocation(PretextTask):

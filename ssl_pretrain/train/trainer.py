@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
-from ..data import DataInfo, EpochBatchSampler, data_info, open_split, to_device_float
+from ..data import DataInfo, EpochBatchSampler, TensorImages, data_info, open_split, to_device_float
 from ..data.image_folder import split_record
 from ..data.loader import pretraining_batches, seed_workers
 from ..encoders.export import export_encoder
@@ -43,6 +43,7 @@ from . import distributed
 from .checkpoint import keep_snapshot
 from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
 from .online_eval import OnlineEvaluator
+from .step_watch import NonFiniteWatch, StepTimer
 
 
 class TrainingError(Exception):
@@ -90,6 +91,13 @@ class TrainingRun:
     online: OnlineEvaluator | None = None
     dataset_size: int = 0
     compiling: bool = False  # the next step is this process's first of a compiled model
+    may_skip_files: bool = False  # the source can drop unreadable files (processes must agree on empty batches)
+    timer: StepTimer | None = None
+    watch: NonFiniteWatch | None = None
+    window_images: int = 0
+    window_start: float = 0.0
+    last_values: dict = field(default_factory=dict)  # the last step's metrics, still on the device
+    last_batch: tuple | None = None
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -173,6 +181,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     run = TrainingRun(
         config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision,
         channels_last, progress, steps, run_dir, writer, bar, online, len(dataset), config.trainer.compile,
+        not isinstance(dataset, TensorImages), StepTimer(device), NonFiniteWatch(device),
     )  # fmt: skip
     try:
         _train(run)
@@ -218,11 +227,15 @@ def _train(run: TrainingRun) -> None:
         _loop(run)
     finally:
         run.progress.loop_seconds += time.perf_counter() - loop_start
+        run.progress.train_seconds += run.timer.collect()
 
 
 def _loop(run: TrainingRun) -> None:
-    cfg, world, progress = run.config.trainer, run.world, run.progress
-    window_images, window_start = 0, time.perf_counter()
+    """Epochs of steps. A step makes no host synchronisation (no ``.item()``, no blocking collective, no
+    device wait) unless it logs, saves a checkpoint or ends the run: metrics and the non-finite check stay on
+    the device until then (``trainer.nonfinite=skip`` is the exception: it decides every step, on the host)."""
+    cfg, progress = run.config.trainer, run.progress
+    run.window_start = time.perf_counter()
     run.task.train()
     while progress.step < run.steps:
         run.sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
@@ -230,47 +243,19 @@ def _loop(run: TrainingRun) -> None:
         for batch in run.loader:
             progress.batch_in_epoch += 1
             progress.epoch_skipped.extend(batch.skipped)
-            t0 = time.perf_counter()
-            # One small all-reduce per step: the global image count, and whether any rank's batch is empty
-            # (all unreadable files), in which case every rank skips it so the collectives stay in step.
-            step_images, empty_ranks = distributed.sum_across([len(batch.images), float(len(batch.images) == 0)], world)
-            if empty_ranks:
+            if not _train_step(run, batch):
                 continue
-            inputs, targets, outputs, loss, metrics, loss_scale = _forward(run, batch)
-            if distributed.sum_across([0.0 if bool(torch.isfinite(loss)) else 1.0], world)[0]:
-                _non_finite(run, loss)
-                if progress.step >= run.steps:
-                    break
-                continue
-            run.optimizer.zero_grad(set_to_none=True)
-            run.precision.backward_and_step(loss * loss_scale, run.optimizer)
-            run.scheduler.step()
-            if run.device.type == "cuda":
-                torch.cuda.synchronize(run.device)
-            if run.compiling:  # this process's first compiled step: compile time, not training throughput
-                progress.compile_seconds += time.perf_counter() - t0
-                progress.compile_images += int(step_images)
-                run.compiling = False
-            else:
-                progress.train_seconds += time.perf_counter() - t0
-            progress.step += 1
-            progress.images_seen += int(step_images)
-            window_images += int(step_images)
-            progress.last_metrics = {"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}}
-            run.bar.update(1)
-            if progress.step % cfg.log_every == 0 or progress.step == run.steps:
-                logged = distributed.mean_across(progress.last_metrics, world)
-                rate = window_images / max(1e-9, time.perf_counter() - window_start)
-                if world.is_main:
-                    _log_scalars(run.writer, progress.step, logged, run.optimizer, rate)
-                    run.bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{rate:.0f}")
-                window_images, window_start = 0, time.perf_counter()
-            if world.is_main and (progress.step % cfg.image_every == 0 or progress.step == 1):
-                _log_images(run.writer, run.task, inputs, targets, outputs, progress.step)
+            logging = progress.step % cfg.log_every == 0 or progress.step == run.steps
+            saving = progress.step % cfg.checkpoint_every == 0 and progress.step < run.steps
+            if logging or saving:
+                _check_finite(run)  # before anything is logged or saved
+            if logging:
+                _log_window(run)
+            if run.world.is_main and (progress.step % cfg.image_every == 0 or progress.step == 1):
+                _log_images(run.writer, run.task, run.last_batch, progress.step)
             if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=False):
                 _online_eval(run)
-                window_start = time.perf_counter()
-            if progress.step % cfg.checkpoint_every == 0 and progress.step < run.steps:
+            if saving:
                 _save_checkpoint(run)
             if progress.step >= run.steps:
                 break
@@ -282,9 +267,77 @@ def _loop(run: TrainingRun) -> None:
             progress.batch_in_epoch = 0
             if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=True):
                 _online_eval(run)
-                window_start = time.perf_counter()
+    _check_finite(run)
     _report_skipped(progress.epoch_skipped, run)  # a run that ends inside an epoch counts that part too
     progress.epoch_skipped = []
+
+
+def _train_step(run: TrainingRun, batch) -> bool:
+    """One optimizer step on ``batch``; False when the batch was left out (empty on some process)."""
+    progress, world = run.progress, run.world
+    local = len(batch.images)
+    if run.may_skip_files and world.distributed:
+        # Only a source that can drop unreadable files needs this agreement (and pays its all-reduce): a
+        # batch empty on any process is left out by every process, so the collectives stay in step.
+        step_images, empty = distributed.sum_across([local, float(local == 0)], world)
+        if empty:
+            return False
+    elif local == 0:
+        return False
+    else:
+        step_images = local * world.size  # equal full batches everywhere (the sampler drops the rest)
+    timer = run.timer.start()
+    inputs, targets, outputs, loss, metrics, loss_scale = _forward(run, batch)
+    if run.config.trainer.nonfinite == "skip" and distributed.sum_across([float(not torch.isfinite(loss))], world)[0]:
+        _non_finite(run, loss)
+        return False
+    run.watch.observe(loss, progress.step + 1)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.precision.backward_and_step(loss * loss_scale, run.optimizer)
+    run.scheduler.step()
+    seconds = run.timer.stop(timer, wait=run.compiling)
+    if run.compiling:  # this process's first compiled step: compile time, not training throughput
+        progress.compile_seconds += seconds
+        progress.compile_images += int(step_images)
+        run.compiling = False
+    progress.step += 1
+    progress.images_seen += int(step_images)
+    run.window_images += int(step_images)
+    run.last_values = {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}}
+    run.last_batch = (inputs, targets, outputs)
+    run.bar.update(1)
+    return True
+
+
+def _read_metrics(run: TrainingRun) -> dict[str, float]:
+    """The last step's metrics as numbers (a host synchronisation: logging steps, checkpoints, the end)."""
+    if run.last_values:
+        run.progress.last_metrics = {k: float(v) for k, v in run.last_values.items()}
+    return run.progress.last_metrics
+
+
+def _log_window(run: TrainingRun) -> None:
+    """Scalars of the last step (averaged over processes) and images/s of the steps since the last log."""
+    progress, world = run.progress, run.world
+    progress.train_seconds += run.timer.collect()
+    logged = distributed.mean_across(_read_metrics(run), world)
+    rate = run.window_images / max(1e-9, time.perf_counter() - run.window_start)
+    if world.is_main:
+        _log_scalars(run.writer, progress.step, logged, run.optimizer, rate)
+        run.bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{rate:.0f}")
+    run.window_images, run.window_start = 0, time.perf_counter()
+
+
+def _check_finite(run: TrainingRun) -> None:
+    """``trainer.nonfinite=stop``: if any step since the last check had a non-finite loss (on any process),
+    stop naming the first; nothing after it is logged or saved, so the last checkpoint is a good one."""
+    bad = run.watch.first_bad(run.world)
+    if bad is not None:
+        step, value = bad
+        raise TrainingError(
+            f"loss became {value} at step {step}; the last good checkpoint is kept "
+            "(lower trainer.lr, or set trainer.nonfinite=skip to skip such steps)"
+        )
 
 
 def _forward(run: TrainingRun, batch):
@@ -296,7 +349,7 @@ def _forward(run: TrainingRun, batch):
     size`` makes DDP's gradient average equal to its gradient.
     """
     images = to_device_float(batch.images, run.info, run.device)
-    inputs, targets = run.task.make_batch(images, batch.indices.to(run.device))
+    inputs, targets = run.task.make_batch(images, batch.indices.to(run.device, non_blocking=True))
     inputs = to_memory_format(inputs, run.channels_last)
     loss_scale = 1
     with run.precision.autocast():
@@ -311,14 +364,9 @@ def _forward(run: TrainingRun, batch):
 
 
 def _non_finite(run: TrainingRun, loss: torch.Tensor) -> None:
-    """``trainer.nonfinite``: stop (the last checkpoint stays as it was) or skip the update and count it."""
+    """``trainer.nonfinite=skip``: no update for this step; count it and say so."""
     progress = run.progress
     value = f"{loss.item()}" if not torch.isfinite(loss) else "non-finite on another process"
-    if run.config.trainer.nonfinite == "stop":
-        raise TrainingError(
-            f"loss became {value} at step {progress.step + 1}; the last good checkpoint is kept "
-            "(lower trainer.lr, or set trainer.nonfinite=skip to skip such steps)"
-        )
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
     progress.step += 1
@@ -337,7 +385,8 @@ def _online_eval(run: TrainingRun) -> None:
     start = time.perf_counter()
     results = run.online.run(run.task.encoder, run.progress.step, run.writer)
     run.progress.loop_seconds -= time.perf_counter() - start
-    run.bar.set_postfix(loss=f"{run.progress.last_metrics['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
+    run.window_start += time.perf_counter() - start
+    run.bar.set_postfix(loss=f"{_read_metrics(run)['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
 
 
 def _report_dropped(run: TrainingRun) -> None:
@@ -377,7 +426,8 @@ def _log_scalars(writer: SummaryWriter, step: int, metrics: dict, optimizer, rat
 
 
 @torch.no_grad()
-def _log_images(writer: SummaryWriter, task, inputs, targets, outputs, step: int) -> None:
+def _log_images(writer: SummaryWriter, task, batch: tuple, step: int) -> None:
+    inputs, targets, outputs = batch
     for name, images in task.previews(inputs, targets, outputs).items():
         grid = make_grid(images.detach().float().cpu().flatten(0, 1), nrow=images.shape[1], pad_value=1.0)
         writer.add_image(name, grid, step)
@@ -386,6 +436,8 @@ def _log_images(writer: SummaryWriter, task, inputs, targets, outputs, step: int
 def _save_checkpoint(run: TrainingRun) -> None:
     """Every rank hands its RNG state and its unreadable files of the epoch so far to rank 0, which writes
     ``last.pt`` atomically."""
+    _read_metrics(run)
+    run.progress.train_seconds += run.timer.collect()
     rng_states = distributed.gather_objects(rng_state(), run.world)
     epoch_skipped = distributed.gather_objects(run.progress.epoch_skipped, run.world)
     if not run.world.is_main:

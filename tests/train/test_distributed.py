@@ -29,6 +29,8 @@ TASKS = {
         "task.rotation=0",
         "task.brightness=0",
         "task.contrast=0",
+        "task.crop_scale=null",
+        "task.flip=false",
     ],
     # Both at once on one trunk: the contrastive sub-task makes the multi-task gather every rank's outputs.
     "multi": [

@@ -1,0 +1,79 @@
+"""What the training step keeps on the device between logging steps: its timing and the non-finite check.
+
+Reading a CUDA tensor or timing with ``torch.cuda.synchronize`` makes the host wait for the GPU; done every
+step, it leaves the GPU idle while the host prepares the next one. These keep the values on the device
+(CUDA events for time, a running flag for non-finite losses) and read them at logging steps only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from . import distributed
+from .distributed import World
+
+
+class StepTimer:
+    """Seconds spent in training steps: CUDA events read at :meth:`collect` on CUDA, wall time on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.pending: list[tuple] = []
+        self.seconds = 0.0
+
+    def start(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, started, wait: bool = False) -> float:
+        """Close a step; returns its seconds now only when ``wait`` (else 0: they come with :meth:`collect`)."""
+        if not self.cuda:
+            elapsed = time.perf_counter() - started
+            if not wait:
+                self.seconds += elapsed
+            return elapsed
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        if wait:
+            end.synchronize()
+            return started.elapsed_time(end) / 1000
+        self.pending.append((started, end))
+        return 0.0
+
+    def collect(self) -> float:
+        """Seconds of the steps closed since the last call (waits for their CUDA events)."""
+        if self.pending:
+            self.pending[-1][1].synchronize()
+            self.seconds += sum(start.elapsed_time(end) for start, end in self.pending) / 1000
+            self.pending = []
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+class NonFiniteWatch:
+    """The first step whose loss was not finite, and that loss, kept on the device until asked."""
+
+    def __init__(self, device: torch.device):
+        self.step = torch.full((), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.step < 0)
+        self.step = torch.where(bad, torch.full_like(self.step, step), self.step)
+        self.value = torch.where(bad, loss.detach().float(), self.value)
+
+    def first_bad(self, world: World) -> tuple[int, str] | None:
+        """``(step, value)`` of the first non-finite loss on this process, or any process's when another had
+        one (``value`` then says so); None when every loss was finite."""
+        step = int(self.step)
+        anywhere = distributed.sum_across([float(step >= 0)], world)[0]
+        if step >= 0:
+            return step, f"{float(self.value)}"
+        if anywhere:
+            return -1, "non-finite on another process"
+        return None
