@@ -17,6 +17,7 @@ TINY = [
     "trainer.image_every=2",
     "trainer.checkpoint_every=2",
     "trainer.progress=false",
+    "data.num_workers=0",
     "probe.max_iter=30",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -66,29 +67,59 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield order[start : start + self.batch_size].tolist()
 
 
-def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader that fetches whole batches through ``dataset.__getitems__``."""
+def on_device(dataset, device: torch.device, share: float = 0.25):
+    """An in-memory dataset moved, as uint8, to a CUDA ``device`` whose free memory it fits in ``share`` of:
+    batches are then cut there, with no copy from the host per step. Anything else as it is."""
+    if device.type != "cuda" or not getattr(dataset, "in_memory", False):
+        return dataset
+    free, _ = torch.cuda.mem_get_info(device)
+    return dataset.to(device) if dataset.images.nbytes < share * free else dataset
+
+
+def dataset_on_host(dataset) -> bool:
+    """Whether batches come from host memory (and are worth pinning for the copy to a GPU)."""
+    images = getattr(dataset, "images", None)
+    return images is None or images.device.type == "cpu"
+
+
+def loader_workers(setting: int | str, dataset) -> int:
+    """``data.num_workers``: a number, or ``auto``: none for images already in memory (nothing to decode),
+    else half the machine's cores (at least 1, at most 8) to decode files while the main process trains."""
+    if setting != "auto":
+        return int(setting)
+    if getattr(dataset, "in_memory", False):
+        return 0
+    return min(8, max(1, (os.cpu_count() or 2) // 2))
+
+
+def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int | str, pin_memory: bool) -> DataLoader:
+    """A DataLoader that fetches whole batches through ``dataset.__getitems__``; its workers (if any) live
+    as long as the loader, not one epoch."""
+    workers = loader_workers(num_workers, dataset)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=_keep_batch,
-        num_workers=num_workers,
+        num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
         # Its own generator: creating an iterator must not draw from the global RNG, which the
         # augmentations use (an extra draw on resume would change every later augmentation).
         generator=torch.Generator(),
     )
 
 
-def pretraining_batches(dataset, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int, pin: bool):
+def pretraining_batches(
+    dataset, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int | str, pin: bool
+):
     """``(loader, sampler)`` of the pretraining set: an :class:`EpochBatchSampler` over a map-style dataset,
     or for a streamed source (``dataset.streaming``) its own stream, which is also its batch sampler."""
     if getattr(dataset, "streaming", False):
         from .shards import stream_loader
 
-        stream = dataset.stream(batch_size, seed, rank, world_size, num_workers)
-        return stream_loader(stream, num_workers, pin), stream
+        workers = loader_workers(num_workers, dataset)
+        stream = dataset.stream(batch_size, seed, rank, world_size, workers)
+        return stream_loader(stream, workers, pin), stream
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
     return make_loader(dataset, sampler, num_workers, pin), sampler
 

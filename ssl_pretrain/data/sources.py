@@ -30,7 +30,8 @@ class Batch(NamedTuple):
 
 
 class TensorImages(Dataset):
-    """Images already in memory as a uint8 tensor ``(N, C, H, W)``, with optional labels ``(N,)``.
+    """Images already in memory as a uint8 tensor ``(N, C, H, W)``, with optional labels ``(N,)``; they may
+    live on the training device (:meth:`to`), where batches are then cut without a copy from the host.
 
     ``origin``: ``(N,)`` positions of the images in the split they were cut from (subsets compose them),
     so two subsets of one split can be told apart or excluded from each other.
@@ -46,12 +47,22 @@ class TensorImages(Dataset):
         self.image_size = images.shape[-1]
         self.origin = origin if origin is not None else torch.arange(len(images))
 
+    in_memory = True
+
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitems__(self, indices: list[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return Batch(self.images[idx], self.labels[idx], idx, [])
+        if self.images.device.type == "cpu":
+            return Batch(self.images[idx], self.labels[idx], idx, [])
+        # Images on a GPU: the index goes over from pinned memory, without the host waiting for the device.
+        on_device = idx.pin_memory().to(self.images.device, non_blocking=True)
+        return Batch(self.images[on_device], self.labels[idx], idx, [])
+
+    def to(self, device: torch.device) -> TensorImages:
+        """The images moved to ``device`` (labels and positions stay on the host, where the loader uses them)."""
+        return TensorImages(self.images.to(device), self.labels, self.description, self.origin)
 
     def subset(self, indices: torch.Tensor) -> TensorImages:
         return TensorImages(self.images[indices], self.labels[indices], self.description, self.origin[indices])

@@ -24,7 +24,7 @@ from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
 from ..data import DataInfo, EpochBatchSampler, TensorImages, data_info, open_split, to_device_float
 from ..data.image_folder import split_record
-from ..data.loader import pretraining_batches, seed_workers
+from ..data.loader import dataset_on_host, on_device, pretraining_batches, seed_workers
 from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
@@ -142,10 +142,11 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     run_dir = check_run_dir(config, resume)
     online = OnlineEvaluator(config, info, device) if config.online.every and world.is_main else None
 
+    dataset = on_device(dataset, device)
+    pin = device.type == "cuda" and dataset_on_host(dataset)
     loader, sampler = pretraining_batches(
-        dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers,
-        device.type == "cuda",
-    )  # fmt: skip
+        dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers, pin
+    )
     steps = total_steps(config, len(sampler))
     precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
     channels_last = resolve_channels_last(config.trainer.channels_last, device, task)

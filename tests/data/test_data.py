@@ -117,3 +117,17 @@ def test_data_info_uses_dataset_statistics():
     assert data_info(DataConfig()).mean == [0.286]
     assert data_info(DataConfig(channels=3)).channels == 3
     assert data_info(DataConfig(name="cifar10")).image_size == 32
+
+
+def test_loader_workers_auto_decodes_files_in_workers_and_memory_in_the_main_process(image_folder):
+    import os
+
+    from ssl_pretrain.data.loader import dataset_on_host, loader_workers, on_device
+    from ssl_pretrain.data.sources import TensorImages
+
+    in_memory = TensorImages(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), None, "x")
+    files = open_split(DataConfig(name="image_folder", root=str(image_folder), pretrain_on_test=True), "pretrain")
+    assert loader_workers("auto", in_memory) == 0 and loader_workers(3, in_memory) == 3
+    assert loader_workers("auto", files) == min(8, max(1, (os.cpu_count() or 2) // 2))
+    assert on_device(in_memory, torch.device("cpu")) is in_memory and dataset_on_host(in_memory)
+    assert DataConfig().num_workers == "auto"
