@@ -27,7 +27,7 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results, sync  # noqa: E402
+from common import report, sync  # noqa: E402
 
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
 from ssl_pretrain.data.sources import TensorImages  # noqa: E402
@@ -149,11 +149,9 @@ def main() -> None:
         f"\n\n{count} RGB images per size, batch {BATCH}, device {device}, median of {PASSES} passes. "
         f"Median time per Kornia op on one batch of {BATCH}:\n\n" + "\n".join(profile) + "\n"
     )
-    print(body)
-    if not args.smoke:
-        append_results(
-            "On-device Kornia augmentation vs per-sample torchvision (benchmarks/augmentation_speed.py)", body
-        )
+    report(
+        "On-device Kornia augmentation vs per-sample torchvision (benchmarks/augmentation_speed.py)", body, args.smoke
+    )
 
 
 if __name__ == "__main__":

@@ -74,6 +74,13 @@ def append_results(title: str, body: str) -> None:
         f.write(f"\n## {title}\n\n{header}\n\n{body.rstrip()}\n")
 
 
+def report(title: str, body: str, smoke: bool) -> None:
+    """Print ``body``; append it to RESULTS.md under ``title`` unless this is a ``--smoke`` run."""
+    print(body)
+    if not smoke:
+        append_results(title, body)
+
+
 def run_config(run: Path, overrides: list[str]) -> Config:
     """The config of a finished run directory, evaluating its encoder (no progress bars)."""
     return load_config(run / "config.yaml", [f"probe.encoder={run}", "trainer.progress=false", *overrides])

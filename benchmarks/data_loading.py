@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BareStep, append_results, sync  # noqa: E402
+from common import BareStep, report, sync  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
@@ -122,9 +122,7 @@ def main() -> None:
         + "\n\nThe model's side (shipped Fashion-MNIST configs, their own batch and size, random images):\n\n"
         + "\n".join(model_lines)
     )
-    print(body)
-    if not args.smoke:
-        append_results("Data loading: image folder vs shards vs the model (benchmarks/data_loading.py)", body)
+    report("Data loading: image folder vs shards vs the model (benchmarks/data_loading.py)", body, args.smoke)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results, run_checked  # noqa: E402
+from common import report, run_checked  # noqa: E402
 
 SMOKE = ["trainer.max_steps=2", "data.limit=256", "probe.train_limit=200", "model.widths=[4,8]", "model.blocks=[1,1]"]
 
@@ -33,9 +33,7 @@ def main() -> None:
     lines = [line for line in stdout.splitlines() if line.strip()]
     figure = next(line for line in lines if line.startswith("DAE-pretrained encoder:"))
     body = "```\n" + "\n".join(lines[-8:]) + "\n```\n\n" + f"{figure}\n\nWall time, start to end: {minutes:.1f} min."
-    print(body)
-    if not args.smoke:
-        append_results("The README's main job: ssl-pretrain demo (benchmarks/demo_run.py)", body)
+    report("The README's main job: ssl-pretrain demo (benchmarks/demo_run.py)", body, args.smoke)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results, run_checked  # noqa: E402
+from common import report, run_checked  # noqa: E402
 
 from ssl_pretrain.utils.files import safe_torch_load  # noqa: E402
 
@@ -80,9 +80,11 @@ def main() -> None:
         f"{identical}. Largest weight difference between the two runs (different augmentation draws per process, "
         f"so not expected to agree): {difference:.2e}.\n"
     )
-    print(body)
-    if not args.smoke:
-        append_results(f"Data-parallel pretraining, {args.nproc} processes vs one", body)
+    report(
+        f"Data-parallel pretraining, {args.nproc} processes vs one (benchmarks/distributed_pretrain.py)",
+        body,
+        args.smoke,
+    )
 
 
 if __name__ == "__main__":

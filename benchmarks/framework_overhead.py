@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BareStep, append_results, run_checked  # noqa: E402
+from common import BareStep, report, run_checked  # noqa: E402
 
 from ssl_pretrain.config import Config, load_config  # noqa: E402
 from ssl_pretrain.data import open_split  # noqa: E402
@@ -109,9 +109,7 @@ def main() -> None:
         "framework also logs, writes image grids and checkpoints as its shipped config says). Exemplar "
         "counts seed images (each step holds `copies` transformed copies of each).\n"
     )
-    print(body)
-    if not args.smoke:
-        append_results("Framework overhead: ssl-pretrain vs a bare loop (benchmarks/framework_overhead.py)", body)
+    report("Framework overhead: ssl-pretrain vs a bare loop (benchmarks/framework_overhead.py)", body, args.smoke)
 
 
 if __name__ == "__main__":

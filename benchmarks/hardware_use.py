@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BareStep, append_results, run_checked, sync  # noqa: E402
+from common import BareStep, report, run_checked, sync  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
@@ -114,9 +114,7 @@ def main() -> None:
         f"{precision.name}). Shipped configs (small_resnet "
         f"32-64-128 at 28 px; relative patch at 48 px), {steps} timed steps after 3 warm-up steps.\n"
     )
-    print(body)
-    if not args.smoke:
-        append_results("Hardware use: FLOP/s of the pretraining step vs matmul peak (benchmarks/hardware_use.py)", body)
+    report("Hardware use: FLOP/s of the pretraining step vs matmul peak (benchmarks/hardware_use.py)", body, args.smoke)
 
 
 if __name__ == "__main__":

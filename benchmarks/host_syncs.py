@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import report  # noqa: E402
 
 from ssl_pretrain.cli import main as cli  # noqa: E402
 from ssl_pretrain.train import trainer  # noqa: E402
@@ -71,9 +71,7 @@ def main() -> None:
         "`nonzero`, boolean-mask indexing, `unique`, `.cpu()`, `.numpy()`; the optimizer's host-side step "
         "counters excepted. Logging steps, checkpoints and the end of the run read values outside the step."
     )
-    print(body)
-    if not args.smoke:
-        append_results("Host synchronisations in the training step (benchmarks/host_syncs.py)", body)
+    report("Host synchronisations in the training step (benchmarks/host_syncs.py)", body, args.smoke)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results, run_config  # noqa: E402
+from common import report, run_config  # noqa: E402
 
 from ssl_pretrain.config import load_config  # noqa: E402
 from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
@@ -325,9 +325,7 @@ def main() -> None:
         + "\n".join(line if line.startswith("  - ") else f"- {line}" for line in verdicts(results))
         + f"\n\nWhole benchmark: {(time.perf_counter() - start) / 60:.1f} min. Runs: {runs_dir}"
     )
-    print(body)
-    if not args.smoke:
-        append_results("Low-label benchmark on Fashion-MNIST (benchmarks/low_label.py)", body)
+    report("Low-label benchmark on Fashion-MNIST (benchmarks/low_label.py)", body, args.smoke)
 
 
 if __name__ == "__main__":

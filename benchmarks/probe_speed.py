@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import append_results  # noqa: E402
+from common import report  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import listed, load_config  # noqa: E402
@@ -113,11 +113,9 @@ def main() -> None:
         f"| re-encoding, {epochs} epochs of Adam (lr 1e-3, batch 256) | {re_seconds:.1f} s | {re_top1:.2f}% |\n\n"
         f"Re-encoding costs **{re_seconds / (extract + ours_seconds):.1f}x** the cached probe's time."
     )
-    print(table)
-    if not args.smoke:
-        append_results(
-            "Cached-feature probe vs scikit-learn (benchmarks/probe_speed.py)", table + f"\n\nRun: {args.run}"
-        )
+    report(
+        "Cached-feature probe vs scikit-learn (benchmarks/probe_speed.py)", f"{table}\n\nRun: {args.run}", args.smoke
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results  # noqa: E402
+from common import report  # noqa: E402
 
 from ssl_pretrain.encoders import build_encoder  # noqa: E402
 from ssl_pretrain.tasks import RelativePatchLocation  # noqa: E402
@@ -87,13 +87,8 @@ def main() -> None:
         f"AdamW training step; best of {args.rounds} rounds of {args.steps} steps, interleaved. "
         f"Same logits in eval mode: {same}."
     )
-    print(table)
-    print(detail)
-    if not args.smoke:
-        append_results(
-            "Relative patch location: once-per-patch vs naive pair encoding (benchmarks/relative_patch_encoding.py)",
-            table + "\n\n" + detail,
-        )
+    title = "Relative patch location: once-per-patch vs naive pair encoding (benchmarks/relative_patch_encoding.py)"
+    report(title, table + "\n\n" + detail, args.smoke)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_results, run_checked  # noqa: E402
+from common import report, run_checked  # noqa: E402
 
 
 def run(config: str, overrides: list[str], out: Path, name: str) -> dict:
@@ -72,9 +72,7 @@ def main() -> None:
         + "\n".join(batch_rows)
         + "\n"
     )
-    print(body)
-    if not args.smoke:
-        append_results("Scaling with dataset size and batch size (benchmarks/scaling.py)", body)
+    report("Scaling with dataset size and batch size (benchmarks/scaling.py)", body, args.smoke)
 
 
 if __name__ == "__main__":
