@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, listed
-from .probe import evaluate_frozen
+from .probe import evaluate_frozen, fit_device
 
 
 def weighted_knn_predict(
@@ -26,15 +26,17 @@ def weighted_knn_predict(
     chunk_size: int = 512,
 ) -> torch.Tensor:
     """Predicted labels ``(N_test,)`` for ``test_x (N_test, D)`` from ``train_x (N, D)``, ``train_y (N,)``."""
+    device = train_x.device
     train = F.normalize(train_x.float(), dim=1)
+    train_y = train_y.to(device)
     k = min(k, len(train))
     predictions = []
     for start in range(0, len(test_x), chunk_size):
-        query = F.normalize(test_x[start : start + chunk_size].float(), dim=1)
+        query = F.normalize(test_x[start : start + chunk_size].to(device).float(), dim=1)
         similarity, nearest = (query @ train.T).topk(k, dim=1)
-        votes = torch.zeros(len(query), num_classes, dtype=torch.float64)
+        votes = torch.zeros(len(query), num_classes, dtype=torch.float64, device=device)
         votes.scatter_add_(1, train_y[nearest], (similarity.double() / temperature).exp())
-        predictions.append(votes.argmax(dim=1))
+        predictions.append(votes.argmax(dim=1).cpu())
     return torch.cat(predictions)
 
 
@@ -46,11 +48,14 @@ class KnnMethod:
     temperature: float = 0.07
     chunk_size: int = 512
     reports_train_top1: bool = False
+    device: torch.device | None = None
 
     def settings(self) -> list[dict]:
         return [{"k": k} for k in self.k]
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, setting: dict) -> tuple:
+        if self.device is not None:  # similarities computed there, chunk by chunk
+            x, y = x.to(self.device), y.to(self.device)
         return x, y, num_classes, setting["k"]
 
     def predict(self, fitted: tuple, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,7 @@ def run_knn(config: Config) -> dict:
     """kNN on ``probe.encoder`` (and the controls of ``probe.control``); writes ``knn.json``; ``k`` chosen
     on validation when ``knn.k`` lists several."""
     knn = config.knn
-    method = KnnMethod(listed(knn.k), knn.temperature, knn.chunk_size)
+    method = KnnMethod(listed(knn.k), knn.temperature, knn.chunk_size, device=fit_device(config.device))
     protocol = {
         "classifier": "weighted kNN, cosine similarity on L2-normalised features, votes exp(sim / T)",
         "k": knn.k,

@@ -39,15 +39,16 @@ def fit_logistic_regression(
     max_iter: int = 200,
     dtype: torch.dtype = torch.float32,
 ) -> LinearClassifier:
-    """Fit on ``features (N, D)``, ``labels (N,)``; deterministic for given inputs."""
+    """Fit on ``features (N, D)``, ``labels (N,)`` where the features are; deterministic for given inputs.
+    The classifier is returned on the CPU."""
     features = features.to(dtype)
     mean = features.mean(dim=0)
     std = features.std(dim=0).clamp_min(1e-6)
     # Standardised and stored feature-major, (D, N): both products below then run at full speed.
-    x_t = torch.empty(features.shape[1], features.shape[0], dtype=dtype)
+    x_t = torch.empty(features.shape[1], features.shape[0], dtype=dtype, device=features.device)
     x_t.copy_(features.T).sub_(mean[:, None]).div_(std[:, None])
-    weight = torch.zeros(num_classes, x_t.shape[0], dtype=dtype)
-    bias = torch.zeros(num_classes, dtype=dtype)
+    weight = torch.zeros(num_classes, x_t.shape[0], dtype=dtype, device=features.device)
+    bias = torch.zeros(num_classes, dtype=dtype, device=features.device)
     optimizer = torch.optim.LBFGS(
         [weight, bias],
         lr=1,
@@ -57,14 +58,17 @@ def fit_logistic_regression(
         tolerance_change=1e-10,
         line_search_fn="strong_wolfe",
     )
-    targets = F.one_hot(labels, num_classes).T.to(dtype)  # (K, N)
+    targets = F.one_hot(labels.to(features.device), num_classes).T.to(dtype)  # (K, N)
 
     def closure():
         loss, weight.grad, bias.grad = loss_and_gradients(x_t, targets, weight, bias, l2)
         return loss
 
     optimizer.step(closure)
-    return LinearClassifier(mean.float(), std.float(), weight.detach().float(), bias.detach().float())
+    cpu = torch.device("cpu")
+    return LinearClassifier(
+        mean.float().to(cpu), std.float().to(cpu), weight.detach().float().to(cpu), bias.detach().float().to(cpu)
+    )
 
 
 def loss_and_gradients(x_t: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l2: float):
@@ -89,16 +93,20 @@ def top1(classifier: LinearClassifier, features: torch.Tensor, labels: torch.Ten
 
 @dataclass
 class LogisticProbe:
-    """The linear probe as a :class:`~.frozen.FrozenMethod`: one candidate per ``l2`` value."""
+    """The linear probe as a :class:`~.frozen.FrozenMethod`: one candidate per ``l2`` value. With a CUDA
+    ``device`` the L-BFGS fit runs there (the features are copied once); the classifier comes back to the CPU."""
 
     l2: list[float]
     max_iter: int = 200
     reports_train_top1: bool = True
+    device: torch.device | None = None
 
     def settings(self) -> list[dict]:
         return [{"l2": value} for value in self.l2]
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, setting: dict) -> LinearClassifier:
+        if self.device is not None:
+            x, y = x.to(self.device), y.to(self.device)
         return fit_logistic_regression(x, y, num_classes, setting["l2"], self.max_iter)
 
     def predict(self, fitted: LinearClassifier, x: torch.Tensor) -> torch.Tensor:

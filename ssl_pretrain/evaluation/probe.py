@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..build import resolve_device
 from ..config import Config, listed
 from ..data import DataInfo
@@ -32,7 +34,14 @@ def run_probe(config: Config) -> dict:
         "l2": probe.l2,
         "max_iter": probe.max_iter,
     }
-    return evaluate_frozen(config, "probe", LogisticProbe(listed(probe.l2), probe.max_iter), protocol)
+    method = LogisticProbe(listed(probe.l2), probe.max_iter, fit_device(config.device))
+    return evaluate_frozen(config, "probe", method, protocol)
+
+
+def fit_device(name: str) -> torch.device | None:
+    """Where a frozen-feature classifier is fitted: the CUDA device when the run has one, else in place."""
+    device = resolve_device(name)
+    return device if device.type == "cuda" else None
 
 
 def result_stem(command: str, config: Config) -> str:
