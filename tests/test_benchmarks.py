@@ -131,3 +131,16 @@ def test_host_syncs_benchmark_smoke(fashion_mnist_root):
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "**" in line]
     assert len(rows) == 5 and all("| **0** |" in row for row in rows)
+
+
+def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
+    from ssl_pretrain.cli import main
+
+    from .helpers import TINY
+
+    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *TINY, f"data.root={fashion_mnist_root}"]
+    assert main([*args, "data.download=false", f"output_dir={tmp_path}", "run_name=tiny"]) == 0
+    done = _run("benchmarks/semi_curve.py", "--run", str(tmp_path / "tiny"), "--smoke", "--fraction", "0.5")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |")]
+    assert [row.split(" | ")[1] for row in rows] == ["pretrained", "random"]
