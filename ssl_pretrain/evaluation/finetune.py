@@ -27,15 +27,15 @@ from ..errors import BadInput
 from ..runs import write_json
 from ..utils.rng import seed_everything
 from .auto_freeze import choose_freeze_point
-from .classifier import ImageClassifier, fold_standardisation, restore_weights
+from .classifier import ImageClassifier, restore_weights
 from .encoder_source import load_encoder
-from .features import extract_features
 from .finetune_loop import LoopOptions, Unlabeled, encoder_lr_mult, fit_candidate
 from .freezing import FreezePlan, frozen_stages, strategy_name
 from .frozen import validation_scores
+from .head_init import init_head_from_probe
 from .layer_view import LayerView, available_layers
-from .logistic import LogisticProbe, fit_logistic_regression
-from .predict import accuracy, classifier_info, predict_logits
+from .logistic import LogisticProbe
+from .predict import accuracy, predict_logits
 from .probe import results_dir
 from .selection import RULE as SELECTION_RULE
 from .selection import Selection, first_best
@@ -148,34 +148,6 @@ def format_finetune(report: dict) -> str:
     out_dir = Path(report["report_file"]).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
     return "\n".join(lines)
-
-
-class _HeadInputs(torch.nn.Module):
-    """What the classifier's head reads, as the one layer of a frozen-feature view."""
-
-    def __init__(self, model: ImageClassifier):
-        super().__init__()
-        self.model = model
-
-    def forward_layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"head": self.model.features(self.model.encoder.forward_maps(x))}
-
-
-def init_head_from_probe(model: ImageClassifier, train, device, l2: float, max_iter: int) -> None:
-    """Start the head from a linear probe (L-BFGS on the frozen encoder's head inputs of ``train``, the
-    standardisation folded in): fine-tuning then starts from a classifier that already fits the labels
-    instead of a random head whose first gradients disturb the pretrained features (LP-FT, Kumar et al.
-    2022), and a semi-supervised run starts with useful pseudo-labels. Draws nothing from the RNG."""
-    modes = {module: module.training for module in model.modules()}
-    view = _HeadInputs(model.to(device))
-    features, labels = extract_features(view, train, classifier_info(model), device, 512)
-    for module, training in modes.items():
-        module.train(training)
-    fitted = fit_logistic_regression(features["head"], labels, model.num_classes, l2, max_iter)
-    weight, bias = fold_standardisation(fitted.weight, fitted.bias, fitted.mean, fitted.std)
-    with torch.no_grad():
-        model.head.weight.copy_(weight)
-        model.head.bias.copy_(bias)
 
 
 def _candidate_name(setting: dict, settings: list[dict]) -> str:

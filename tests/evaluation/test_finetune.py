@@ -164,7 +164,7 @@ def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_pat
 def test_the_head_can_start_from_a_linear_probe(image_folder, tmp_path):
     from ssl_pretrain.config import load_config
     from ssl_pretrain.evaluation.features import extract_features
-    from ssl_pretrain.evaluation.finetune import _HeadInputs, init_head_from_probe
+    from ssl_pretrain.evaluation.head_init import HeadInputs, init_head_from_probe
     from ssl_pretrain.evaluation.logistic import fit_logistic_regression
     from ssl_pretrain.evaluation.predict import classifier_info, predict_logits
     from ssl_pretrain.evaluation.splits import labeled_splits
@@ -178,7 +178,7 @@ def test_the_head_can_start_from_a_linear_probe(image_folder, tmp_path):
     before = torch.random.get_rng_state()
     init_head_from_probe(model, train, torch.device("cpu"), l2=1e-3, max_iter=50)
     assert torch.equal(torch.random.get_rng_state(), before) and model.training, "no draws, modes restored"
-    features, labels = extract_features(_HeadInputs(model), train, classifier_info(model), torch.device("cpu"), 64)
+    features, labels = extract_features(HeadInputs(model), train, classifier_info(model), torch.device("cpu"), 64)
     probe = fit_logistic_regression(features["head"], labels, 3, 1e-3, 50)
     logits, _ = predict_logits(model, train, torch.device("cpu"))
     assert torch.equal(logits.argmax(1), probe.predict(features["head"])), "the head is the probe, folded"
