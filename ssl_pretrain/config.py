@@ -53,6 +53,7 @@ class DataConfig:
     image_size: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 (null = the dataset's own)")
     channels: int | None = _ranged(None, lambda v: v in (None, 1, 3), "1, 3 or null")
     num_workers: int | Literal["auto"] = _ranged("auto", lambda v: v == "auto" or v >= 0, ">= 0 or auto")
+    decode: Literal["auto", "cpu", "gpu"] = "auto"
     download: bool = True
     label_fraction: float = _ranged(1.0, lambda v: 0 < v <= 1, "in (0, 1] (share of training labels, stratified)")
     test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1) (image_folder without test_root)")

@@ -13,9 +13,10 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import BadInput
+from .decode import decode_image
 from .holdout import RULE as HOLDOUT_RULE
 from .holdout import digest_of, held_out_mask, relative_paths
-from .sources import FolderImages, decode_image, scan_folder
+from .sources import FolderImages, scan_folder
 from .spec import DatasetSpec, Split, data_info
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
+from ..errors import BadInput
+from .decode import decode_jpegs
 from .sources import Batch
 from .spec import DataInfo
 
@@ -110,15 +112,23 @@ def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int | str, pin
 
 
 def pretraining_batches(
-    dataset, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int | str, pin: bool
+    dataset,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    num_workers: int | str,
+    pin: bool,
+    decode_on_device: bool = False,
 ):
     """``(loader, sampler)`` of the pretraining set: an :class:`EpochBatchSampler` over a map-style dataset,
-    or for a streamed source (``dataset.streaming``) its own stream, which is also its batch sampler."""
+    or for a streamed source (``dataset.streaming``) its own stream, which is also its batch sampler; with
+    ``decode_on_device`` the stream's JPEGs arrive encoded, for :func:`decode_on_device`."""
     if getattr(dataset, "streaming", False):
         from .shards import stream_loader
 
         workers = loader_workers(num_workers, dataset)
-        stream = dataset.stream(batch_size, seed, rank, world_size, workers)
+        stream = dataset.stream(batch_size, seed, rank, world_size, workers, encoded=decode_on_device)
         return stream_loader(stream, workers, pin), stream
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
     return make_loader(dataset, sampler, num_workers, pin), sampler
@@ -155,3 +165,32 @@ def to_device_float(images: torch.Tensor, info: DataInfo, device: torch.device) 
             x, size=(info.image_size, info.image_size), mode="bilinear", antialias=True, align_corners=False
         ).clamp_(0, 1)
     return x.contiguous()
+
+
+def decodes_on_device(setting: str, device: torch.device, dataset) -> bool:
+    """``data.decode``: whether the pretraining JPEGs are decoded on the training device (``gpu``; ``auto``
+    on CUDA for streamed shards) rather than in the loader workers (``cpu``)."""
+    streaming = getattr(dataset, "streaming", False)
+    if setting == "gpu":
+        if device.type != "cuda":
+            raise BadInput(f"data.decode: gpu decodes on a CUDA device; this run's device is {device}")
+        if not streaming:
+            raise BadInput("data.decode: gpu applies to data.name=shards (image folders decode in loader workers)")
+    return streaming and (setting == "gpu" or (setting == "auto" and device.type == "cuda"))
+
+
+def decode_on_device(batch: Batch, device: torch.device) -> Batch:
+    """A batch whose ``encoded`` JPEGs are decoded on ``device`` (batched) and appended to its images, which
+    move there too; members that fail to decode join ``skipped``. A batch without encoded members is
+    returned as it is."""
+    if not batch.encoded:
+        return batch
+    size, channels = batch.images.shape[-1], batch.images.shape[1]
+    names, data = zip(*batch.encoded, strict=True)
+    decoded = decode_jpegs(list(data), size, channels, device)
+    ok = [i for i, image in enumerate(decoded) if image is not None]
+    first = len(batch.images)
+    keep = torch.tensor([*range(first), *(first + i for i in ok)], dtype=torch.long)
+    images = torch.cat([batch.images.to(device, non_blocking=True), *(decoded[i][None] for i in ok)])
+    skipped = [*batch.skipped, *(names[i] for i in range(len(decoded)) if decoded[i] is None)]
+    return Batch(images, batch.labels[keep], batch.indices[keep], skipped)

@@ -18,7 +18,6 @@ are decoded into memory as :class:`~.sources.TensorImages`.
 
 from __future__ import annotations
 
-import io
 import random
 import tarfile
 from collections.abc import Iterator
@@ -29,8 +28,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import BadInput
+from .decode import decode_image, device_decodable
 from .holdout import hash_position
-from .sources import IMAGE_SUFFIXES, Batch, TensorImages, decode_image
+from .sources import IMAGE_SUFFIXES, Batch, TensorImages
 
 IMAGE_KEYS = tuple(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
 
@@ -125,7 +125,7 @@ def count_samples(paths: list[Path], held_out: float | None = None) -> list[int]
 def decode_sample(sample: dict, size: int, channels: int) -> np.ndarray | None:
     """``(channels, size, size)`` uint8, or None for a member that is not a readable image."""
     data = _image_bytes(sample)
-    return None if data is None else decode_image(io.BytesIO(data), size, channels)
+    return None if data is None else decode_image(data, size, channels)
 
 
 def load_split(paths: list[Path], size: int, channels: int, description: str, keep=None) -> TensorImages:
@@ -168,11 +168,13 @@ class ShardStream(IterableDataset):
         buffer: int = 1000,
         held_out: float | None = None,
         description: str = "shards",
+        encoded: bool = False,
     ):
         self.paths, self.counts = paths, counts
         self.batch_size, self.seed, self.size, self.channels = batch_size, seed, size, channels
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
         self.buffer, self.held_out, self.description = buffer, held_out, description
+        self.encoded = encoded  # JPEGs left encoded for the device (data.decode=gpu)
         self.epoch, self.start_batch = 0, 0
         self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
@@ -261,7 +263,15 @@ class ShardStream(IterableDataset):
 
     def _decode(self, chunk: list[tuple[int, dict]]) -> Batch:
         images, labels, kept, skipped = [], [], [], []
+        encoded, encoded_labels, encoded_kept = [], [], []
         for index, sample in chunk:
+            data = _image_bytes(sample)
+            if self.encoded and data is not None and device_decodable(data):
+                name = f"{sample['__key__']} ({sample.get('__url__', 'shard')})"
+                encoded.append((name, torch.frombuffer(bytearray(data), dtype=torch.uint8)))
+                encoded_labels.append(_label(sample))
+                encoded_kept.append(index)
+                continue
             array = decode_sample(sample, self.size, self.channels)
             if array is None:
                 skipped.append(f"{sample['__key__']} ({sample.get('__url__', 'shard')})")
@@ -269,11 +279,13 @@ class ShardStream(IterableDataset):
             images.append(torch.from_numpy(array.copy()))
             labels.append(_label(sample))
             kept.append(index)
-        if not images:
-            empty = torch.zeros(0, self.channels, self.size, self.size, dtype=torch.uint8)
-            return Batch(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), skipped)
+        empty = torch.zeros(0, self.channels, self.size, self.size, dtype=torch.uint8)
         return Batch(
-            torch.stack(images), torch.tensor(labels, dtype=torch.long), torch.tensor(kept, dtype=torch.long), skipped
+            torch.stack(images) if images else empty,
+            torch.tensor(labels + encoded_labels, dtype=torch.long),
+            torch.tensor(kept + encoded_kept, dtype=torch.long),
+            skipped,
+            tuple(encoded),
         )
 
 
@@ -306,11 +318,13 @@ class ShardSource:
     def __len__(self) -> int:
         return int(sum(self.counts))
 
-    def stream(self, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int) -> ShardStream:
+    def stream(
+        self, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int, encoded: bool = False
+    ) -> ShardStream:
         stream = ShardStream(
             self.paths, self.counts, batch_size, seed, self.size, self.channels,
             rank=rank, world_size=world_size, num_workers=num_workers, held_out=self.held_out,
-            description=self.description,
+            description=self.description, encoded=encoded,
         )  # fmt: skip
         if len(stream) == 0:
             raise BadInput(
@@ -343,7 +357,9 @@ def write_shards(src: Path, pattern: str, per_shard: int) -> tuple[list[Path], l
     if not files:
         raise BadInput(f"SRC_FOLDER: no image files in {src}")
     Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
-    with ShardWriter(pattern, maxcount=per_shard, verbose=0, encoder=False) as writer:
+    # An integer mtime: plain ustar headers (a float one adds a pax header per member, doubling the tar
+    # parsing when reading) and the same bytes for the same images.
+    with ShardWriter(pattern, maxcount=per_shard, verbose=0, encoder=False, mtime=0) as writer:
         for path, label in zip(files, labels, strict=True):
             relative = path.relative_to(src)
             key = (relative.parent / relative.stem.replace(".", "_")).as_posix()

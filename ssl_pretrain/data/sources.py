@@ -6,14 +6,13 @@ deterministic; every random augmentation runs later on the device, batched.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from PIL import Image, ImageFile
 from torch.utils.data import Dataset
+
+from .decode import decode_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -21,12 +20,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 class Batch(NamedTuple):
     """``images``: ``(B, C, H, W)`` uint8; ``labels``: ``(B,)`` int64, -1 where unknown;
     ``indices``: ``(B,)`` int64 positions in the dataset; ``skipped``: paths of files that could
-    not be decoded (dropped from the batch)."""
+    not be decoded (dropped from the batch); ``encoded``: ``(name, JPEG bytes as a 1-D uint8 tensor)``
+    pairs left for the training device to decode (``data.decode=gpu``), whose labels and indices follow
+    those of ``images`` (:func:`~.loader.decode_on_device` makes them images)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: list
+    encoded: tuple = ()
 
 
 class TensorImages(Dataset):
@@ -74,46 +76,6 @@ class TensorImages(Dataset):
     @property
     def has_labels(self) -> bool:
         return bool((self.labels >= 0).all())
-
-
-def decode_image(path: Path, size: int, channels: int) -> np.ndarray | None:
-    """Decode, resize the shorter side to ``size`` and centre-crop: ``(channels, size, size)`` uint8.
-
-    Returns None for a file that is not a readable image (truncated, empty, not an image,
-    unreadable permissions) or that would decode to more than ``PIL.Image.MAX_IMAGE_PIXELS``
-    pixels (a decompression bomb: checked from the header, before anything is decoded).
-    """
-    try:
-        with warnings.catch_warnings():  # the epoch's skip count is the one warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > (Image.MAX_IMAGE_PIXELS or float("inf")):
-                    return None
-                img.load()
-                img = _to_mode(img, channels)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError):
-        return None
-    w, h = img.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((new_w, new_h), Image.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    array = np.asarray(img, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 256.0).clip(0, 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    return img.convert("L" if channels == 1 else "RGB")
-
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class FolderImages(Dataset):

@@ -24,7 +24,14 @@ from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
 from ..data import DataInfo, EpochBatchSampler, TensorImages, data_info, open_split, to_device_float
 from ..data.image_folder import split_record
-from ..data.loader import dataset_on_host, on_device, pretraining_batches, seed_workers
+from ..data.loader import (
+    dataset_on_host,
+    decode_on_device,
+    decodes_on_device,
+    on_device,
+    pretraining_batches,
+    seed_workers,
+)
 from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
@@ -136,6 +143,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     info = data_info(config.data)
     task = make_task(config, make_encoder(config, info)).to(device)
     dataset = open_split(config.data, "pretrain")
+    decode_here = decodes_on_device(config.data.decode, device, dataset)
     chosen = task.select_images(len(dataset), config.seed)
     if chosen is not None:
         dataset = dataset.subset(chosen)
@@ -145,8 +153,9 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     dataset = on_device(dataset, device)
     pin = device.type == "cuda" and dataset_on_host(dataset)
     loader, sampler = pretraining_batches(
-        dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers, pin
-    )
+        dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers, pin,
+        decode_here,
+    )  # fmt: skip
     steps = total_steps(config, len(sampler))
     precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
     channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
@@ -242,6 +251,7 @@ def _loop(run: TrainingRun) -> None:
         run.sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
         seed_workers(run.loader, run.sampler)
         for batch in run.loader:
+            batch = decode_on_device(batch, run.device)  # data.decode=gpu; otherwise the batch as it is
             progress.batch_in_epoch += 1
             progress.epoch_skipped.extend(batch.skipped)
             if not _train_step(run, batch):

@@ -5,6 +5,7 @@ import os
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,14 +60,14 @@ def test_a_folder_full_of_hostile_files_trains_and_counts_them(image_folder, tmp
     locked.write_bytes(png)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads any file: refuse it the way the OS refuses other users
-        original = Image.open
+        original = Path.read_bytes
 
-        def open_unless_locked(path, *args, **kwargs):
+        def read_unless_locked(path):
             if str(path) == str(locked):
                 raise PermissionError(13, "Permission denied", str(path))
-            return original(path, *args, **kwargs)
+            return original(path)
 
-        monkeypatch.setattr(Image, "open", open_unless_locked)
+        monkeypatch.setattr(Path, "read_bytes", read_unless_locked)
     converted = image_folder / "class_2"
     Image.fromarray(np.full((20, 20), 50_000, np.uint16)).save(converted / "deep.png")
     Image.new("P", (24, 24), 3).save(converted / "palette.png")

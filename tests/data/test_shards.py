@@ -147,3 +147,53 @@ def test_a_run_on_shards_resumed_inside_an_epoch_ends_as_an_unbroken_one(shards,
     straight = safe_torch_load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
     resumed = safe_torch_load(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(value, resumed[key]) for key, value in straight.items())
+
+
+def _jpeg(value: int) -> bytes:
+    buffer = io.BytesIO()
+    pattern = (np.arange(24 * 24 * 3).reshape(24, 24, 3) * (value + 1)) % 251
+    Image.fromarray(pattern.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_jpegs_left_encoded_decode_on_the_device_into_the_same_batches(tmp_path):
+    """data.decode=gpu's path, run on the CPU: the workers pass JPEGs on undecoded (other images decoded),
+    the device decodes them in one call; images, labels and indices match the workers' own decoding."""
+    from ssl_pretrain.data.loader import decode_on_device
+
+    members = {}
+    for i in range(12):
+        members[f"{i:03d}.jpg" if i % 3 else f"{i:03d}.png"] = _jpeg(i) if i % 3 else _png(i * 20)
+        members[f"{i:03d}.cls"] = str(i % 2).encode()
+    members["900.jpg"] = _jpeg(1)[:300]  # truncated: the device decoder fails it, it is skipped and named
+    _tar(tmp_path / "a.tar", members)
+    paths = [tmp_path / "a.tar"]
+    plain = list(ShardStream(paths, count_samples(paths), 13, seed=0, size=16, channels=3))
+    encoded = list(ShardStream(paths, count_samples(paths), 13, seed=0, size=16, channels=3, encoded=True))
+    assert [len(b.encoded) for b in encoded] == [9] and len(encoded[0].images) == 4, "JPEGs left, PNGs decoded"
+    on_device = decode_on_device(encoded[0], torch.device("cpu"))
+    assert not on_device.encoded and on_device.skipped == [f"900 ({paths[0]})"] == plain[0].skipped
+    first = plain[0]
+    by_index = {int(i): (im, int(lab)) for im, lab, i in zip(first.images, first.labels, first.indices, strict=True)}
+    assert sorted(on_device.indices.tolist()) == sorted(by_index)
+    for image, label, index in zip(on_device.images, on_device.labels, on_device.indices, strict=True):
+        assert torch.equal(image, by_index[int(index)][0]) and int(label) == by_index[int(index)][1]
+
+
+def test_data_decode_gpu_is_refused_where_it_cannot_run(shards, image_folder):
+    from ssl_pretrain.data import open_split
+    from ssl_pretrain.data.loader import decodes_on_device
+    from ssl_pretrain.data.shards import ShardSource
+
+    stream = ShardSource(shards, 16, 3, None, True, "shards")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert decodes_on_device("auto", cuda, stream) and not decodes_on_device("auto", cpu, stream)
+    assert not decodes_on_device("cpu", cuda, stream) and decodes_on_device("gpu", cuda, stream)
+    with pytest.raises(BadInput, match="data.decode: gpu decodes on a CUDA device; this run's device is cpu"):
+        decodes_on_device("gpu", cpu, stream)
+    from ssl_pretrain.config import load_config
+
+    folder = open_split(load_config(None, ["data.name=image_folder", f"data.root={image_folder}"]).data, "pretrain")
+    assert not decodes_on_device("auto", cuda, folder)
+    with pytest.raises(BadInput, match="data.decode: gpu applies to data.name=shards"):
+        decodes_on_device("gpu", cuda, folder)
