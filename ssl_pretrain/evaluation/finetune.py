@@ -77,7 +77,7 @@ def run_finetune(config: Config) -> dict:
     )
     options = LoopOptions(
         config.seed, config.data.num_workers, config.trainer.channels_last, config.trainer.log_every,
-        config.trainer.progress,
+        config.trainer.progress, config.trainer.precision,
     )  # fmt: skip
 
     freeze_until, reason, layer_top1 = cfg.freeze_until, None, None

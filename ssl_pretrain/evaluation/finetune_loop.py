@@ -20,7 +20,7 @@ from ..config import FinetuneConfig
 from ..data import EpochBatchSampler, make_loader, to_device_float
 from ..utils.files import atomic_torch_save
 from ..utils.optim import warmup_cosine_factor
-from ..utils.precision import resolve_channels_last, to_memory_format
+from ..utils.precision import resolve_channels_last, resolve_precision, to_memory_format
 from .classifier import ImageClassifier, classifier_state
 from .freezing import FreezePlan, make_finetune_optimizer
 from .predict import accuracy, classifier_info, predict_logits
@@ -66,13 +66,15 @@ def encoder_lr_mult(cfg: FinetuneConfig) -> float:
 @dataclass
 class LoopOptions:
     """What the loop needs from outside the ``finetune`` section: the seed, loader workers, the memory
-    layout setting (``trainer.channels_last``), how often to log, whether to show a progress bar."""
+    layout and precision settings (``trainer.channels_last``, ``trainer.precision``), how often to log,
+    whether to show a progress bar."""
 
     seed: int
     num_workers: int = 0
     channels_last: bool | None = None
     log_every: int = 20
     progress: bool = True
+    precision: str = "fp32"
 
 
 @dataclass
@@ -116,6 +118,7 @@ def fit_candidate(
     channels_last = resolve_channels_last(options.channels_last, device, model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    precision = resolve_precision(options.precision, device, warn=False)
     lr = setting["lr"]
     optimizer = make_finetune_optimizer(
         plan.param_groups(lr, encoder_lr_mult(cfg), cfg.weight_decay), cfg.optimizer, cfg.momentum
@@ -127,6 +130,7 @@ def fit_candidate(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))
     every = validation_interval(cfg.val_every, epochs)
     protocol = {**protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last, "val_every": every}
+    protocol["precision"] = precision.name
     protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
     info = classifier_info(model)
     augment = finetune_augmentation(setting["augment"], model.image_size).to(device)
@@ -152,18 +156,19 @@ def fit_candidate(
                     continue
                 images = to_memory_format(augment(to_device_float(batch.images, info, device)), channels_last)
                 labels = batch.labels.to(device)
-                if stream is None:
-                    loss, stats = F.cross_entropy(model(images), labels), {}
-                else:
+                if stream is not None:
                     pool = to_device_float(next(stream).images, info, device)
                     weak = to_memory_format(weak_view(pool), channels_last)
                     hard = to_memory_format(strong(pool), channels_last)
-                    loss, stats = fixmatch_loss(
-                        model, images, labels, weak, hard, setting["threshold"], cfg.unlabeled_weight
-                    )
+                with precision.autocast():
+                    if stream is None:
+                        loss, stats = F.cross_entropy(model(images), labels), {}
+                    else:
+                        loss, stats = fixmatch_loss(
+                            model, images, labels, weak, hard, setting["threshold"], cfg.unlabeled_weight
+                        )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                precision.backward_and_step(loss, optimizer)
                 scheduler.step()
                 step += 1
                 bar.update(1)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from ..data import DataInfo
+from ..utils.precision import Precision
 from .features import extract_features
 from .metrics import percent_correct
 from .selection import Selection, first_best
@@ -37,13 +38,22 @@ class FrozenMethod(Protocol):
         """Predicted classes ``(N,)``."""
 
 
-def frozen_features(view, train, test, info: DataInfo, device: torch.device, batch_size: int, num_workers: int = 0):
+def frozen_features(
+    view,
+    train,
+    test,
+    info: DataInfo,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int = 0,
+    precision: Precision | None = None,
+):
     """``(train_x, train_y, test_x, test_y)``, ``x`` as ``{layer: (N, D)}``, from the frozen encoder in
-    eval mode, extracted once (without gradients)."""
+    eval mode, extracted once (without gradients, under ``precision``'s autocast)."""
     view = view.to(device).eval()
     return (
-        *extract_features(view, train, info, device, batch_size, num_workers),
-        *extract_features(view, test, info, device, batch_size, num_workers),
+        *extract_features(view, train, info, device, batch_size, num_workers, precision),
+        *extract_features(view, test, info, device, batch_size, num_workers, precision),
     )
 
 
@@ -61,6 +71,7 @@ def evaluate_encoder(
     val_fraction: float = 0.1,
     seed: int = 0,
     diagnostics: bool = False,
+    precision: Precision | None = None,
 ) -> tuple[list[dict], Selection | None, Any]:
     """Rows (one per candidate: layer x setting), the selection (None with a single candidate) and the
     chosen classifier refitted on all training labels.
@@ -69,7 +80,9 @@ def evaluate_encoder(
     (test) and ``train_top1``; ``diagnostic_test_top1`` on the others only when ``diagnostics``.
     """
     start = time.perf_counter()
-    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, device, batch_size, num_workers)
+    train_x, train_y, test_x, test_y = frozen_features(
+        view, train, test, info, device, batch_size, num_workers, precision
+    )
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     extract_seconds = round(time.perf_counter() - start, 1)
     candidates = [(layer, setting) for layer in train_x for setting in method.settings()]

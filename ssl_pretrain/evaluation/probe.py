@@ -12,6 +12,7 @@ from ..data import DataInfo
 from ..encoders import Encoder, EncoderSpec
 from ..errors import ConfigError
 from ..runs import write_json
+from ..utils.precision import resolve_precision
 from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, fold_standardisation, save_classifier
 from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
@@ -69,6 +70,7 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
         "val_fraction": config.probe.val_fraction,
         "seed": config.seed,
         "diagnostics": config.probe.test_diagnostics,
+        "precision": resolve_precision(config.trainer.precision, device, warn=False),
     }
     encoders = [("pretrained", view)]
     if config.probe.control in ("random_init", "all"):

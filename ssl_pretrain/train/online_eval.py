@@ -21,6 +21,7 @@ from ..evaluation.knn import weighted_knn_predict
 from ..evaluation.logistic import fit_logistic_regression, top1
 from ..evaluation.metrics import percent_correct
 from ..evaluation.splits import labeled_splits, validation_split
+from ..utils.precision import resolve_precision
 from ..utils.rng import rng_state, set_rng_state
 
 
@@ -70,8 +71,9 @@ class OnlineEvaluator:
     def _evaluate(self, encoder: nn.Module) -> dict[str, float]:
         view = FeatureView(encoder)
         batch, workers = self.config.probe.batch_size, self.config.data.num_workers
-        train_x, train_y = extract_features(view, self.train, self.info, self.device, batch, workers)
-        val_x, val_y = extract_features(view, self.val, self.info, self.device, batch, workers)
+        precision = resolve_precision(self.config.trainer.precision, self.device, warn=False)
+        train_x, train_y = extract_features(view, self.train, self.info, self.device, batch, workers, precision)
+        val_x, val_y = extract_features(view, self.val, self.info, self.device, batch, workers, precision)
         train_x, val_x = train_x[view.layer], val_x[view.layer]
         num_classes = int(max(train_y.max(), val_y.max())) + 1
         results = {}

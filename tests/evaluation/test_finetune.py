@@ -182,3 +182,40 @@ def test_the_head_can_start_from_a_linear_probe(image_folder, tmp_path):
     probe = fit_logistic_regression(features["head"], labels, 3, 1e-3, 50)
     logits, _ = predict_logits(model, train, torch.device("cpu"))
     assert torch.equal(logits.argmax(1), probe.predict(features["head"])), "the head is the probe, folded"
+
+
+def test_fine_tuning_and_feature_extraction_run_in_the_runs_precision(image_folder, tmp_path, monkeypatch):
+    """trainer.precision reaches evaluation: the fine-tuning step and frozen-feature extraction run under
+    its autocast (bf16 here; on CUDA, auto picks bf16 or fp16), features come back as float32."""
+    from ssl_pretrain.config import load_config
+    from ssl_pretrain.evaluation.feature_view import FeatureView
+    from ssl_pretrain.evaluation.features import extract_features
+    from ssl_pretrain.evaluation.predict import classifier_info
+    from ssl_pretrain.evaluation.splits import labeled_splits
+    from ssl_pretrain.utils.precision import resolve_precision
+
+    seen = []
+    forward = ImageClassifier.forward
+
+    def recording_forward(self, x):
+        if self.training:
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return forward(self, x)
+
+    monkeypatch.setattr(ImageClassifier, "forward", recording_forward)
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    args = ["finetune", f"probe.encoder={run}", "finetune.steps=3", "finetune.batch_size=8", "trainer.progress=false"]
+    assert main([*args, "trainer.precision=bf16"]) == 0
+    report = json.loads((run / "finetune" / "full-labels1-pretrained" / "finetune.json").read_text())
+    assert report["protocol"]["precision"] == "bf16" and seen and set(seen) == {torch.bfloat16}
+
+    config = load_config(None, folder_overrides(image_folder, tmp_path))
+    train, _ = labeled_splits(config.data, 0)
+    encoder = build_encoder("small_resnet", {"widths": [4, 8, 8]}, 3, 16, [0.5] * 3, [0.25] * 3)
+    view, info, cpu = FeatureView(encoder), classifier_info(ImageClassifier(encoder, 3, 1, 16)), torch.device("cpu")
+    dtypes = []
+    conv = next(m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    features, _ = extract_features(view, train, info, cpu, 64, precision=resolve_precision("bf16", cpu))
+    assert set(dtypes) == {torch.bfloat16} and all(f.dtype == torch.float32 for f in features.values())
