@@ -2,7 +2,8 @@
 
     python benchmarks/low_label.py [--runs DIR] [--configs exemplar rotation ...] [--fractions 0.01 0.1 1.0]
                                    [--seeds 3] [--seeded-fractions 0.01] [--finetune-fractions 0.01 0.1]
-                                   [--semi-configs exemplar] [--smoke] [KEY=VALUE ...]
+                                   [--semi-configs exemplar] [--freeze-points full auto] [--smoke]
+                                   [KEY=VALUE ...]
 
 Each config of ``configs/fashion_mnist/`` is pretrained on the 60k training images without labels (a
 finished run in ``--runs DIR/<config>`` is reused). Then, for every label fraction and label-sampling seed
@@ -186,10 +187,17 @@ def mean_test(cells: list[Cell]) -> float:
 
 
 def evaluate(
-    runs: dict[str, Path], fraction: float, seeds: list[int], finetune: bool, semi: list[str], extra: list[str]
+    runs: dict[str, Path],
+    fraction: float,
+    seeds: list[int],
+    finetune: bool,
+    semi: list[str],
+    extra: list[str],
+    freeze_points: tuple[str, ...] = ("full", "auto"),
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
-    fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any."""
+    fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any; fine-tuning of the
+    pretrained encoders with each of ``freeze_points`` (``full``: nothing frozen, ``auto``)."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
@@ -209,8 +217,10 @@ def evaluate(
                 controls["raw pixels"].add("gap", gap["raw_pixels"])
                 controls["raw pixels"].add("knn", knn["raw_pixels"])
             if finetune:
-                table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", extra))
-                table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", extra))
+                if "full" in freeze_points:
+                    table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", extra))
+                if "auto" in freeze_points:
+                    table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", extra))
                 if name in semi:
                     table[name].add("semi", finetune_cell(run, fraction, seed, "pretrained", "null", extra, True))
         if finetune:
@@ -293,6 +303,10 @@ def main() -> None:
     parser.add_argument("--semi-configs", nargs="*", default=[], help="configs also fine-tuned with FixMatch")
     parser.add_argument("--seeds", type=int, default=3, help="label-sampling seeds at the --seeded-fractions")
     parser.add_argument("--seeded-fractions", nargs="+", type=float, default=[0.01])
+    parser.add_argument(
+        "--freeze-points", nargs="+", default=["full", "auto"], choices=["full", "auto"],
+        help="fine-tuning of the pretrained encoders: nothing frozen, and/or the auto freeze point",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -310,7 +324,7 @@ def main() -> None:
     for fraction in args.fractions:
         seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]
         finetune = fraction in args.finetune_fractions
-        table, controls = evaluate(runs, fraction, seeds, finetune, args.semi_configs, extra)
+        table, controls = evaluate(runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points))
         results[fraction] = (table, controls)
         sections.append(
             f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''})\n\n"

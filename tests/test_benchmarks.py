@@ -104,10 +104,15 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert half[1].count("min") == 3 and half[4].count("min") == 2, "semi-supervised: multi and from scratch"
     assert "- 0.5 of the labels: best encoder on validation" in out and "multi-task" in out
     assert "GAP linear probe, all labels, best config on validation:" in out
-    # A second run reuses the finished pretraining runs.
-    again = _run(*args[:5], "rotation", "--fractions", "1.0", "--seeds", "1", *_tiny_fashion_mnist(fashion_mnist_root))
+    # A second run reuses the finished pretraining runs; --freeze-points full leaves out the auto fine-tuning.
+    again = _run(
+        *args[:5], "rotation", "--fractions", "0.5", "--finetune-fractions", "0.5", "--freeze-points", "full",
+        "--seeds", "1", *_tiny_fashion_mnist(fashion_mnist_root),
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "(reused)" in again.stdout
+    rotation = next(line for line in again.stdout.splitlines() if line.startswith("| rotation |"))
+    assert rotation.split(" | ")[4].endswith("min") and rotation.split(" | ")[5] == "-", rotation
 
 
 def test_demo_run_benchmark_smoke(fashion_mnist_root):
