@@ -69,7 +69,7 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
 
 def _decode_jpeg(data: bytes, size: int, channels: int) -> np.ndarray | None:
     """The libjpeg-turbo path for grey and YCbCr JPEGs within the pixel limit; None hands over to PIL."""
-    if decode_jpeg is None or not device_decodable(data):
+    if not device_decodable(data):
         return None
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     try:
@@ -85,11 +85,16 @@ def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     if (h, w) == (size, size):
         return image
+    new_w, new_h, left, top = _shorter_side_box(w, h, size)
+    image = resize(image, [new_h, new_w], antialias=True)
+    return image[:, top : top + size, left : left + size].contiguous()
+
+
+def _shorter_side_box(w: int, h: int, size: int) -> tuple[int, int, int, int]:
+    """``(new_w, new_h, left, top)``: the size with the shorter side at ``size``, and the centre crop's corner."""
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    image = resize(image, [new_h, new_w], antialias=True)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image[:, top : top + size, left : left + size].contiguous()
+    return new_w, new_h, (new_w - size) // 2, (new_h - size) // 2
 
 
 def _decode_pil(data: bytes, size: int, channels: int) -> np.ndarray | None:
@@ -103,11 +108,8 @@ def _decode_pil(data: bytes, size: int, channels: int) -> np.ndarray | None:
                 img = _to_mode(img, channels)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError):
         return None
-    w, h = img.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    new_w, new_h, left, top = _shorter_side_box(*img.size, size)
     img = img.resize((new_w, new_h), Image.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     array = np.asarray(img, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

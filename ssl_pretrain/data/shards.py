@@ -85,6 +85,11 @@ def _image_bytes(sample: dict) -> bytes | None:
     return next((sample[k] for k in IMAGE_KEYS if k in sample), None)
 
 
+def _name(sample: dict) -> str:
+    """How a skipped sample is named: its key and its shard."""
+    return f"{sample['__key__']} ({sample.get('__url__', 'shard')})"
+
+
 def _label(sample: dict) -> int:
     value = sample.get("cls")
     if value is None:
@@ -267,14 +272,13 @@ class ShardStream(IterableDataset):
         for index, sample in chunk:
             data = _image_bytes(sample)
             if self.encoded and data is not None and device_decodable(data):
-                name = f"{sample['__key__']} ({sample.get('__url__', 'shard')})"
-                encoded.append((name, torch.frombuffer(bytearray(data), dtype=torch.uint8)))
+                encoded.append((_name(sample), torch.frombuffer(bytearray(data), dtype=torch.uint8)))
                 encoded_labels.append(_label(sample))
                 encoded_kept.append(index)
                 continue
             array = decode_sample(sample, self.size, self.channels)
             if array is None:
-                skipped.append(f"{sample['__key__']} ({sample.get('__url__', 'shard')})")
+                skipped.append(_name(sample))
                 continue
             images.append(torch.from_numpy(array.copy()))
             labels.append(_label(sample))
