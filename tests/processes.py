@@ -24,8 +24,63 @@ def cli_command(args: list[str], nproc: int = 1) -> list[str]:
     return [*launcher, "-m", "ssl_pretrain", *args]
 
 
+def _start(command: list[str]) -> subprocess.Popen:
+    """``command`` with Python's fault handler on (each Python process prints its threads' stacks on SIGABRT)."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its ranks in sessions of their own, so a process group
+    does not reach them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    """Wait up to ``TIMEOUT`` s. A command still running then is stuck: SIGABRT makes every Python process
+    under it (ranks, loader workers, then the launcher) print where each of its threads is, and that goes
+    into the failure, so a rare hang on CI says where it hung."""
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        below = _descendants(process.pid)
+        _signal(below, signal.SIGABRT)
+        time.sleep(2)
+        _signal([process.pid], signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal([process.pid, *below], signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"{' '.join(process.args[:8])} ... still running after {TIMEOUT} s; the stacks at SIGABRT:\n"
+            f"{stderr[-12000:]}"
+        ) from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def run_cli(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(args, nproc), capture_output=True, text=True, timeout=TIMEOUT)
+    return _finish(_start(cli_command(args, nproc)))
 
 
 def run_on_nodes(args: list[str], nodes: int) -> list[subprocess.CompletedProcess]:
@@ -35,17 +90,8 @@ def run_on_nodes(args: list[str], nodes: int) -> list[subprocess.CompletedProces
         port = probe.getsockname()[1]
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc_per_node=1"]
     launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=ssl_pretrain_test"]
-    launched = [
-        subprocess.Popen(
-            [*launcher, "-m", "ssl_pretrain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(nodes)
-    ]
-    results = []
-    for process in launched:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
-    return results
+    launched = [_start([*launcher, "-m", "ssl_pretrain", *args]) for _ in range(nodes)]
+    return [_finish(process) for process in launched]
 
 
 def kill_when(args: list[str], marker: Path, nproc: int = 1) -> None:

@@ -180,7 +180,9 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
         self.buffer, self.held_out, self.description = buffer, held_out, description
         self.encoded = encoded  # JPEGs left encoded for the device (data.decode=gpu)
-        self.epoch, self.start_batch = 0, 0
+        # (epoch, start batch) in shared memory: loader workers outlive an epoch (persistent, forked once)
+        # and read the epoch the trainer set each time an epoch's iteration starts in them.
+        self._position = torch.zeros(2, dtype=torch.long).share_memory_()
         self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
     def __len__(self) -> int:
@@ -194,8 +196,16 @@ class ShardStream(IterableDataset):
     def num_samples(self) -> int:
         return int(sum(self.counts))
 
+    @property
+    def epoch(self) -> int:
+        return int(self._position[0])
+
+    @property
+    def start_batch(self) -> int:
+        return int(self._position[1])
+
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+        self._position[0], self._position[1] = epoch, start_batch
 
     def _order(self, epoch: int) -> list[int]:
         order = list(range(len(self.paths)))
@@ -294,12 +304,15 @@ class ShardStream(IterableDataset):
 
 
 def stream_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader passing the stream's batches through (``num_workers`` must equal the stream's)."""
+    """A DataLoader passing the stream's batches through (``num_workers`` must equal the stream's). Its
+    workers start once and serve every epoch (no process start per epoch, and no fork of a process whose
+    other threads (collectives, TensorBoard) may hold a lock at that moment, more than once)."""
     return DataLoader(
         stream,
         batch_size=None,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
         generator=torch.Generator(),
     )
 

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ssl_pretrain.cli import main
-from ssl_pretrain.data.shards import ShardStream, count_samples, shard_paths, write_shards
+from ssl_pretrain.data.shards import ShardStream, count_samples, shard_paths, stream_loader, write_shards
 from ssl_pretrain.errors import BadInput
 
 from ..helpers import TINY
@@ -75,6 +75,24 @@ def test_epochs_reshuffle_and_resume_continues_at_the_batch(shards):
     resumed = [b.indices.tolist() for b in stream]
     assert resumed == second[5:]
     assert all(torch.equal(a.images, b.images) for a, b in zip(list(stream), [b for b in stream], strict=True))
+
+
+def test_workers_started_once_serve_each_epoch_the_trainer_sets(shards):
+    """The loader's workers outlive an epoch: each epoch (and a resume position) set after they started
+    reaches them, and gives the batches a fresh stream would."""
+    stream = _stream(shards, num_workers=2)
+    loader = stream_loader(stream, num_workers=2, pin_memory=False)
+    served, workers = [], []
+    for epoch, start in ((0, 0), (1, 0), (2, 3)):
+        stream.set_epoch(epoch, start)
+        served.append([b.indices.tolist() for b in loader])
+        workers.append({w.pid for w in loader._iterator._workers})
+    assert len(workers[0]) == 2 and workers[0] == workers[1] == workers[2], "the same two processes throughout"
+    for (epoch, start), batches in zip(((0, 0), (1, 0), (2, 3)), served, strict=True):
+        fresh = _stream(shards, num_workers=2)
+        fresh.set_epoch(epoch, start)
+        assert batches == [b.indices.tolist() for b in fresh]
+    assert served[0] != served[1]
 
 
 def _png(value: int) -> bytes:
