@@ -83,7 +83,7 @@ def report(title: str, body: str, smoke: bool) -> None:
 
 def run_config(run: Path, overrides: list[str]) -> Config:
     """The config of a finished run directory, evaluating its encoder (no progress bars)."""
-    return load_config(run / "config.yaml", [f"probe.encoder={run}", "trainer.progress=false", *overrides])
+    return load_config(run / "config.yaml", [f"evaluation.encoder={run}", "trainer.progress=false", *overrides])
 
 
 def sync(device) -> None:

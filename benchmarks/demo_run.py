@@ -17,7 +17,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_checked  # noqa: E402
 
-SMOKE = ["trainer.max_steps=2", "data.limit=256", "probe.train_limit=200", "model.widths=[4,8]", "model.blocks=[1,1]"]
+SMOKE = [
+    "trainer.max_steps=2",
+    "data.limit=256",
+    "evaluation.train_limit=200",
+    "model.widths=[4,8]",
+    "model.blocks=[1,1]",
+]
 
 
 def main() -> None:

@@ -125,7 +125,7 @@ def pretrained_run(name: str, runs: Path, overrides: list[str]) -> tuple[Path, s
 def probe_cells(run: Path, fraction: float, seed: int, controls: str, layers: bool, extra: list[str]) -> dict:
     """``{encoder: Cell}`` of one probe run (GAP, or every layer), its choice made on validation."""
     grid = L2_LAYERS_ALL_LABELS if layers and fraction >= 1 else L2_GRID
-    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", grid, f"probe.control={controls}", *extra]
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", grid, f"evaluation.control={controls}", *extra]
     if layers:
         overrides.append("probe.layers=all")
     start = time.perf_counter()
@@ -140,7 +140,7 @@ def probe_cells(run: Path, fraction: float, seed: int, controls: str, layers: bo
 
 
 def knn_cells(run: Path, fraction: float, seed: int, controls: str, extra: list[str]) -> dict:
-    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", K_GRID, f"probe.control={controls}", *extra]
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", K_GRID, f"evaluation.control={controls}", *extra]
     report = run_knn(run_config(run, overrides))
     return {
         encoder: Cell(report["selected"][encoder]["val_top1"], row["top1"], f"k {row['k']}")

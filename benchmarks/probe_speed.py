@@ -78,15 +78,15 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    smoke = ["probe.train_limit=300"] if args.smoke else []
-    config = load_config(args.run / "config.yaml", [f"probe.encoder={args.run}", *smoke, *args.overrides])
+    smoke = ["evaluation.train_limit=300"] if args.smoke else []
+    config = load_config(args.run / "config.yaml", [f"evaluation.encoder={args.run}", *smoke, *args.overrides])
     device = resolve_device(config.device)
     encoder = load_encoder(args.run)
     info = DataInfo.from_spec(encoder.spec)
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     view = FeatureView(encoder, args.pool)
     start = time.perf_counter()
-    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, device, config.probe.batch_size)
+    train_x, train_y, test_x, test_y = frozen_features(view, train, test, info, device, config.evaluation.batch_size)
     extract = time.perf_counter() - start
     train_x, test_x = train_x[view.layer], test_x[view.layer]
     l2, iters = listed(config.probe.l2)[0], config.probe.max_iter

@@ -125,21 +125,21 @@ def probe(encoder: Source = None, overrides: Overrides = None, *, config: Config
     the report also written to ``probe.json`` (``results``, ``selected``, ``protocol``)."""
     from .evaluation.probe import run_probe
 
-    return run_probe(_evaluation_config(encoder, "probe.encoder", config, overrides))
+    return run_probe(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
 def knn(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
     """Weighted kNN on frozen features of ``encoder``; the report also written to ``knn.json``."""
     from .evaluation.knn import run_knn
 
-    return run_knn(_evaluation_config(encoder, "probe.encoder", config, overrides))
+    return run_knn(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
 def finetune(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
     """Fine-tune ``encoder`` + a linear head on the labels; the report also written to ``finetune.json``."""
     from .evaluation.finetune import run_finetune
 
-    return run_finetune(_evaluation_config(encoder, "probe.encoder", config, overrides))
+    return run_finetune(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
 def load_encoder(path: str | Path | Run) -> Encoder:

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .config import Config, load_config, read_yaml
+from .config import DEPRECATED_KEYS, Config, load_config, read_yaml
 from .errors import BadInput
 
 
@@ -33,20 +33,20 @@ class Evaluation:
 
 EVALUATIONS = {
     "probe": Evaluation(
-        "frozen-encoder linear probe (probe.encoder=PATH)",
-        "probe.encoder",
+        "frozen-encoder linear probe (evaluation.encoder=PATH)",
+        "evaluation.encoder",
         "ssl_pretrain.evaluation.probe:run_probe",
         "ssl_pretrain.evaluation.probe:format_frozen_report",
     ),
     "knn": Evaluation(
-        "weighted kNN on frozen features (probe.encoder=PATH, knn.k, knn.temperature)",
-        "probe.encoder",
+        "weighted kNN on frozen features (evaluation.encoder=PATH, knn.k, knn.temperature)",
+        "evaluation.encoder",
         "ssl_pretrain.evaluation.knn:run_knn",
         "ssl_pretrain.evaluation.probe:format_frozen_report",
     ),
     "finetune": Evaluation(
-        "fine-tune encoder + head on labeled data (probe.encoder=PATH, finetune.freeze_until, finetune.unlabeled)",
-        "probe.encoder",
+        "fine-tune encoder + head on labeled data (evaluation.encoder=PATH, finetune.freeze_until, finetune.unlabeled)",
+        "evaluation.encoder",
         "ssl_pretrain.evaluation.finetune:run_finetune",
         "ssl_pretrain.evaluation.finetune:format_finetune",
     ),
@@ -100,7 +100,8 @@ def _evaluation_config(args, key: str) -> Config:
     from .evaluation.encoder_source import run_dir_of
 
     base = None
-    value = next((o.split("=", 1)[1] for o in args.overrides if o.startswith(f"{key}=")), None)
+    names = [key, *(old for old, new in DEPRECATED_KEYS.items() if new == key)]  # probe.encoder too
+    value = next((o.split("=", 1)[1] for o in args.overrides for name in names if o.startswith(f"{name}=")), None)
     if value and key == "ensemble.members":
         members = yaml.safe_load(value)
         value = members[0] if isinstance(members, list) and members and isinstance(members[0], str) else None

@@ -89,16 +89,22 @@ class TrainerConfig:
 
 
 @dataclass
-class ProbeConfig:
+class EvaluationConfig:
+    """Settings every evaluation of an encoder shares (probe, kNN, fine-tuning, online evaluation)."""
+
     encoder: str | None = None
     control: Literal["none", "random_init", "raw_pixels", "all"] = "none"
+    batch_size: int = _positive(512)
+    train_limit: int | None = _positive(None)
+    val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+
+
+@dataclass
+class ProbeConfig:
     max_iter: int = _positive(200)
     l2: float | list[float] = _ranged(
         1e-4, lambda v: _numbers(v) and all(x >= 0 for x in listed(v)), ">= 0, or a non-empty list of them"
     )
-    batch_size: int = _positive(512)
-    train_limit: int | None = _positive(None)
-    val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
     test_diagnostics: bool = False
     resize: int | None = _ranged(None, lambda v: v is None or v >= 8, ">= 8 px or null (the encoder's input size)")
     patch_grid: bool = False
@@ -207,6 +213,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -229,6 +236,7 @@ class Config:
 _FIXED_SECTIONS = {
     "data": DataConfig,
     "trainer": TrainerConfig,
+    "evaluation": EvaluationConfig,
     "probe": ProbeConfig,
     "knn": KnnConfig,
     "finetune": FinetuneConfig,
@@ -318,8 +326,24 @@ def _build_registered(raw: Any, section: str, name_key: str, default: str, regis
         raise ConfigError(f"{section}.{err.option}", str(err).split(": ", 1)[1]) from None
 
 
-# Old key -> new key; the old one still works for one release, with a one-line notice.
-DEPRECATED_KEYS = {"probe.test_fraction": "data.test_fraction", "online.test_images": "online.val_images"}
+# Old key -> new key. An old key still works: a value other than the default is read as the new key's,
+# with a one-line notice (old keys filled in with their defaults, as in the config.yaml of older runs, are
+# dropped without one). Notice-free: probe.encoder, the name the command-line contract fixes.
+DEPRECATED_KEYS = {
+    "probe.test_fraction": "data.test_fraction",
+    "online.test_images": "online.val_images",
+    "probe.encoder": "evaluation.encoder",
+    "probe.control": "evaluation.control",
+    "probe.batch_size": "evaluation.batch_size",
+    "probe.train_limit": "evaluation.train_limit",
+    "probe.val_fraction": "evaluation.val_fraction",
+}
+_SILENT_ALIASES = {"probe.encoder"}
+
+
+def _default(key: str) -> Any:
+    section, name = key.split(".")
+    return next(f.default for f in dataclasses.fields(_FIXED_SECTIONS[section]) if f.name == name)
 
 
 def _move_deprecated(raw: dict) -> dict:
@@ -331,10 +355,16 @@ def _move_deprecated(raw: dict) -> dict:
         section = dict(section)
         value = section.pop(old_key)
         raw[old_section] = section
+        default = _default(new)
+        if value == default:
+            continue
         target = dict(raw.get(new_section) or {})
-        target.setdefault(new_key, value)
+        if target.get(new_key, default) not in (default, value):
+            raise ConfigError(old, f"{old}={value!r} and {new}={target[new_key]!r} disagree; give {new} alone")
+        target[new_key] = value
         raw[new_section] = target
-        print(f"ssl-pretrain: note: {old} is deprecated, use {new} (read as {new}={value})", file=sys.stderr)
+        if old not in _SILENT_ALIASES:
+            print(f"ssl-pretrain: note: {old} is deprecated, use {new} (read as {new}={value})", file=sys.stderr)
     return raw
 
 

@@ -16,7 +16,7 @@ DEMO_SETTINGS = [
     "task.name=dae",
     "trainer.max_steps=600",
     "trainer.lr=0.002",
-    "probe.control=random_init",
+    "evaluation.control=random_init",
 ]
 
 
@@ -35,7 +35,7 @@ def run_demo(overrides: list[str]) -> dict:
     if not any(o.startswith("run_name=") for o in overrides):
         config.run_name = _free_run_name(config.output_dir)
     run_dir = pretrain(config)
-    config.probe.encoder = str(run_dir)
+    config.evaluation.encoder = str(run_dir)
     report = run_probe(config)
     print(format_frozen_report(report))
     top1 = {row["encoder"]: row["top1"] for row in report["results"]}

@@ -55,7 +55,7 @@ def test_pretrain_probe_knn_finetune_through_the_api(image_folder, tmp_path):
     tuned = ssl.finetune(run, {"finetune.epochs": 1, "finetune.batch_size": 8, "finetune.name": "api"})
     assert 0 <= tuned["test_top1"] <= 100 and Path(tuned["report_file"]).is_file()
     assert ssl.Run.open(run.directory).metrics == run.metrics
-    with pytest.raises(ssl.BadInput, match="probe.encoder"):
+    with pytest.raises(ssl.BadInput, match="evaluation.encoder"):
         ssl.probe(tmp_path / "nowhere", config="configs/fashion_mnist/rotation.yaml")
 
 

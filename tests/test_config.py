@@ -109,3 +109,29 @@ def test_resolved_config_round_trips_through_yaml():
     config = load_config("configs/fashion_mnist/dae.yaml", ["trainer.max_steps=7"])
     again = build_config(yaml.safe_load(yaml.safe_dump(config.to_dict())))
     assert again.to_dict() == config.to_dict()
+
+
+def test_renamed_keys_are_read_as_their_new_names_with_one_notice(capsys):
+    config = load_config(None, ["probe.batch_size=64", "probe.control=all", "probe.encoder=runs/x"])
+    assert (config.evaluation.batch_size, config.evaluation.control, config.evaluation.encoder) == (64, "all", "runs/x")
+    notices = capsys.readouterr().err.strip().splitlines()
+    note = "ssl-pretrain: note: probe.{0} is deprecated, use evaluation.{0} (read as evaluation.{0}={1})"
+    assert notices == [note.format("control", "all"), note.format("batch_size", 64)], "probe.encoder: a quiet alias"
+    moved = {"encoder", "control", "batch_size", "train_limit", "val_fraction"}
+    assert moved <= set(config.to_dict()["evaluation"]) and not moved & set(config.to_dict()["probe"])
+
+
+def test_an_older_runs_config_yaml_loads_quietly_and_a_new_one_takes_the_old_encoder_key(capsys):
+    older = build_config({}).to_dict()
+    older["probe"].update(encoder=None, control="none", batch_size=512, train_limit=None, val_fraction=0.1)
+    del older["evaluation"]
+    assert build_config(older).evaluation == build_config({}).evaluation
+    assert capsys.readouterr().err == "", "defaults filled in by an older release say nothing"
+    newer = build_config({}).to_dict()  # evaluation.encoder: null, as in a run's config.yaml
+    assert load_config(None, ["probe.encoder=runs/y"], base=newer).evaluation.encoder == "runs/y"
+
+
+def test_an_old_and_a_new_key_that_disagree_are_refused_naming_both():
+    with pytest.raises(ConfigError, match="probe.control: probe.control='all' and evaluation.control='raw_pixels'"):
+        load_config(None, ["probe.control=all", "evaluation.control=raw_pixels"])
+    assert load_config(None, ["probe.control=all", "evaluation.control=all"]).evaluation.control == "all"

@@ -21,8 +21,10 @@ def test_pretrain_then_probe_in_subprocesses(fashion_mnist_root, tmp_path):
     assert done.returncode == 0, done.stderr
     run = tmp_path / "e2e"
     assert (run / "encoder.pt").is_file()
-    probed = _cli("probe", f"probe.encoder={run}", "probe.control=random_init")
+    # probe.encoder, the contract's spelling of evaluation.encoder, finds the run's config.yaml without -c.
+    probed = _cli("probe", f"probe.encoder={run}", "evaluation.control=random_init")
     assert probed.returncode == 0, probed.stderr
+    assert "deprecated" not in probed.stderr
     report = json.loads((run / "probe.json").read_text())
     assert report["protocol"]["test_split"].endswith("32 images")
     assert report["protocol"]["train_split"].endswith("64 images")

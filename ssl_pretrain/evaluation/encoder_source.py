@@ -40,10 +40,10 @@ def load_encoder(source: str | Path) -> Encoder:
             return load_exported_encoder(source / "encoder.pt")
         if checkpoint_path(source).is_file():
             return task_from_checkpoint(checkpoint_path(source))[0].encoder
-        raise BadInput(f"probe.encoder: {source} holds neither encoder.pt nor checkpoints/last.pt")
+        raise BadInput(f"evaluation.encoder: {source} holds neither encoder.pt nor checkpoints/last.pt")
     if not source.is_file():
-        raise BadInput(f"probe.encoder: {source} does not exist")
-    content = safe_torch_load(source, "probe.encoder")
+        raise BadInput(f"evaluation.encoder: {source} does not exist")
+    content = safe_torch_load(source, "evaluation.encoder")
     if isinstance(content, dict) and content.get("format") == FORMAT:
         return task_from_checkpoint(source)[0].encoder
     return load_exported_encoder(source)

@@ -48,7 +48,7 @@ def run_ensemble(config: Config) -> dict:
     seed_everything(config.seed)
     paths = [classifier_file(member, "ensemble.members") for member in cfg.members]
     loaded = [(path, *load_classifier(path, "ensemble member")) for path in paths]
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     _, val = validation_split(train, cfg.val_fraction, config.seed)
 
     members, val_probs, test_probs = [], [], []

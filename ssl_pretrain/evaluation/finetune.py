@@ -1,6 +1,6 @@
 """``ssl-pretrain finetune``: train encoder + linear head on labeled data with a freezing strategy.
 
-Reads the encoder from ``probe.encoder`` (pretrained, or re-initialised with ``finetune.init=random``:
+Reads the encoder from ``evaluation.encoder`` (pretrained, or re-initialised with ``finetune.init=random``:
 supervised training from scratch, the control), holds out a stratified validation split of the
 (label-fraction) training labels, trains ``finetune.epochs`` epochs (or ``finetune.steps`` steps) with
 on-device Kornia augmentation, logs per-epoch validation top-1 to TensorBoard, keeps
@@ -63,15 +63,15 @@ def run_finetune(config: Config) -> dict:
     The test set is scored once, for the choice; the last epoch's test top-1 is a diagnostic only.
     """
     cfg = config.finetune
-    if config.probe.encoder is None:
-        raise BadInput("probe.encoder: is required: the run directory, encoder.pt or checkpoint to fine-tune")
+    if config.evaluation.encoder is None:
+        raise BadInput("evaluation.encoder: is required: the run directory, encoder.pt or checkpoint to fine-tune")
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    pretrained = load_encoder(config.probe.encoder)
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
+    pretrained = load_encoder(config.evaluation.encoder)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     train, val = validation_split(train, cfg.val_fraction, config.seed)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    out_dir = _finetune_dir(cfg, config.data.label_fraction, Path(config.probe.encoder))
+    out_dir = _finetune_dir(cfg, config.data.label_fraction, Path(config.evaluation.encoder))
     unlabeled = (
         _unlabeled(config.data, config.seed, val, cfg.pseudo_label_accuracy) if cfg.unlabeled != "none" else None
     )
@@ -83,7 +83,7 @@ def run_finetune(config: Config) -> dict:
     freeze_until, reason, layer_top1 = cfg.freeze_until, None, None
     if freeze_until == "auto":
         freeze_until, reason, layer_top1 = _auto_freeze_point(
-            cfg, config.probe, config.seed, pretrained, train, val, num_classes, device
+            cfg, config.probe, config.evaluation.batch_size, config.seed, pretrained, train, val, num_classes, device
         )
     frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def run_finetune(config: Config) -> dict:
         if cfg.head_init == "probe":
             init_head_from_probe(model, train, device, listed(config.probe.l2)[0], config.probe.max_iter)
         protocol = _protocol(cfg, plan, model, freeze_until, reason, (train, val, test), setting, unlabeled)
-        protocol.update(label_fraction=config.data.label_fraction, encoder_source=str(config.probe.encoder))
+        protocol.update(label_fraction=config.data.label_fraction, encoder_source=str(config.evaluation.encoder))
         protocol["seed"] = config.seed
         if layer_top1 is not None:
             protocol["auto_probe_val_top1"] = layer_top1
@@ -201,7 +201,9 @@ def _finetune_dir(cfg: FinetuneConfig, label_fraction: float, encoder_source: Pa
     return out_dir
 
 
-def _auto_freeze_point(cfg: FinetuneConfig, probe: ProbeConfig, seed: int, encoder, train, val, num_classes, device):
+def _auto_freeze_point(
+    cfg: FinetuneConfig, probe: ProbeConfig, batch_size: int, seed: int, encoder, train, val, num_classes, device
+):
     """Multi-layer probe on (a sample of) the labeled training split, scored on the validation split."""
     sample = train
     if len(train) > cfg.auto_probe_images:
@@ -210,7 +212,7 @@ def _auto_freeze_point(cfg: FinetuneConfig, probe: ProbeConfig, seed: int, encod
     view = LayerView(encoder, available_layers(encoder), probe.layer_dim, encoder.spec.image_size)
     info = DataInfo.from_spec(encoder.spec)
     method = LogisticProbe([listed(probe.l2)[0]], probe.max_iter)
-    layer_top1 = validation_scores(view, sample, val, info, device, method, probe.batch_size)
+    layer_top1 = validation_scores(view, sample, val, info, device, method, batch_size)
     per_class = len(train) / num_classes
     freeze_until, reason = choose_freeze_point(layer_top1, encoder.stage_names, per_class, cfg.small_per_class)
     return freeze_until, reason, layer_top1

@@ -79,7 +79,7 @@ def run_gradcam(config: Config) -> dict:
     layer = cfg.layer or model.encoder.stage_names[-1]
     if cfg.target_class is not None and cfg.target_class >= model.num_classes:
         raise ConfigError("gradcam.target_class", f"must be < {model.num_classes} (the model's classes)")
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     dataset = test if cfg.split == "test" else train
     count = min(cfg.num_images, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))[:count].tolist()

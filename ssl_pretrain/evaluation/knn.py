@@ -64,7 +64,7 @@ class KnnMethod:
 
 
 def run_knn(config: Config) -> dict:
-    """kNN on ``probe.encoder`` (and the controls of ``probe.control``); writes ``knn.json``; ``k`` chosen
+    """kNN on ``evaluation.encoder`` (and the controls of ``evaluation.control``); writes ``knn.json``; ``k`` chosen
     on validation when ``knn.k`` lists several."""
     knn = config.knn
     method = KnnMethod(listed(knn.k), knn.temperature, knn.chunk_size, device=fit_device(config.device))

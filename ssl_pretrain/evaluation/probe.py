@@ -26,7 +26,7 @@ from .views import control_view, probe_view, task_grid
 
 
 def run_probe(config: Config) -> dict:
-    """Probe ``probe.encoder`` (and the controls asked for); writes ``probe.json`` and, for a single
+    """Probe ``evaluation.encoder`` (and the controls asked for); writes ``probe.json`` and, for a single
     whole-image view, ``probe_classifier.pt`` (encoder + folded linear head); prints a table. With several
     layers or ``l2`` values, the layer and ``l2`` are chosen on validation and only the choice is tested."""
     probe = config.probe
@@ -52,30 +52,30 @@ def result_stem(command: str, config: Config) -> str:
 
 
 def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> dict:
-    """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``probe.encoder`` and the
-    controls of ``probe.control``; writes ``<command>.json``, prints a table."""
-    if config.probe.encoder is None:
-        raise ConfigError("probe.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
+    """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``evaluation.encoder`` and the
+    controls of ``evaluation.control``; writes ``<command>.json``, prints a table."""
+    if config.evaluation.encoder is None:
+        raise ConfigError("evaluation.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    encoder = load_encoder(config.probe.encoder)
+    encoder = load_encoder(config.evaluation.encoder)
     spec = encoder.spec
     size, view = probe_view(config.probe, task_grid(config.task.name, config.task.options), spec, encoder)
     info = DataInfo.from_spec(spec, size)
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
-    saw_test, leakage = pretraining_saw_test(Path(config.probe.encoder), config.data)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
+    saw_test, leakage = pretraining_saw_test(Path(config.evaluation.encoder), config.data)
     options = {
-        "batch_size": config.probe.batch_size,
+        "batch_size": config.evaluation.batch_size,
         "num_workers": config.data.num_workers,
-        "val_fraction": config.probe.val_fraction,
+        "val_fraction": config.evaluation.val_fraction,
         "seed": config.seed,
         "diagnostics": config.probe.test_diagnostics,
         "precision": resolve_precision(config.trainer.precision, device, warn=False),
     }
     encoders = [("pretrained", view)]
-    if config.probe.control in ("random_init", "all"):
+    if config.evaluation.control in ("random_init", "all"):
         encoders.append(("random_init", control_view(view, spec, config.seed)))
-    if config.probe.control in ("raw_pixels", "all"):
+    if config.evaluation.control in ("raw_pixels", "all"):
         encoders.append(("raw_pixels", RawPixels()))
     rows, selected, fitted = [], {}, None
     for name, encoder_view in encoders:
@@ -86,7 +86,7 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
         fitted = chosen if name == "pretrained" else fitted
         if selection is not None:
             selected[name] = selection.to_dict()
-    out_dir = results_dir(Path(config.probe.encoder))
+    out_dir = results_dir(Path(config.evaluation.encoder))
     stem = result_stem(command, config)
     report = {
         "results": rows,
@@ -126,15 +126,15 @@ def _frozen_protocol(config: Config, spec: EncoderSpec, view, info: DataInfo, tr
         "augmentation": "none",
         "epochs": "features extracted once",
         "selection": SELECTION_RULE,
-        "val_fraction": config.probe.val_fraction,
+        "val_fraction": config.evaluation.val_fraction,
         "label_fraction": config.data.label_fraction,
-        "train_limit": config.probe.train_limit,
+        "train_limit": config.evaluation.train_limit,
         "train_split": f"{train.description}, {len(train)} images",
         "test_split": f"{test.description}, {len(test)} images",
         "image_size": info.image_size,
         "patch_grid": view.geometry.__dict__ if getattr(view, "geometry", None) else None,
         "channels": info.channels,
-        "encoder_source": str(config.probe.encoder),
+        "encoder_source": str(config.evaluation.encoder),
         "backbone": spec.backbone,
         "seed": config.seed,
     }

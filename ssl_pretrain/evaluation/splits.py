@@ -48,7 +48,7 @@ def labeled_splits(data: DataConfig, seed: int, train_limit: int | None = None):
     :mod:`ssl_pretrain.data.holdout`).
 
     ``data.label_fraction`` keeps that stratified share of the training labels (fixed by ``seed``);
-    ``train_limit`` (``probe.train_limit``) then caps the count.
+    ``train_limit`` (``evaluation.train_limit``) then caps the count.
     """
     train = open_split(data, "train")
     if not train.has_labels:

@@ -39,10 +39,10 @@ class OnlineEvaluator:
         cfg = config.online
         self.cfg, self.config, self.info, self.device = cfg, config, info, device
         try:
-            train, _ = labeled_splits(config.data, config.seed, config.probe.train_limit)
+            train, _ = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
         except BadInput as err:
             raise BadInput(f"online.every: online evaluation needs labeled data ({err})") from None
-        train, val = validation_split(train, config.probe.val_fraction, config.seed)
+        train, val = validation_split(train, config.evaluation.val_fraction, config.seed)
         self.train = _seeded_subset(train, cfg.train_images, config.seed)
         self.val = _seeded_subset(val, cfg.val_images, config.seed + 1)
         self.last: dict[str, float] = {}
@@ -70,7 +70,7 @@ class OnlineEvaluator:
     @torch.no_grad()
     def _evaluate(self, encoder: nn.Module) -> dict[str, float]:
         view = FeatureView(encoder)
-        batch, workers = self.config.probe.batch_size, self.config.data.num_workers
+        batch, workers = self.config.evaluation.batch_size, self.config.data.num_workers
         precision = resolve_precision(self.config.trainer.precision, self.device, warn=False)
         train_x, train_y = extract_features(view, self.train, self.info, self.device, batch, workers, precision)
         val_x, val_y = extract_features(view, self.val, self.info, self.device, batch, workers, precision)

@@ -67,11 +67,11 @@ def test_pretraining_never_reads_the_probes_test_files(image_folder, tmp_path, m
     listed = (run / "held_out_test_files.txt").read_text().split()
     assert sorted(listed) == sorted(f.relative_to(image_folder).as_posix() for f in test_files)
     assert record["held_out_files"] == len(test_files) and record["pretrain_read_test"] is False
-    assert main(["probe", f"probe.encoder={run}"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}"]) == 0
     protocol = json.loads((run / "probe.json").read_text())["protocol"]
     assert protocol["encoder_saw_test_images"] is False
     # A probe on a larger held-out share tests on files pretraining read, and says so.
-    assert main(["probe", f"probe.encoder={run}", "data.test_fraction=0.5", "data.label_fraction=0.9"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "data.test_fraction=0.5", "data.label_fraction=0.9"]) == 0
     assert json.loads((run / "probe-labels0.9.json").read_text())["protocol"]["encoder_saw_test_images"] is True
 
 
@@ -81,7 +81,7 @@ def test_transductive_pretraining_is_opt_in_and_reported(image_folder, tmp_path,
     run = tmp_path / "run"
     assert json.loads((run / "data_split.json").read_text())["pretrain_read_test"] is True
     capsys.readouterr()
-    assert main(["probe", f"probe.encoder={run}"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}"]) == 0
     assert "the encoder saw the test images during pretraining" in capsys.readouterr().out
     assert json.loads((run / "probe.json").read_text())["protocol"]["encoder_saw_test_images"] is True
 

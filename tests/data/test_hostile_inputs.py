@@ -115,7 +115,7 @@ def test_a_malicious_encoder_file_is_refused_without_running_it(image_folder, tm
     evil = tmp_path / "encoder.pt"
     torch.save({"encoder.weight": _Exploit()}, evil)
     args = ["probe", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]
-    assert main([*args, f"probe.encoder={evil}"]) == 2
+    assert main([*args, f"evaluation.encoder={evil}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "was refused" in err[0] and str(evil) in err[0]
     assert not os.path.exists("/tmp/ssl_pretrain_pwned_by_encoder")

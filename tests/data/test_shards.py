@@ -137,7 +137,7 @@ def test_shard_command_then_pretrain_probe_and_torchrun_on_the_shards(image_fold
     assert main(["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *common, "run_name=one"]) == 0
     record = json.loads((tmp_path / "one" / "data_split.json").read_text())
     assert record["held_out_fraction"] == 0.2 and record["pretrain_read_test"] is False
-    assert main(["probe", f"probe.encoder={tmp_path / 'one'}"]) == 0
+    assert main(["probe", f"evaluation.encoder={tmp_path / 'one'}"]) == 0
     report = json.loads((tmp_path / "one" / "probe.json").read_text())
     assert report["protocol"]["encoder_saw_test_images"] is False
     assert report["protocol"]["test_split"].startswith(f"shards {brace}, held-out samples")

@@ -62,5 +62,5 @@ def test_encoder_of_another_architecture_is_a_one_line_error(image_folder, tmp_p
 
     with pytest.raises(BadInput, match="does not match the small_resnet encoder"):
         load_exported_encoder(tmp_path / "run" / "encoder.pt")
-    assert main(["probe", f"probe.encoder={tmp_path / 'run' / 'encoder.pt'}"]) == 2
+    assert main(["probe", f"evaluation.encoder={tmp_path / 'run' / 'encoder.pt'}"]) == 2
     assert "does not match" in capsys.readouterr().err

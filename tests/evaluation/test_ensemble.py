@@ -66,9 +66,9 @@ def test_ensemble_command_combines_finetuned_and_probed_members(image_folder, tm
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     common = ["finetune.epochs=1", "finetune.batch_size=8", "trainer.progress=false"]
-    assert main(["finetune", f"probe.encoder={run}", "finetune.name=a", *common]) == 0
-    assert main(["finetune", f"probe.encoder={run}", "finetune.name=b", "finetune.freeze_until=all", *common]) == 0
-    assert main(["probe", f"probe.encoder={run}"]) == 0
+    assert main(["finetune", f"evaluation.encoder={run}", "finetune.name=a", *common]) == 0
+    assert main(["finetune", f"evaluation.encoder={run}", "finetune.name=b", "finetune.freeze_until=all", *common]) == 0
+    assert main(["probe", f"evaluation.encoder={run}"]) == 0
     members = [run / "finetune" / "a", run / "finetune" / "b" / "checkpoints" / "best.pt", run / "probe_classifier.pt"]
     out = tmp_path / "ens"
     for method in ("hard", "soft", "weighted", "stacking"):

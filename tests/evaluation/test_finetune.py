@@ -110,7 +110,7 @@ def test_finetune_command_writes_checkpoints_report_and_tensorboard(image_folder
     run = tmp_path / "run"
     args = [
         "finetune",
-        f"probe.encoder={run}",
+        f"evaluation.encoder={run}",
         "finetune.epochs=2",
         "finetune.freeze_until=layer1",
         "finetune.batch_size=8",
@@ -141,7 +141,7 @@ def test_finetune_command_writes_checkpoints_report_and_tensorboard(image_folder
 
 def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
-    assert main(["finetune", f"probe.encoder={tmp_path / 'run'}", "finetune.freeze_until=layer9"]) == 2
+    assert main(["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.freeze_until=layer9"]) == 2
     err = capsys.readouterr().err
     assert "finetune.freeze_until" in err and "layer1" in err
     assert not (tmp_path / "run" / "finetune").exists()
@@ -154,7 +154,13 @@ def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_pat
     assert finetune_epochs(10, 30, 4) == 8  # 8 epochs of 4 steps hold the 30 asked for
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    args = ["finetune", f"probe.encoder={run}", "finetune.steps=9", "finetune.batch_size=8", "trainer.progress=false"]
+    args = [
+        "finetune",
+        f"evaluation.encoder={run}",
+        "finetune.steps=9",
+        "finetune.batch_size=8",
+        "trainer.progress=false",
+    ]
     assert main(args) == 0
     report = json.loads((run / "finetune" / "full-labels1-pretrained" / "finetune.json").read_text())
     # 26 training images at batch 8: 3 full batches an epoch (the rest dropped), so 3 epochs for 9 steps.
@@ -205,7 +211,13 @@ def test_fine_tuning_and_feature_extraction_run_in_the_runs_precision(image_fold
     monkeypatch.setattr(ImageClassifier, "forward", recording_forward)
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    args = ["finetune", f"probe.encoder={run}", "finetune.steps=3", "finetune.batch_size=8", "trainer.progress=false"]
+    args = [
+        "finetune",
+        f"evaluation.encoder={run}",
+        "finetune.steps=3",
+        "finetune.batch_size=8",
+        "trainer.progress=false",
+    ]
     assert main([*args, "trainer.precision=bf16"]) == 0
     report = json.loads((run / "finetune" / "full-labels1-pretrained" / "finetune.json").read_text())
     assert report["protocol"]["precision"] == "bf16" and seen and set(seen) == {torch.bfloat16}

@@ -63,7 +63,7 @@ def test_grad_cam_has_the_input_size_and_finds_the_planted_square():
 def test_gradcam_command_writes_png_and_tensorboard(image_folder, tmp_path):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    ft = ["finetune", f"probe.encoder={run}", "finetune.epochs=1", "finetune.batch_size=8", "finetune.name=ft"]
+    ft = ["finetune", f"evaluation.encoder={run}", "finetune.epochs=1", "finetune.batch_size=8", "finetune.name=ft"]
     assert main([*ft, "trainer.progress=false"]) == 0
     model_dir = run / "finetune" / "ft"
     assert main(["gradcam", f"gradcam.model={model_dir}", "gradcam.num_images=4", "gradcam.layer=layer1"]) == 0

@@ -48,10 +48,10 @@ def test_votes_are_weighted_by_similarity_not_counted():
 def test_knn_command_writes_knn_json_with_its_protocol(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    assert main(["knn", f"probe.encoder={run}", "knn.k=5", "probe.control=all"]) == 0
+    assert main(["knn", f"evaluation.encoder={run}", "knn.k=5", "evaluation.control=all"]) == 0
     report = json.loads((run / "knn.json").read_text())
     assert [r["encoder"] for r in report["results"]] == ["pretrained", "random_init", "raw_pixels"]
     assert report["protocol"]["k"] == 5 and report["protocol"]["temperature"] == 0.07
     assert all(0 <= r["top1"] <= 100 for r in report["results"])
     assert "knn.json written" in capsys.readouterr().out
-    assert main(["knn", f"probe.encoder={run}", "knn.k=0"]) == 2
+    assert main(["knn", f"evaluation.encoder={run}", "knn.k=0"]) == 2

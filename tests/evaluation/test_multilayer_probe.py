@@ -70,7 +70,13 @@ def test_probe_layers_are_checked_against_the_encoder():
 def test_multilayer_probe_command_writes_a_row_per_layer(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    args = ["probe", f"probe.encoder={run}", "probe.layers=all", "probe.layer_dim=64", "probe.control=random_init"]
+    args = [
+        "probe",
+        f"evaluation.encoder={run}",
+        "probe.layers=all",
+        "probe.layer_dim=64",
+        "evaluation.control=random_init",
+    ]
     assert main(args) == 0
     report = json.loads((run / "probe.json").read_text())
     layers = ["stem", "layer1", "layer2", "pooled"]

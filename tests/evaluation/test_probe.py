@@ -48,7 +48,7 @@ def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
     with torch.no_grad():
         encoder(torch.rand(8, 3, 16, 16))
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     info = DataInfo(3, 16, [0.5] * 3, [0.25] * 3)
     cpu = torch.device("cpu")
     modes = []
@@ -68,7 +68,7 @@ def test_probe_leaves_the_encoder_bit_identical(image_folder, tmp_path):
 def test_probe_command_uses_the_runs_config_and_writes_probe_json(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    assert main(["probe", f"probe.encoder={run}", "probe.control=random_init"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "evaluation.control=random_init"]) == 0
     out = capsys.readouterr().out
     assert "pretrained" in out and "random_init" in out
     report = json.loads((run / "probe.json").read_text())
@@ -85,7 +85,7 @@ def test_probe_command_uses_the_runs_config_and_writes_probe_json(image_folder, 
 
 def test_probe_without_encoder_or_config_is_bad_input(capsys):
     assert main(["probe"]) == 2
-    assert "probe.encoder" in capsys.readouterr().err
+    assert "evaluation.encoder" in capsys.readouterr().err
 
 
 def test_spatially_pooled_view_flattens_the_last_stage_pooled_to_a_grid():
@@ -103,7 +103,7 @@ def test_spatially_pooled_view_flattens_the_last_stage_pooled_to_a_grid():
 def test_probe_pool_option_is_recorded_with_its_protocol(image_folder, tmp_path):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    assert main(["probe", f"probe.encoder={run}", "probe.pool=2", "probe.control=random_init"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "probe.pool=2", "evaluation.control=random_init"]) == 0
     report = json.loads((run / "probe.json").read_text())
     assert [(r["layer"], r["feature_dim"]) for r in report["results"]] == [("last_stage_2x2", 32)] * 2
     assert report["protocol"]["pooling"] == "average pooling to 2x2 of the last stage"
@@ -126,7 +126,7 @@ def test_label_fractions_are_stratified_reproducible_and_nested():
 def test_probe_on_a_label_fraction_writes_its_own_report(image_folder, tmp_path):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    assert main(["probe", f"probe.encoder={run}", "data.label_fraction=0.5"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "data.label_fraction=0.5"]) == 0
     report = json.loads((run / "probe-labels0.5.json").read_text())
     # 29 training images (9 + 10 + 10) -> half of each class, rounded: 4 + 5 + 5.
     assert report["protocol"]["label_fraction"] == 0.5
@@ -141,7 +141,7 @@ def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
 
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    assert main(["probe", f"probe.encoder={run}", "probe.pool=2"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "probe.pool=2"]) == 0
     report = json.loads((run / "probe.json").read_text())
     model, info = load_classifier(run / report["classifier_file"])
     assert info["kind"] == "linear probe" and model.grid == 2

@@ -118,8 +118,8 @@ def test_knn_k_is_chosen_on_validation():
 def test_probe_command_chooses_layer_and_l2_on_validation(image_folder, tmp_path):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
-    args = ["probe", f"probe.encoder={run}", "probe.layers=[layer1,pooled]", "probe.layer_dim=64"]
-    args += ["probe.l2=[1e-4,1e-1]", "probe.control=none"]
+    args = ["probe", f"evaluation.encoder={run}", "probe.layers=[layer1,pooled]", "probe.layer_dim=64"]
+    args += ["probe.l2=[1e-4,1e-1]", "evaluation.control=none"]
     assert main(args) == 0
     report = json.loads((run / "probe.json").read_text())
     rows = report["results"]
@@ -136,7 +136,15 @@ def test_finetune_chooses_learning_rate_augmentation_and_epoch_on_validation(ima
     run = tmp_path / "run"
     common = ["finetune.epochs=2", "finetune.batch_size=8", "trainer.progress=false", "finetune.name=grid"]
     assert (
-        main(["finetune", f"probe.encoder={run}", "finetune.lr=[1e-3,1e-1]", "finetune.augment=[flip,strong]", *common])
+        main(
+            [
+                "finetune",
+                f"evaluation.encoder={run}",
+                "finetune.lr=[1e-3,1e-1]",
+                "finetune.augment=[flip,strong]",
+                *common,
+            ]
+        )
         == 0
     )
     out = run / "finetune" / "grid"

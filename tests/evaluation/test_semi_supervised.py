@@ -24,7 +24,7 @@ from ..helpers import folder_overrides
 
 def test_the_unlabeled_stream_carries_no_labels_and_no_validation_or_test_image(image_folder, tmp_path):
     config = load_config(None, folder_overrides(image_folder, tmp_path) + ["data.label_fraction=0.5"])
-    train, test = labeled_splits(config.data, config.seed, config.probe.train_limit)
+    train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     _, val = validation_split(train, 0.2, seed=0)
     everything = open_split(config.data, "train")
     pool = unlabeled_pool(everything, val)
@@ -78,7 +78,7 @@ def test_strong_augmentation_changes_every_image_on_the_device():
 )
 def test_bad_semi_supervised_options_are_exit_2_naming_the_key(image_folder, tmp_path, capsys, override, key):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
-    assert main(["finetune", f"probe.encoder={tmp_path / 'run'}", "finetune.unlabeled=fixmatch", override]) == 2
+    assert main(["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.unlabeled=fixmatch", override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {key}:" in err[0]
 
@@ -89,7 +89,7 @@ def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_
     common = ["finetune.unlabeled=fixmatch", "finetune.steps=6", "finetune.batch_size=8", "trainer.log_every=1"]
     common += ["trainer.progress=false", "finetune.unlabeled_ratio=2"]
     # All the labels: the unlabeled stream is then every training image outside the validation split.
-    args = ["finetune", f"probe.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=semi", *common]
+    args = ["finetune", f"evaluation.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=semi", *common]
     assert main([*args, "finetune.pseudo_label_accuracy=true"]) == 0
     out = run / "finetune" / "semi"
     report = json.loads((out / "finetune.json").read_text())
@@ -100,7 +100,7 @@ def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_
     tags = EventAccumulator(str(tb)).Reload().Tags()["scalars"]
     assert {"unlabeled/pseudo_label_rate", "unlabeled/confidence", "study/pseudo_label_accuracy"} <= set(tags)
     # The study-only check changes nothing in training: the same run without it ends with the same weights.
-    plain = ["finetune", f"probe.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=plain", *common]
+    plain = ["finetune", f"evaluation.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=plain", *common]
     assert main(plain) == 0
     tags = EventAccumulator(str(run / "finetune" / "plain" / "candidates" / "threshold0.3" / "tb")).Reload()
     assert not any(t.startswith("study/") for t in tags.Tags()["scalars"])

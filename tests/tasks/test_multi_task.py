@@ -105,7 +105,7 @@ def test_a_multi_task_run_logs_each_sub_task_exports_and_resumes_exactly(image_f
         for k in safe_torch_load(run / "checkpoints" / "last.pt")["model"]
         if k.startswith("encoder.trunk.")
     }
-    assert main(["probe", f"probe.encoder={run}", "probe.max_iter=5"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "probe.max_iter=5"]) == 0
 
     interrupt_after_checkpoint(monkeypatch, 2)
     assert _pretrain(image_folder, tmp_path, "resumed", *extra) == 130

@@ -50,7 +50,7 @@ def test_exemplar_classifier_trains_on_the_chosen_seeds(fashion_mnist_root, tmp_
 def test_relative_patch_run_is_probed_on_its_patch_grid_and_whole_images(fashion_mnist_root, tmp_path):
     assert _pretrain("relative_patch", fashion_mnist_root, tmp_path) == 0
     run = tmp_path / "relative_patch"
-    assert main(["probe", f"probe.encoder={run}", "probe.patch_grid=true", "probe.control=all"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}", "probe.patch_grid=true", "evaluation.control=all"]) == 0
     report = json.loads((run / "probe.json").read_text())
     rows = {r["encoder"]: r for r in report["results"]}
     assert rows["pretrained"]["layer"] == "patch_grid" and rows["random_init"]["layer"] == "patch_grid"
@@ -58,7 +58,7 @@ def test_relative_patch_run_is_probed_on_its_patch_grid_and_whole_images(fashion
     assert report["protocol"]["patch_grid"] == {"size": 48, "patch": 12, "gap": 4, "jitter": 0}
     assert report["protocol"]["image_size"] == 48 and "3x3 patch grid" in report["protocol"]["pooling"]
     assert rows["raw_pixels"]["feature_dim"] == 48 * 48
-    assert main(["probe", f"probe.encoder={run}"]) == 0
+    assert main(["probe", f"evaluation.encoder={run}"]) == 0
     whole = json.loads((run / "probe.json").read_text())
     assert whole["results"][0]["layer"] == "pooled" and whole["protocol"]["image_size"] == 28
     assert whole["protocol"]["patch_grid"] is None

@@ -112,7 +112,7 @@ def _as_rank(monkeypatch, rank: int, size: int = 2) -> None:
 def test_evaluation_under_torchrun_runs_once_on_rank_0(image_folder, tmp_path, capsys, monkeypatch):
     args = ["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]
     assert main(args) == 0
-    knn = ["knn", f"probe.encoder={tmp_path / 'run'}", "knn.k=3"]
+    knn = ["knn", f"evaluation.encoder={tmp_path / 'run'}", "knn.k=3"]
     _as_rank(monkeypatch, 1)
     capsys.readouterr()
     assert main(knn) == 0

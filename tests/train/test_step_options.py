@@ -99,7 +99,7 @@ def test_channels_last_by_default_where_safe_and_plain_weights_exported(image_fo
     assert _pretrain(image_folder, tmp_path, wide) == 0  # the default
     weight = _stem_weight(tmp_path / "run")
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    assert main(["probe", f"probe.encoder={tmp_path / 'run'}", "probe.max_iter=5"]) == 0
+    assert main(["probe", f"evaluation.encoder={tmp_path / 'run'}", "probe.max_iter=5"]) == 0
     assert _pretrain(image_folder, tmp_path, [*wide, "trainer.channels_last=false"], name="plain") == 0
     assert _stem_weight(tmp_path / "plain").is_contiguous()
     # widths [4, 8]: layer2's 1x1 stride-2 shortcut has 4 input channels (oneDNN issue #6035)
