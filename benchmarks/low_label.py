@@ -42,7 +42,6 @@ from common import report, run_config  # noqa: E402
 
 from ssl_pretrain.config import load_config  # noqa: E402
 from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
-from ssl_pretrain.evaluation.frozen import chosen_rows  # noqa: E402
 from ssl_pretrain.evaluation.knn import run_knn  # noqa: E402
 from ssl_pretrain.evaluation.probe import run_probe  # noqa: E402
 from ssl_pretrain.train.trainer import pretrain  # noqa: E402
@@ -132,8 +131,8 @@ def probe_cells(run: Path, fraction: float, seed: int, controls: str, layers: bo
     report = run_probe(run_config(run, overrides))
     minutes = (time.perf_counter() - start) / 60
     cells = {}
-    for encoder, row in chosen_rows(report).items():
-        selected = report["selected"][encoder]
+    for encoder, row in report.chosen_rows().items():
+        selected = report.selected[encoder]
         note = f"{row['layer']}, l2 {row['l2']:g}" if layers else f"l2 {row['l2']:g}"
         cells[encoder] = Cell(selected["val_top1"], row["top1"], note, minutes)
     return cells
@@ -143,8 +142,8 @@ def knn_cells(run: Path, fraction: float, seed: int, controls: str, extra: list[
     overrides = [f"data.label_fraction={fraction}", f"seed={seed}", K_GRID, f"evaluation.control={controls}", *extra]
     report = run_knn(run_config(run, overrides))
     return {
-        encoder: Cell(report["selected"][encoder]["val_top1"], row["top1"], f"k {row['k']}")
-        for encoder, row in chosen_rows(report).items()
+        encoder: Cell(report.selected[encoder]["val_top1"], row["top1"], f"k {row['k']}")
+        for encoder, row in report.chosen_rows().items()
     }
 
 
@@ -158,10 +157,10 @@ def finetune_cell(
     overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE]
     overrides += [*(SEMI_RECIPE if semi else []), *extra]
     report = run_finetune(run_config(run, overrides))
-    chosen = report["selected"]["chosen"]
-    strategy = report["protocol"]["strategy"]
+    chosen = report.selected["chosen"]
+    strategy = report.protocol["strategy"]
     note = f"{strategy}, {chosen['augment']}, epoch {chosen['epoch']}"
-    return Cell(report["val_top1"], report["test_top1"], note, report["train_seconds"] / 60)
+    return Cell(report.val_top1, report.test_top1, note, report.train_seconds / 60)
 
 
 def fmt(cells: list[Cell], minutes: bool = False) -> str:

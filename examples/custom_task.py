@@ -64,7 +64,7 @@ def main(overrides: list[str]) -> dict:
     run = ssl.pretrain(config, overrides)
     print(f"pretrained {run.metrics['steps']} steps, flip accuracy {run.metrics['pretext_accuracy']:.2f}")
     report = ssl.probe(run, {"evaluation.control": "random_init"})
-    for row in report["results"]:
+    for row in report.results:
         if row["chosen"]:
             print(f"linear probe, {row['encoder']} encoder: {row['top1']:.2f}% test top-1")
     return report

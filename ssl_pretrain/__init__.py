@@ -3,7 +3,8 @@
 The Python API (the ``ssl-pretrain`` command is a thin layer over it):
 
 - ``pretrain(config, overrides) -> Run``: train an encoder with a pretext task;
-- ``probe(run)``, ``knn(run)``, ``finetune(run)``: evaluate it (reports as dicts, also written as JSON);
+- ``probe(run)``, ``knn(run)``, ``finetune(run)``: evaluate it; each returns a result object
+  (``FrozenReport``, ``FinetuneReport``: typed fields, also readable as the JSON record it writes);
 - ``load_encoder(path)``, ``load_config(config, overrides)``, ``Run.open(path)``;
 - ``register_task``, ``register_encoder``, ``register_dataset``: plug in your own (or use the entry point
   groups ``ssl_pretrain.tasks``, ``ssl_pretrain.encoders``, ``ssl_pretrain.datasets``);
@@ -25,6 +26,7 @@ from .api import Run, finetune, knn, load_config, load_encoder, pretrain, probe
 from .data import DatasetSpec, TensorImages
 from .encoders import Encoder, wrap_trunk
 from .errors import BadInput, ConfigError
+from .evaluation.reports import FinetuneReport, FrozenReport
 from .registry import register_dataset, register_encoder, register_task
 from .tasks import PretextTask
 
@@ -35,6 +37,8 @@ __all__ = [
     "ConfigError",
     "DatasetSpec",
     "Encoder",
+    "FinetuneReport",
+    "FrozenReport",
     "PretextTask",
     "Run",
     "TensorImages",

@@ -4,14 +4,15 @@
 
     run = ssl.pretrain("configs/fashion_mnist/rotation.yaml", {"trainer.max_steps": 200})
     report = ssl.probe(run, {"probe.layers": "all"})
-    print(report["selected"]["pretrained"])
+    print(report.selected["pretrained"])    # the layer validation chose, its validation and test top-1
     encoder = run.encoder()          # an nn.Module: images (B, C, H, W) in [0, 1] -> features (B, D)
 
 A ``config`` is a YAML path, a mapping (nested, or dotted keys), a :class:`~ssl_pretrain.config.Config` or
 None (every default); ``overrides`` are ``key=value`` strings or a mapping of dotted keys to values, applied
 last. Bad input raises :class:`~ssl_pretrain.errors.BadInput` (a :class:`~ssl_pretrain.errors.ConfigError`
-names the key): the exceptions the command line turns into exit code 2. Nothing here prints; the reports
-are returned (and written next to the run, as by the command line).
+names the key): the exceptions the command line turns into exit code 2. Nothing here prints; the results
+are returned as objects (:mod:`ssl_pretrain.evaluation.reports`) and written next to the run as JSON, as by
+the command line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import yaml
 from .config import Config, apply_overrides, build_config, read_yaml
 from .encoders import Encoder
 from .errors import BadInput
+from .evaluation.reports import FinetuneReport, FrozenReport
 
 ConfigLike = str | Path | Mapping | Config | None
 Overrides = Mapping[str, Any] | Iterable[str] | None
@@ -120,22 +122,22 @@ def _evaluation_config(source, key: str, config: ConfigLike, overrides: Override
     return load_config(config, extra)
 
 
-def probe(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
+def probe(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> FrozenReport:
     """Frozen-encoder linear probe of ``encoder`` (a Run, run directory, ``encoder.pt`` or checkpoint);
-    the report also written to ``probe.json`` (``results``, ``selected``, ``protocol``)."""
+    the report (``results``, ``selected``, ``protocol``) is also written to ``probe.json``."""
     from .evaluation.probe import run_probe
 
     return run_probe(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
-def knn(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
+def knn(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> FrozenReport:
     """Weighted kNN on frozen features of ``encoder``; the report also written to ``knn.json``."""
     from .evaluation.knn import run_knn
 
     return run_knn(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
-def finetune(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> dict:
+def finetune(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> FinetuneReport:
     """Fine-tune ``encoder`` + a linear head on the labels; the report also written to ``finetune.json``."""
     from .evaluation.finetune import run_finetune
 

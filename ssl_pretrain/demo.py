@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import load_config
 from .evaluation.probe import format_frozen_report, run_probe
+from .evaluation.reports import FrozenReport
 from .train.trainer import pretrain
 
 DEMO_SETTINGS = [
@@ -29,7 +30,7 @@ def _free_run_name(output_dir: str) -> str:
     return f"demo-{n}"
 
 
-def run_demo(overrides: list[str]) -> dict:
+def run_demo(overrides: list[str]) -> FrozenReport:
     """Pretrain then probe; ``overrides`` (``key=value``) change any setting, e.g. ``trainer.max_steps``."""
     config = load_config(None, DEMO_SETTINGS + list(overrides))
     if not any(o.startswith("run_name=") for o in overrides):
@@ -38,10 +39,9 @@ def run_demo(overrides: list[str]) -> dict:
     config.evaluation.encoder = str(run_dir)
     report = run_probe(config)
     print(format_frozen_report(report))
-    top1 = {row["encoder"]: row["top1"] for row in report["results"]}
     print(
-        f"\nDAE-pretrained encoder: {top1['pretrained']:.2f}% top-1 | randomly initialised encoder: "
-        f"{top1['random_init']:.2f}% top-1 (linear probe, Fashion-MNIST test set)"
+        f"\nDAE-pretrained encoder: {report.test_top1('pretrained'):.2f}% top-1 | randomly initialised encoder: "
+        f"{report.test_top1('random_init'):.2f}% top-1 (linear probe, Fashion-MNIST test set)"
     )
     print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir / 'tb'})")
     return report

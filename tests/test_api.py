@@ -49,11 +49,15 @@ def test_pretrain_probe_knn_finetune_through_the_api(image_folder, tmp_path):
     assert isinstance(encoder, torch.nn.Module) and not encoder.training
     assert encoder(torch.rand(2, 3, 16, 16)).shape == (2, encoder.num_features)
     probe = ssl.probe(run, {"probe.max_iter": 5})
-    assert probe["results"][0]["chosen"] and (run.directory / "probe.json").is_file()
+    assert isinstance(probe, ssl.FrozenReport) and probe.results[0]["chosen"]
+    assert json.loads((run.directory / "probe.json").read_text()) == json.loads(json.dumps(probe.to_dict()))
+    assert probe["selected"] is probe.selected and dict(probe) == probe.to_dict(), "reads as its JSON record"
+    assert probe.test_top1() == probe.chosen_rows()["pretrained"]["top1"] == probe.results[0]["top1"]
     knn = ssl.knn(run.directory, ["knn.k=[1,3]"])
-    assert knn["selected"]["pretrained"]["chosen"]["k"] in (1, 3)
+    assert knn.setting_keys == ["k"] and knn.selected["pretrained"]["chosen"]["k"] in (1, 3)
     tuned = ssl.finetune(run, {"finetune.epochs": 1, "finetune.batch_size": 8, "finetune.name": "api"})
-    assert 0 <= tuned["test_top1"] <= 100 and Path(tuned["report_file"]).is_file()
+    assert isinstance(tuned, ssl.FinetuneReport) and 0 <= tuned.test_top1 <= 100
+    assert json.loads(Path(tuned.report_file).read_text())["test_top1"] == tuned["test_top1"]
     assert ssl.Run.open(run.directory).metrics == run.metrics
     with pytest.raises(ssl.BadInput, match="evaluation.encoder"):
         ssl.probe(tmp_path / "nowhere", config="configs/fashion_mnist/rotation.yaml")

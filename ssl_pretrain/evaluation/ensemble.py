@@ -22,6 +22,7 @@ from ..utils.rng import seed_everything
 from .classifier import classifier_file, load_classifier
 from .metrics import percent_correct
 from .predict import accuracy, predict_logits
+from .reports import EnsembleReport
 from .splits import labeled_splits, validation_split
 from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
 
@@ -38,7 +39,7 @@ def _saw_validation(info: dict, config: Config) -> bool | None:
     return False if same else None
 
 
-def run_ensemble(config: Config) -> dict:
+def run_ensemble(config: Config) -> EnsembleReport:
     cfg = config.ensemble
     if len(cfg.members) < 2:
         raise ConfigError("ensemble.members", f"needs at least 2 models, got {len(cfg.members)}")
@@ -92,10 +93,10 @@ def run_ensemble(config: Config) -> dict:
     else:
         predicted = soft_vote(test_probs, weights)
     top1 = percent_correct(predicted, test_y)
-    report = {
-        "ensemble_top1": top1,
-        "members": members,
-        "protocol": {
+    report = EnsembleReport(
+        ensemble_top1=top1,
+        members=members,
+        protocol={
             "method": cfg.method,
             "weights": None if weights is None else [round(float(w), 4) for w in weights],
             "weights_from": None if weights is None else ("given" if cfg.weights is not None else "validation top-1"),
@@ -105,16 +106,16 @@ def run_ensemble(config: Config) -> dict:
             "label_fraction": config.data.label_fraction,
             "seed": config.seed,
         },
-    }
-    report["report_file"] = str(out_dir / f"ensemble-{cfg.method}.json")
-    write_json(out_dir / f"ensemble-{cfg.method}.json", report)
+        report_file=str(out_dir / f"ensemble-{cfg.method}.json"),
+    )
+    write_json(out_dir / f"ensemble-{cfg.method}.json", report.to_dict())
     return report
 
 
-def format_ensemble(report: dict) -> str:
+def format_ensemble(report: EnsembleReport) -> str:
     lines = [f"{'model':<60} {'val top-1':>9} {'test top-1':>10}"]
-    for m in report["members"]:
+    for m in report.members:
         lines.append(f"{m['model'][-60:]:<60} {m['val_top1']:>9.2f} {m['test_top1']:>10.2f}")
-    lines.append(f"{'ensemble (' + report['protocol']['method'] + ')':<60} {'':>9} {report['ensemble_top1']:>10.2f}")
-    lines.append(f"{Path(report['report_file']).name} written to {Path(report['report_file']).parent}")
+    lines.append(f"{'ensemble (' + report.protocol['method'] + ')':<60} {'':>9} {report.ensemble_top1:>10.2f}")
+    lines.append(f"{Path(report.report_file).name} written to {Path(report.report_file).parent}")
     return "\n".join(lines)

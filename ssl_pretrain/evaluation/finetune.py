@@ -37,6 +37,7 @@ from .layer_view import LayerView, available_layers
 from .logistic import LogisticProbe
 from .predict import accuracy, predict_logits
 from .probe import results_dir
+from .reports import FinetuneReport
 from .selection import RULE as SELECTION_RULE
 from .selection import Selection, first_best
 from .semi_supervised import STRONG_OPS, unlabeled_pool
@@ -54,7 +55,7 @@ def candidate_settings(cfg: FinetuneConfig) -> list[dict]:
     return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
 
 
-def run_finetune(config: Config) -> dict:
+def run_finetune(config: Config) -> FinetuneReport:
     """Fine-tune; returns the report also written to ``finetune.json``.
 
     Every choice is made on the validation split: the epoch (the best validation epoch's weights are
@@ -114,38 +115,38 @@ def run_finetune(config: Config) -> dict:
     if len(settings) > 1:
         _adopt_candidate(chosen.out_dir, out_dir)
     selection.test_top1 = _test_top1(model, out_dir / "checkpoints" / "best.pt", test, device)
-    report = {
-        "test_top1": selection.test_top1,
-        "val_top1": selection.val_top1,
-        "best_epoch": chosen.best_epoch,
-        "val_top1_per_epoch": chosen.val_top1,
-        "selected": selection.to_dict(),
-        "diagnostics": {
+    report = FinetuneReport(
+        test_top1=selection.test_top1,
+        val_top1=selection.val_top1,
+        best_epoch=chosen.best_epoch,
+        val_top1_per_epoch=chosen.val_top1,
+        selected=selection.to_dict(),
+        diagnostics={
             "test_top1_last_epoch": _test_top1(model, out_dir / "checkpoints" / "last.pt", test, device),
             "note": "not used for any choice",
         },
-        "train_seconds": round(sum(h.seconds for h in histories), 1),
-        "protocol": chosen.protocol,
-    }
-    report["report_file"] = str(out_dir / "finetune.json")
-    write_json(out_dir / "finetune.json", report)
+        train_seconds=round(sum(h.seconds for h in histories), 1),
+        protocol=chosen.protocol,
+        report_file=str(out_dir / "finetune.json"),
+    )
+    write_json(out_dir / "finetune.json", report.to_dict())
     return report
 
 
-def format_finetune(report: dict) -> str:
+def format_finetune(report: FinetuneReport) -> str:
     """What was chosen, its test top-1, the diagnostic last epoch, where the run was written."""
-    protocol, selected = report["protocol"], report["selected"]
+    protocol, selected = report.protocol, report.selected
     lines = []
     if protocol["auto_reason"]:
         lines.append(f"finetune.freeze_until=auto -> {protocol['freeze_until']}: {protocol['auto_reason']}")
     chosen = ", ".join(f"{k} {_text(v).lstrip('-')}" for k, v in selected["chosen"].items() if k != "epoch")
     lines.append(
         f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
-        f"{report['test_top1']:.2f}% at the best validation epoch {report['best_epoch']} "
-        f"(validation {report['val_top1']:.2f}%); last epoch {report['diagnostics']['test_top1_last_epoch']:.2f}% "
+        f"{report.test_top1:.2f}% at the best validation epoch {report.best_epoch} "
+        f"(validation {report.val_top1:.2f}%); last epoch {report.diagnostics['test_top1_last_epoch']:.2f}% "
         "(diagnostic)"
     )
-    out_dir = Path(report["report_file"]).parent
+    out_dir = Path(report.report_file).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
     return "\n".join(lines)
 

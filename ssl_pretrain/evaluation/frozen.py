@@ -160,11 +160,6 @@ def _row(name: str, view, layer: str, dim: int, setting: dict, extract_seconds: 
     }
 
 
-def chosen_rows(report: dict) -> dict[str, dict]:
-    """``{encoder: its chosen row}`` of a probe or kNN report."""
-    return {row["encoder"]: row for row in report["results"] if row["chosen"]}
-
-
 def format_table(rows: list[dict], setting_keys: list[str]) -> str:
     """Rows of encoder, layer, size, setting, validation top-1 (when chosen on validation), test top-1 of
     the chosen candidate (``-`` for the others) and train top-1."""

@@ -21,6 +21,7 @@ from ..errors import BadInput, ConfigError
 from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, classifier_file, load_classifier
 from .predict import classifier_info
+from .reports import GradcamReport
 from .splits import labeled_splits
 
 
@@ -65,7 +66,7 @@ def overlay(images: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> tor
     return (1 - alpha) * rgb + alpha * heat_colours(maps)
 
 
-def run_gradcam(config: Config) -> dict:
+def run_gradcam(config: Config) -> GradcamReport:
     """Heatmaps for ``gradcam.num_images`` images of ``gradcam.split``; returns the PNG's path (``png``), the
     layer and the class explained for each image."""
     cfg = config.gradcam
@@ -98,23 +99,15 @@ def run_gradcam(config: Config) -> dict:
     save_image(grid, png)
     with SummaryWriter(str(out_dir / "tb")) as writer:
         writer.add_image(f"gradcam/{layer}/{which}", grid, 0)
-    return {
-        "png": str(png),
-        "layer": layer,
-        "which": which,
-        "split": cfg.split,
-        "classes": classes.tolist(),
-        "labels": batch.labels.tolist(),
-    }
+    return GradcamReport(str(png), layer, which, cfg.split, classes.tolist(), batch.labels.tolist())
 
 
-def format_gradcam(result: dict) -> str:
+def format_gradcam(result: GradcamReport) -> str:
     """Where the heatmaps are and which class each explains."""
-    explained = ", ".join(f"{c}(true {t})" for c, t in zip(result["classes"], result["labels"], strict=True))
+    explained = ", ".join(f"{c}(true {t})" for c, t in zip(result.classes, result.labels, strict=True))
     return (
-        f"Grad-CAM of {result['layer']} for {result['which']} classes on {len(result['classes'])} "
-        f"{result['split']} images: {result['png']}\npairs (image, overlay) left to right; classes explained: "
-        + explained
+        f"Grad-CAM of {result.layer} for {result.which} classes on {len(result.classes)} "
+        f"{result.split} images: {result.png}\npairs (image, overlay) left to right; classes explained: " + explained
     )
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..config import Config, listed
 from .probe import evaluate_frozen, fit_device
+from .reports import FrozenReport
 
 
 def weighted_knn_predict(
@@ -63,7 +64,7 @@ class KnnMethod:
         return weighted_knn_predict(train_x, train_y, x, num_classes, k, self.temperature, self.chunk_size)
 
 
-def run_knn(config: Config) -> dict:
+def run_knn(config: Config) -> FrozenReport:
     """kNN on ``evaluation.encoder`` (and the controls of ``evaluation.control``); writes ``knn.json``; ``k`` chosen
     on validation when ``knn.k`` lists several."""
     knn = config.knn

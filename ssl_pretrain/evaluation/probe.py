@@ -17,17 +17,18 @@ from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, fold_standardisation, save_classifier
 from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
 from .feature_view import FeatureView, RawPixels
-from .frozen import FrozenMethod, chosen_rows, evaluate_encoder, format_table
+from .frozen import FrozenMethod, evaluate_encoder, format_table
 from .layer_view import LayerView
 from .logistic import LinearClassifier, LogisticProbe
+from .reports import FrozenReport
 from .selection import RULE as SELECTION_RULE
 from .splits import labeled_splits
 from .views import control_view, probe_view, task_grid
 
 
-def run_probe(config: Config) -> dict:
+def run_probe(config: Config) -> FrozenReport:
     """Probe ``evaluation.encoder`` (and the controls asked for); writes ``probe.json`` and, for a single
-    whole-image view, ``probe_classifier.pt`` (encoder + folded linear head); prints a table. With several
+    whole-image view, ``probe_classifier.pt`` (encoder + folded linear head). With several
     layers or ``l2`` values, the layer and ``l2`` are chosen on validation and only the choice is tested."""
     probe = config.probe
     protocol = {
@@ -51,9 +52,9 @@ def result_stem(command: str, config: Config) -> str:
     return command if fraction >= 1 else f"{command}-labels{fraction:g}"
 
 
-def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> dict:
+def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> FrozenReport:
     """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``evaluation.encoder`` and the
-    controls of ``evaluation.control``; writes ``<command>.json``, prints a table."""
+    controls of ``evaluation.control``; writes ``<command>.json``."""
     if config.evaluation.encoder is None:
         raise ConfigError("evaluation.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
     device = resolve_device(config.device)
@@ -88,33 +89,33 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
             selected[name] = selection.to_dict()
     out_dir = results_dir(Path(config.evaluation.encoder))
     stem = result_stem(command, config)
-    report = {
-        "results": rows,
-        "selected": selected,
-        "protocol": {
+    report = FrozenReport(
+        results=rows,
+        selected=selected,
+        protocol={
             **protocol,
             **_frozen_protocol(config, spec, view, info, train, test),
             "encoder_saw_test_images": saw_test,
             "test_images_check": leakage,
         },
-    }
+        report_file=str(out_dir / f"{stem}.json"),
+        setting_keys=list(method.settings()[0]),
+    )
     if isinstance(view, FeatureView) and view.geometry is None and isinstance(fitted, LinearClassifier):
         path = out_dir / f"{stem}_classifier.pt"
         _save_probe_classifier(encoder, view.pool, size, fitted, path, report)
-        report["classifier_file"] = path.name
-    report["report_file"] = str(out_dir / f"{stem}.json")
-    report["setting_keys"] = list(method.settings()[0])
-    write_json(out_dir / f"{stem}.json", report)
+        report.classifier_file = path.name
+    write_json(out_dir / f"{stem}.json", report.to_dict())
     return report
 
 
-def format_frozen_report(report: dict) -> str:
+def format_frozen_report(report: FrozenReport) -> str:
     """The table of a probe or kNN report, a note when the encoder saw the test images, where it was written."""
-    lines = [format_table(report["results"], report["setting_keys"])]
-    if report["protocol"]["encoder_saw_test_images"]:
-        leakage = report["protocol"]["test_images_check"]
+    lines = [format_table(report.results, report.setting_keys)]
+    if report.protocol["encoder_saw_test_images"]:
+        leakage = report.protocol["test_images_check"]
         lines.append(f"note: the encoder saw the test images during pretraining (transductive): {leakage}")
-    lines.append(f"{Path(report['report_file']).name} written to {Path(report['report_file']).parent}")
+    lines.append(f"{Path(report.report_file).name} written to {Path(report.report_file).parent}")
     return "\n".join(lines)
 
 
@@ -140,12 +141,12 @@ def _frozen_protocol(config: Config, spec: EncoderSpec, view, info: DataInfo, tr
     }
 
 
-def _save_probe_classifier(encoder: Encoder, pool: int, size: int, fitted, path: Path, report: dict) -> None:
+def _save_probe_classifier(encoder: Encoder, pool: int, size: int, fitted, path: Path, report: FrozenReport) -> None:
     model = ImageClassifier(encoder, fitted.weight.shape[0], pool, size)
     weight, bias = fold_standardisation(fitted.weight, fitted.bias, fitted.mean, fitted.std)
     model.head.load_state_dict({"weight": weight, "bias": bias})
-    top1 = chosen_rows(report)["pretrained"]["top1"]
-    save_classifier(model, path, {"kind": "linear probe", "protocol": report["protocol"], "top1": top1})
+    top1 = report.test_top1("pretrained")
+    save_classifier(model, path, {"kind": "linear probe", "protocol": report.protocol, "top1": top1})
 
 
 def results_dir(source: Path) -> Path:

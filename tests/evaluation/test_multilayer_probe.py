@@ -86,6 +86,6 @@ def test_multilayer_probe_command_writes_a_row_per_layer(image_folder, tmp_path,
     # widths [4, 8] at 16 px: stem/layer1 4 ch -> 4x4 grid, layer2 8 ch at 8 px -> 2x2; pooled 8.
     assert [r["feature_dim"] for r in report["results"][:4]] == [64, 64, 32, 8]
     assert report["protocol"]["layer_dim"] == 64
-    assert "classifier_file" not in report  # several layers: no single classifier to save
+    assert report["classifier_file"] is None  # several layers: no single classifier to save
     out = capsys.readouterr().out
     assert all(layer in out for layer in layers)
