@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..config import FinetuneConfig
 from ..data import EpochBatchSampler, make_loader, to_device_float
+from ..tasks.draws import augment_on_device
 from ..utils.files import atomic_torch_save
 from ..utils.optim import warmup_cosine_factor
 from ..utils.precision import resolve_channels_last, resolve_precision, to_memory_format
@@ -154,12 +155,13 @@ def fit_candidate(
             for batch in loader:
                 if len(batch.images) == 0:
                     continue
-                images = to_memory_format(augment(to_device_float(batch.images, info, device)), channels_last)
+                images = to_device_float(batch.images, info, device)
+                images = to_memory_format(augment_on_device(augment, images), channels_last)
                 labels = batch.labels.to(device)
                 if stream is not None:
                     pool = to_device_float(next(stream).images, info, device)
-                    weak = to_memory_format(weak_view(pool), channels_last)
-                    hard = to_memory_format(strong(pool), channels_last)
+                    weak = to_memory_format(augment_on_device(weak_view, pool), channels_last)
+                    hard = to_memory_format(augment_on_device(strong, pool), channels_last)
                 with precision.autocast():
                     if stream is None:
                         loss, stats = F.cross_entropy(model(images), labels), {}

@@ -16,6 +16,7 @@ from ..errors import check_option
 from .base import PretextTask
 from .corruption import make_corruption
 from .decoder import MirrorDecoder
+from .draws import augment_on_device
 
 
 class DenoisingAutoencoder(PretextTask):
@@ -58,9 +59,7 @@ class DenoisingAutoencoder(PretextTask):
 
     def make_batch(self, images: torch.Tensor, indices: torch.Tensor | None = None):
         """``(B, C, H, W)`` clean -> (corrupted, clean), both ``(B, C, H, W)`` in pixel units."""
-        if getattr(self.corrupt, "device", None) != images.device:
-            self.corrupt.set_rng_device_and_dtype(images.device, images.dtype)  # draw noise where the images are
-        return self.corrupt(images), images
+        return augment_on_device(self.corrupt, images), images  # noise drawn where the images are
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Corrupted images -> reconstruction in normalised units, ``(B, C, H, W)``."""

@@ -27,6 +27,7 @@ from ..encoders import Encoder
 from ..errors import BadInput, check_option
 from .base import PretextTask
 from .colour import RandomHueDirect
+from .draws import augment_on_device
 from .heads import accuracy
 from .preview import label_each
 
@@ -186,7 +187,7 @@ class Exemplar(PretextTask):
     def make_batch(self, images: torch.Tensor, indices: torch.Tensor):
         """``(B, C, H, W)`` seeds -> ``(B * copies, C, H, W)`` transformed copies and their seed ids."""
         self._last_seeds = images[:4].detach()
-        copies = self.augment(images.repeat_interleave(self.copies, dim=0))
+        copies = augment_on_device(self.augment, images.repeat_interleave(self.copies, dim=0))
         return copies, indices.repeat_interleave(self.copies)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

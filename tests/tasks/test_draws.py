@@ -1,0 +1,66 @@
+"""Random parameters of the Kornia pipelines drawn where the images are (kornia issue 4426).
+
+No GPU here, so the device is checked through the dtype: Kornia takes a draw's device and dtype from the
+same tensors, so a pipeline whose every parameter comes out in the images' float64 (Kornia alone leaves
+most in float32, on the CPU) draws them on the images' device too.
+"""
+
+import pytest
+import torch
+
+from ssl_pretrain.evaluation.finetune_loop import finetune_augmentation
+from ssl_pretrain.evaluation.semi_supervised import strong_augmentation
+from ssl_pretrain.tasks.draws import augment_on_device
+from ssl_pretrain.tasks.exemplar import exemplar_augmentation
+
+
+def _exemplar():
+    return exemplar_augmentation(
+        3, 0.1, [0.9, 1.1], 10, 0.2, 0.2, 0.2, 0.05, crop_scale=[0.5, 1.0], flip=True, erase=0.5, size=16
+    )
+
+
+PIPELINES = {
+    "exemplar": _exemplar,
+    "finetune crop_flip": lambda: finetune_augmentation("crop_flip", 16),
+    "fixmatch strong": strong_augmentation,
+}
+
+
+def _drawn(pipeline) -> dict[str, torch.dtype]:
+    """``{op.key: dtype}`` of every floating-point parameter the last call drew (a Kornia op keeps its draw
+    as a dict in ``_params``; an ``AugmentationSequential`` as a list of ``(name, dict)`` items)."""
+    draws = {}
+    for op in pipeline.modules():
+        params = getattr(op, "_params", None) or {}
+        items = [(f"{type(op).__name__}", params)] if isinstance(params, dict) else [(p.name, p.data) for p in params]
+        for name, data in items:
+            for key, value in (data or {}).items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    draws[f"{name}.{key}"] = value.dtype
+    return draws
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_parameter_is_drawn_in_the_images_dtype_and_device(name):
+    pipeline = PIPELINES[name]()
+    images = torch.rand(6, 3, 16, 16, dtype=torch.float64)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # what a float64 device default would be to Kornia
+    try:
+        out = augment_on_device(pipeline, images)
+    finally:
+        torch.set_default_dtype(default)
+    drawn = _drawn(pipeline)
+    assert out.shape == images.shape and len(drawn) >= 3
+    assert {key for key, dtype in drawn.items() if dtype != torch.float64} == set()
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_on_the_cpu_the_draws_and_results_are_kornias_own(name):
+    images = torch.rand(6, 3, 16, 16)
+    torch.manual_seed(3)
+    plain = PIPELINES[name]()(images)
+    torch.manual_seed(3)
+    placed = augment_on_device(PIPELINES[name](), images)
+    assert torch.equal(plain, placed)
