@@ -64,3 +64,20 @@ def test_on_the_cpu_the_draws_and_results_are_kornias_own(name):
     torch.manual_seed(3)
     placed = augment_on_device(PIPELINES[name](), images)
     assert torch.equal(plain, placed)
+
+
+def test_draws_follow_the_images_not_the_default_device():
+    """Kornia puts the draws of ops whose ranges are plain numbers on the default device; with another
+    default (here ``meta``, standing in for the CPU while the images are on a GPU) they still land on the
+    images' device, and give what they give under the images' own default."""
+    images = torch.rand(6, 3, 16, 16)
+    torch.manual_seed(5)
+    expected = augment_on_device(_exemplar(), images)
+    pipeline = _exemplar()
+    torch.manual_seed(5)
+    torch.set_default_device("meta")
+    try:
+        out = augment_on_device(pipeline, images)
+    finally:
+        torch.set_default_device(None)
+    assert out.device == images.device and torch.equal(out, expected)
