@@ -263,7 +263,8 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set each ``dotted.key=value`` (value parsed as YAML) in a copy of ``raw``."""
+    """Set each ``dotted.key=value`` (value parsed as YAML) in a copy of ``raw``; a renamed key sets its new
+    name (so it overrides a config file's value as any override does)."""
     raw = yaml.safe_load(yaml.safe_dump(raw))
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -273,6 +274,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError:
             raise ConfigError(key, f"value {text!r} is not valid YAML") from None
+        if key in DEPRECATED_KEYS:
+            _note_renamed(key, value)
+            key = DEPRECATED_KEYS[key]
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -346,7 +350,14 @@ def _default(key: str) -> Any:
     return next(f.default for f in dataclasses.fields(_FIXED_SECTIONS[section]) if f.name == name)
 
 
+def _note_renamed(old: str, value: Any) -> None:
+    if old not in _SILENT_ALIASES:
+        new = DEPRECATED_KEYS[old]
+        print(f"ssl-pretrain: note: {old} is deprecated, use {new} (read as {new}={value})", file=sys.stderr)
+
+
 def _move_deprecated(raw: dict) -> dict:
+    """Old keys inside a config file or mapping read as their new names (see :data:`DEPRECATED_KEYS`)."""
     for old, new in DEPRECATED_KEYS.items():
         (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
         section = raw.get(old_section)
@@ -363,8 +374,7 @@ def _move_deprecated(raw: dict) -> dict:
             raise ConfigError(old, f"{old}={value!r} and {new}={target[new_key]!r} disagree; give {new} alone")
         target[new_key] = value
         raw[new_section] = target
-        if old not in _SILENT_ALIASES:
-            print(f"ssl-pretrain: note: {old} is deprecated, use {new} (read as {new}={value})", file=sys.stderr)
+        _note_renamed(old, value)
     return raw
 
 

@@ -116,7 +116,7 @@ def test_renamed_keys_are_read_as_their_new_names_with_one_notice(capsys):
     assert (config.evaluation.batch_size, config.evaluation.control, config.evaluation.encoder) == (64, "all", "runs/x")
     notices = capsys.readouterr().err.strip().splitlines()
     note = "ssl-pretrain: note: probe.{0} is deprecated, use evaluation.{0} (read as evaluation.{0}={1})"
-    assert notices == [note.format("control", "all"), note.format("batch_size", 64)], "probe.encoder: a quiet alias"
+    assert notices == [note.format("batch_size", 64), note.format("control", "all")], "probe.encoder: a quiet alias"
     moved = {"encoder", "control", "batch_size", "train_limit", "val_fraction"}
     assert moved <= set(config.to_dict()["evaluation"]) and not moved & set(config.to_dict()["probe"])
 
@@ -129,9 +129,13 @@ def test_an_older_runs_config_yaml_loads_quietly_and_a_new_one_takes_the_old_enc
     assert capsys.readouterr().err == "", "defaults filled in by an older release say nothing"
     newer = build_config({}).to_dict()  # evaluation.encoder: null, as in a run's config.yaml
     assert load_config(None, ["probe.encoder=runs/y"], base=newer).evaluation.encoder == "runs/y"
+    newer["evaluation"]["encoder"] = "runs/pretrained"  # as in a fine-tuning run's config.yaml
+    assert load_config(None, ["probe.encoder=runs/z"], base=newer).evaluation.encoder == "runs/z", "overrides win"
 
 
-def test_an_old_and_a_new_key_that_disagree_are_refused_naming_both():
+def test_an_old_and_a_new_key_that_disagree_in_one_file_are_refused_naming_both():
     with pytest.raises(ConfigError, match="probe.control: probe.control='all' and evaluation.control='raw_pixels'"):
-        load_config(None, ["probe.control=all", "evaluation.control=raw_pixels"])
-    assert load_config(None, ["probe.control=all", "evaluation.control=all"]).evaluation.control == "all"
+        build_config({"probe": {"control": "all"}, "evaluation": {"control": "raw_pixels"}})
+    assert build_config({"probe": {"control": "all"}, "evaluation": {"control": "all"}}).evaluation.control == "all"
+    # On the command line the later override wins, whichever name it uses.
+    assert load_config(None, ["probe.control=all", "evaluation.control=raw_pixels"]).evaluation.control == "raw_pixels"
