@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .config import DEPRECATED_KEYS, Config, load_config, read_yaml
+from .config import Config, current_key, load_config, read_yaml
 from .errors import BadInput
 
 
@@ -100,8 +100,8 @@ def _evaluation_config(args, key: str) -> Config:
     from .evaluation.encoder_source import run_dir_of
 
     base = None
-    names = [key, *(old for old, new in DEPRECATED_KEYS.items() if new == key)]  # probe.encoder too
-    value = next((o.split("=", 1)[1] for o in args.overrides for name in names if o.startswith(f"{name}=")), None)
+    given = (o.split("=", 1) for o in args.overrides if "=" in o)
+    value = next((text for name, text in given if current_key(name) == key), None)  # probe.encoder too
     if value and key == "ensemble.members":
         members = yaml.safe_load(value)
         value = members[0] if isinstance(members, list) and members and isinstance(members[0], str) else None

@@ -276,7 +276,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(key, f"value {text!r} is not valid YAML") from None
         if key in DEPRECATED_KEYS:
             _note_renamed(key, value)
-            key = DEPRECATED_KEYS[key]
+            key = current_key(key)
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -343,6 +343,11 @@ DEPRECATED_KEYS = {
     "probe.val_fraction": "evaluation.val_fraction",
 }
 _SILENT_ALIASES = {"probe.encoder"}
+
+
+def current_key(key: str) -> str:
+    """The name ``key`` has now (itself, unless it is a renamed key)."""
+    return DEPRECATED_KEYS.get(key, key)
 
 
 def _default(key: str) -> Any:

@@ -18,7 +18,7 @@ class Report(Mapping):
 
     def to_dict(self) -> dict[str, Any]:
         """The record written to the command's JSON file (plain, JSON-able values)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in self._names()}
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._names():
