@@ -92,7 +92,7 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     runs = tmp_path / "runs"
     args = ["benchmarks/low_label.py", "--smoke", "--runs", str(runs), "--configs", "rotation", "multi"]
     args += ["--fractions", "0.5", "1.0", "--finetune-fractions", "0.5", "--semi-configs", "multi"]
-    args += ["--seeded-fractions", "0.5", "--seeds", "2"]
+    args += ["--seeded-fractions", "0.5", "--layer-fractions", "0.5", "--seeds", "2"]
     done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -107,6 +107,8 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert half[1].count("min") == 3 and half[4].count("min") == 2, "semi-supervised: multi and from scratch"
     assert "- 0.5 of the labels: best encoder on validation" in out and "multi-task" in out
     assert "GAP linear probe, all labels, best config on validation:" in out
+    best_layer = [row.split(" | ")[2] for row in rows]  # --layer-fractions 0.5: no best-layer probe at 1.0
+    assert "-" not in best_layer[:3] and best_layer[3:] == ["-"] * 7, best_layer
     # A second run reuses the finished pretraining runs; --freeze-points full leaves out the auto fine-tuning.
     again = _run(
         *args[:5], "rotation", "--fractions", "0.5", "--finetune-fractions", "0.5", "--freeze-points", "full",
