@@ -108,8 +108,11 @@ def main() -> None:
     parser.add_argument("--cache", nargs="+", choices=["warm", "cold"], default=["warm", "cold"])
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    if "cold" in args.cache and not os.access(DROP_CACHES, os.W_OK):
-        parser.exit(2, f"data_loading.py: --cache cold needs {DROP_CACHES} writable (Linux, root); try --cache warm\n")
+    if "cold" in args.cache:
+        try:
+            drop_page_cache()
+        except OSError as err:
+            parser.exit(2, f"data_loading.py: --cache cold: cannot write {DROP_CACHES} ({err.strerror}); use warm\n")
     images, batch = (64, 8) if args.smoke else (args.images, 128)
     device = resolve_device("auto")
     work = Path(tempfile.mkdtemp(prefix="ssl_loading_"))
