@@ -107,7 +107,7 @@ def open_shards(cfg: DataConfig, split: Split):
     if split == "test" and cfg.test_root is not None:
         return load_split(shard_paths(cfg.test_root, "data.test_root"), size, channels, f"shards {cfg.test_root}")
     paths = shard_paths(cfg.root)
-    labeled = scan(paths[0])[1]
+    labeled = scan(paths[0]).labeled
     held = cfg.test_fraction if cfg.test_root is None and labeled else None
     description = f"shards {cfg.root}"
     if split == "pretrain":

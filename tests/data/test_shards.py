@@ -12,7 +12,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ssl_pretrain.cli import main
-from ssl_pretrain.data.shards import ShardStream, count_samples, shard_paths, stream_loader, write_shards
+from ssl_pretrain.data import shards as shard_module
+from ssl_pretrain.data.shards import (
+    ShardStream,
+    members,
+    shard_paths,
+    stream_loader,
+    survey,
+    write_shards,
+)
 from ssl_pretrain.errors import BadInput
 
 from ..helpers import TINY
@@ -28,7 +36,8 @@ def shards(image_folder, tmp_path):
 
 
 def _stream(paths, **kwargs) -> ShardStream:
-    return ShardStream(paths, count_samples(paths), 3, seed=0, size=16, channels=3, **kwargs)
+    counts, digests = survey(paths)
+    return ShardStream(paths, counts, 3, seed=0, size=16, channels=3, digests=digests, **kwargs)
 
 
 def test_shards_written_from_a_folder_keep_images_labels_and_keys(shards, image_folder):
@@ -38,7 +47,7 @@ def test_shards_written_from_a_folder_keep_images_labels_and_keys(shards, image_
     with tarfile.open(shards[0]) as tar:
         original = (image_folder / "class_0" / "img_0.png").read_bytes()
         assert tar.extractfile("class_0/img_0.png").read() == original, "image bytes copied as they are"
-    assert count_samples(shards) == [3] * 12
+    assert survey(shards)[0] == [3] * 12
 
 
 def test_shards_are_named_by_pattern_list_or_folder_and_a_missing_one_is_named(shards, tmp_path):
@@ -167,6 +176,41 @@ def test_a_run_on_shards_resumed_inside_an_epoch_ends_as_an_unbroken_one(shards,
     assert all(torch.equal(value, resumed[key]) for key, value in straight.items())
 
 
+def test_members_are_read_at_the_offsets_of_wids_index_as_the_streamed_reading_gives_them(shards, monkeypatch):
+    """With survey()'s digests every member comes through wids' index of the memory-mapped shard (the
+    streaming tar parser is never called), and every batch equals the streamed reading's."""
+    counts, _ = survey(shards)
+    streamed = list(ShardStream(shards, counts, 3, seed=0, size=16, channels=3, num_workers=2))
+
+    def refuse(stream):
+        raise AssertionError(f"{stream} parsed as a stream")
+
+    monkeypatch.setattr(shard_module.webdataset().tariterators, "tar_file_iterator", refuse)
+    indexed = list(_stream(shards, num_workers=2))
+    assert len(indexed) == len(streamed) == 12
+    for a, b in zip(indexed, streamed, strict=True):
+        assert a.indices.tolist() == b.indices.tolist() and a.labels.tolist() == b.labels.tolist()
+        assert torch.equal(a.images, b.images)
+
+
+def test_a_shard_whose_headers_the_index_cannot_read_is_streamed(tmp_path, monkeypatch):
+    """A name longer than a tar header holds goes into a pax header, which wids' index skips (it would list
+    the truncated name): the digests differ and the shard is streamed, with its whole keys. Without wids,
+    every shard is streamed."""
+    long = "class_0/" + "x" * 120
+    _tar(tmp_path / "long.tar", {f"{long}.png": _png(10), f"{long}.cls": b"0", "short.png": _png(20)})
+    _tar(tmp_path / "plain.tar", {"a.png": _png(10), "a.cls": b"0", "b.png": _png(20)})
+    (long_digest, plain_digest) = survey([tmp_path / "long.tar", tmp_path / "plain.tar"])[1]
+    assert shard_module._index(tmp_path / "long.tar", long_digest) is None
+    assert [s["__key__"] for s in members(tmp_path / "long.tar", long_digest)] == [long, "short"]
+    index = shard_module._index(tmp_path / "plain.tar", plain_digest)
+    assert index is not None and len(index) == 3
+    index.close()
+    monkeypatch.setattr(shard_module, "_indexed_reader", lambda: None)
+    assert shard_module._index(tmp_path / "plain.tar", plain_digest) is None
+    assert [s["__key__"] for s in members(tmp_path / "plain.tar", plain_digest)] == ["a", "b"]
+
+
 def _jpeg(value: int) -> bytes:
     buffer = io.BytesIO()
     pattern = (np.arange(24 * 24 * 3).reshape(24, 24, 3) * (value + 1)) % 251
@@ -186,8 +230,8 @@ def test_jpegs_left_encoded_decode_on_the_device_into_the_same_batches(tmp_path)
     members["900.jpg"] = _jpeg(1)[:300]  # truncated: the device decoder fails it, it is skipped and named
     _tar(tmp_path / "a.tar", members)
     paths = [tmp_path / "a.tar"]
-    plain = list(ShardStream(paths, count_samples(paths), 13, seed=0, size=16, channels=3))
-    encoded = list(ShardStream(paths, count_samples(paths), 13, seed=0, size=16, channels=3, encoded=True))
+    plain = list(ShardStream(paths, survey(paths)[0], 13, seed=0, size=16, channels=3))
+    encoded = list(ShardStream(paths, survey(paths)[0], 13, seed=0, size=16, channels=3, encoded=True))
     assert [len(b.encoded) for b in encoded] == [9] and len(encoded[0].images) == 4, "JPEGs left, PNGs decoded"
     on_device = decode_on_device(encoded[0], torch.device("cpu"))
     assert not on_device.encoded and on_device.skipped == [f"900 ({paths[0]})"] == plain[0].skipped
