@@ -236,7 +236,7 @@ def evaluate(
     return table, controls
 
 
-def fraction_table(fraction: float, table: dict, controls: dict, finetune: bool) -> str:
+def fraction_table(fraction: float, table: dict, controls: dict) -> str:
     head = (
         "| encoder | GAP probe | best-layer probe | kNN | fine-tune (full) | fine-tune (auto) | picked on validation "
         "| fine-tune + unlabeled images (FixMatch) |"
@@ -244,7 +244,7 @@ def fraction_table(fraction: float, table: dict, controls: dict, finetune: bool)
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name, scores in [*table.items(), *controls.items()]:
         c = scores.cells
-        picked = scores.picked() if name in table and finetune else []
+        picked = scores.picked() if name in table else []
         lines.append(
             f"| {name} | {fmt(c.get('gap', []))} | {fmt(c.get('best', []))} | {fmt(c.get('knn', []))} | "
             f"{fmt(c.get('ft_full', []), minutes=True)} | {fmt(c.get('ft_auto', []), minutes=True)} | {fmt(picked)} "
@@ -275,11 +275,12 @@ def verdicts(results: dict[float, tuple[dict, dict]]) -> list[str]:
         lines.append(
             f"  - fine-tuning vs from scratch: {margins}; worse than from scratch: {', '.join(worse) or 'none'}."
         )
-        if "multi" in table:
+    for fraction, (table, _) in results.items():
+        if "multi" in table and len(table) > 1:
             others = {n: mean_test(s.picked()) for n, s in table.items() if n != "multi"}
             multi = mean_test(table["multi"].picked())
             lines.append(
-                f"  - multi-task {multi:.2f}% vs single tasks: "
+                f"{fraction:g} of the labels, picked on validation: multi-task {multi:.2f}% vs single tasks "
                 + ", ".join(f"{n} {v:.2f}%" for n, v in others.items())
                 + f" (beats every one: {'yes' if all(multi > v for v in others.values()) else 'no'})."
             )
@@ -339,7 +340,7 @@ def main() -> None:
         results[fraction] = (table, controls)
         sections.append(
             f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''})\n\n"
-            + fraction_table(fraction, table, controls, finetune)
+            + fraction_table(fraction, table, controls)
         )
     body = (
         "Pretraining (no labels): "
