@@ -22,6 +22,7 @@ are decoded into memory as :class:`~.sources.TensorImages`.
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 import re
 import struct
@@ -167,11 +168,12 @@ def _digest(files: Iterable[tuple[str, int, int]]) -> str:
 
 class ShardScan(NamedTuple):
     """What the tar headers of one shard say: the keys of its samples with an image (in order), whether any
-    sample has a label, and the :func:`_digest` of its regular members."""
+    sample has a label, and the :func:`_digest` of its regular members (None for a compressed shard, whose
+    members are not at offsets of the file)."""
 
     keys: list[str]
     labeled: bool
-    digest: str
+    digest: str | None
 
 
 def scan(path: Path) -> ShardScan:
@@ -181,6 +183,7 @@ def scan(path: Path) -> ShardScan:
     files = []
     try:
         with tarfile.open(path, mode="r:*") as tar:
+            uncompressed = isinstance(tar.fileobj, io.BufferedReader)
             for member in tar:
                 if member.isfile():
                     files.append((member.name, member.offset_data, member.size))
@@ -190,10 +193,11 @@ def scan(path: Path) -> ShardScan:
     except (tarfile.TarError, OSError, EOFError) as err:
         raise BadInput(f"data.root: shard {path} cannot be read ({err})") from None
     labeled = any("cls" in exts for exts in keys.values())
-    return ShardScan([k for k, exts in keys.items() if exts & set(IMAGE_KEYS)], labeled, _digest(files))
+    images = [k for k, exts in keys.items() if exts & set(IMAGE_KEYS)]
+    return ShardScan(images, labeled, _digest(files) if uncompressed else None)
 
 
-def survey(paths: list[Path], held_out: float | None = None) -> tuple[list[int], list[str]]:
+def survey(paths: list[Path], held_out: float | None = None) -> tuple[list[int], list[str | None]]:
     """Per shard, the samples with an image without those held out for testing (the stream's epoch length),
     and the digest of its members."""
     counts, digests = [], []
@@ -251,7 +255,7 @@ class ShardStream(IterableDataset):
         held_out: float | None = None,
         description: str = "shards",
         encoded: bool = False,
-        digests: list[str] | None = None,
+        digests: list[str | None] | None = None,
     ):
         self.paths, self.counts = paths, counts
         self.digests = digests  # of survey(): members read through wids' index (None: streamed)

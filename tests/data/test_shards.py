@@ -1,6 +1,7 @@
 """WebDataset tar shards: writing them from a folder, streaming them split across processes and workers,
 exact resume, broken members, and pretraining on them (in one process and under torchrun)."""
 
+import gzip
 import io
 import json
 import tarfile
@@ -195,8 +196,8 @@ def test_members_are_read_at_the_offsets_of_wids_index_as_the_streamed_reading_g
 
 def test_a_shard_whose_headers_the_index_cannot_read_is_streamed(tmp_path, monkeypatch):
     """A name longer than a tar header holds goes into a pax header, which wids' index skips (it would list
-    the truncated name): the digests differ and the shard is streamed, with its whole keys. Without wids,
-    every shard is streamed."""
+    the truncated name): the digests differ and the shard is streamed, with its whole keys. Compressed
+    shards, and every shard without wids, are streamed too."""
     long = "class_0/" + "x" * 120
     _tar(tmp_path / "long.tar", {f"{long}.png": _png(10), f"{long}.cls": b"0", "short.png": _png(20)})
     _tar(tmp_path / "plain.tar", {"a.png": _png(10), "a.cls": b"0", "b.png": _png(20)})
@@ -206,6 +207,11 @@ def test_a_shard_whose_headers_the_index_cannot_read_is_streamed(tmp_path, monke
     index = shard_module._index(tmp_path / "plain.tar", plain_digest)
     assert index is not None and len(index) == 3
     index.close()
+    with gzip.open(tmp_path / "plain.tar.gz", "wb") as packed:
+        packed.write((tmp_path / "plain.tar").read_bytes())
+    counts, digests = survey([tmp_path / "plain.tar.gz"])
+    assert counts == [2] and digests == [None], "a compressed shard has no offsets to read at: streamed"
+    assert [s["__key__"] for s in members(tmp_path / "plain.tar.gz", digests[0])] == ["a", "b"]
     monkeypatch.setattr(shard_module, "_indexed_reader", lambda: None)
     assert shard_module._index(tmp_path / "plain.tar", plain_digest) is None
     assert [s["__key__"] for s in members(tmp_path / "plain.tar", plain_digest)] == ["a", "b"]
