@@ -86,12 +86,15 @@ def _indexed_reader():
     return MMIndexedTar
 
 
-def _kept(name: str) -> bool:
-    """Whether webdataset's tar iterator passes member ``name`` on (it drops ``__meta__`` names)."""
-    tariterators = webdataset().tariterators
-    if "/" not in name and name.startswith(tariterators.meta_prefix) and name.endswith(tariterators.meta_suffix):
+SKIPPED_META = re.compile(r"__[^/]*__($|/)")  # the names webdataset's tar iterator skips by default
+
+
+def _kept(name: str, prefix: str, suffix: str) -> bool:
+    """Whether webdataset's tar iterator passes member ``name`` on (it drops ``__meta__`` names; ``prefix``
+    and ``suffix`` are its ``meta_prefix`` and ``meta_suffix``)."""
+    if "/" not in name and name.startswith(prefix) and name.endswith(suffix):
         return False
-    return re.match(r"__[^/]*__($|/)", name) is None
+    return SKIPPED_META.match(name) is None
 
 
 def _index(path: Path, digest: str):
@@ -114,14 +117,16 @@ def _index(path: Path, digest: str):
 def _files(path: Path, digest: str | None) -> Iterator[dict]:
     """``{"fname", "data"}`` per regular member: read at the offsets of wids' index when ``digest`` is given
     and the index agrees with it, else streamed by webdataset's tar iterator (headers parsed as it reads)."""
+    tariterators = webdataset().tariterators
     index = None if digest is None else _index(path, digest)
     if index is None:
         with open(path, "rb") as stream:
-            yield from webdataset().tariterators.tar_file_iterator(stream)
+            yield from tariterators.tar_file_iterator(stream)
         return
+    prefix, suffix = tariterators.meta_prefix, tariterators.meta_suffix
     try:
         for name, data in index:
-            if _kept(name):
+            if _kept(name, prefix, suffix):
                 yield {"fname": name, "data": bytes(data)}
     finally:
         index.close()
