@@ -97,6 +97,7 @@ class EvaluationConfig:
     batch_size: int = _positive(512)
     train_limit: int | None = _positive(None)
     val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+    val_folds: int = _ranged(1, lambda v: v >= 1, ">= 1 (1: one hold-out of val_fraction)")
 
 
 @dataclass

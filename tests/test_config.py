@@ -49,6 +49,8 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("trainer.compile=fast", "trainer.compile"),
         ("trainer.keep_last=-1", "trainer.keep_last"),
         ("model.norm=layer", "model.norm"),
+        ("evaluation.val_folds=0", "evaluation.val_folds"),
+        ("evaluation.val_folds=2.5", "evaluation.val_folds"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

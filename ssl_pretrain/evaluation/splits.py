@@ -22,6 +22,37 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``folds`` pairs ``(fit, val)`` of sorted indices for k-fold cross-validation, fixed by ``seed``.
+
+    Every class's images are shuffled, the classes laid end to end and dealt to the folds in turn, so each
+    image is in exactly one validation fold, fold sizes differ by at most one and every class is spread
+    evenly across them.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = []
+    for cls in labels.unique(sorted=True):
+        idx = (labels == cls).nonzero().flatten()
+        order.append(idx[torch.randperm(len(idx), generator=generator)])
+    dealt = torch.cat(order)
+    pairs = []
+    for fold in range(folds):
+        in_fold = torch.zeros(len(labels), dtype=torch.bool)
+        in_fold[dealt[fold::folds]] = True
+        pairs.append((torch.nonzero(~in_fold).flatten(), torch.nonzero(in_fold).flatten()))
+    return pairs
+
+
+def validation_folds(
+    labels: torch.Tensor, val_fraction: float, folds: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(fit, val)`` index pairs a choice is made on: one stratified hold-out of ``val_fraction``
+    (``folds=1``, the split :func:`validation_split` draws) or ``folds``-fold cross-validation."""
+    if folds == 1:
+        return [stratified_split(labels, val_fraction, seed)]
+    return stratified_folds(labels, folds, seed)
+
+
 def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     """Sorted indices of ``fraction`` of every class (at least one image each), chosen by ``seed``.
 

@@ -9,11 +9,12 @@ from torch import nn
 from ssl_pretrain.cli import main
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.data.sources import TensorImages
+from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.evaluation.frozen import evaluate_encoder
 from ssl_pretrain.evaluation.knn import KnnMethod
 from ssl_pretrain.evaluation.logistic import LogisticProbe
 from ssl_pretrain.evaluation.selection import Selection, first_best
-from ssl_pretrain.evaluation.splits import stratified_split
+from ssl_pretrain.evaluation.splits import stratified_folds, stratified_split, validation_folds
 
 from ..helpers import folder_overrides
 
@@ -129,6 +130,13 @@ def test_probe_command_chooses_layer_and_l2_on_validation(image_folder, tmp_path
     selected = report["selected"]["pretrained"]
     assert selected["chosen"] == {"layer": chosen[0]["layer"], "l2": chosen[0]["l2"]}
     assert selected["val_top1"] == max(r["val_top1"] for r in rows) and selected["test_top1"] == chosen[0]["top1"]
+    # The same choice by 3-fold cross-validation: every labeled image scores every candidate once.
+    assert main([*args, "evaluation.val_folds=3"]) == 0
+    report = json.loads((run / "probe.json").read_text())
+    assert report["protocol"]["val_folds"] == 3
+    assert "3-fold cross-validation over the" in report["selected"]["pretrained"]["validation"]
+    assert main([*args, "evaluation.val_folds=100000"]) == 2
+    assert json.loads((run / "probe.json").read_text()) == report, "a failing probe leaves the last report alone"
 
 
 def test_finetune_chooses_learning_rate_augmentation_and_epoch_on_validation(image_folder, tmp_path):
@@ -159,3 +167,68 @@ def test_finetune_chooses_learning_rate_augmentation_and_epoch_on_validation(ima
     chosen_dir = out / "candidates" / f"lr{best['lr']:g}-augment-{best['augment']}"
     assert (out / "checkpoints" / "best.pt").read_bytes() == (chosen_dir / "checkpoints" / "best.pt").read_bytes()
     assert "test_top1_last_epoch" in report["diagnostics"] and "test_top1" in report
+
+
+def test_stratified_folds_partition_the_labels_evenly_per_class():
+    labels = torch.tensor([0] * 13 + [1] * 7 + [2] * 10)
+    folds = stratified_folds(labels, 5, seed=3)
+    assert len(folds) == 5
+    held = torch.cat([val for _, val in folds])
+    assert sorted(held.tolist()) == list(range(len(labels)))  # every image validates exactly once
+    for fit, val in folds:
+        assert sorted(torch.cat([fit, val]).tolist()) == list(range(len(labels)))
+        assert set(fit.tolist()).isdisjoint(val.tolist())
+    sizes = [len(val) for _, val in folds]
+    assert max(sizes) - min(sizes) <= 1
+    for cls, count in ((0, 13), (1, 7), (2, 10)):
+        per_fold = [int((labels[val] == cls).sum()) for _, val in folds]
+        assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == count
+    again = stratified_folds(labels, 5, seed=3)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(folds, stratified_folds(labels, 5, seed=4), strict=True))
+    one = validation_folds(labels, 0.2, 1, seed=3)
+    assert len(one) == 1 and torch.equal(one[0][1], stratified_split(labels, 0.2, 3)[1])
+
+
+class CountingProbe(LogisticProbe):
+    """The logistic probe, recording how many images every fit saw and every prediction scored."""
+
+    def __init__(self, l2):
+        super().__init__(l2)
+        self.fit_sizes, self.predict_sizes = [], []
+
+    def fit(self, x, y, num_classes, setting):
+        self.fit_sizes.append(len(x))
+        return super().fit(x, y, num_classes, setting)
+
+    def predict(self, fitted, x):
+        self.predict_sizes.append(len(x))
+        return super().predict(fitted, x)
+
+
+def test_cross_validation_scores_every_labeled_image_and_refits_on_all():
+    view, train, test = _planted_problem()
+    probe = CountingProbe([1e-3, 1e-1])
+    rows, selection, _ = evaluate_encoder("pretrained", view, train, test, INFO, CPU, probe, val_folds=4, batch_size=16)
+    # 2 layers x 2 settings x 4 folds, each fitted on 30 of the 40 labels and scored on the other 10; then
+    # one refit of the choice on all 40, scored on the 20 test images and the 40 training images.
+    assert probe.fit_sizes == [30] * 16 + [40]
+    assert probe.predict_sizes == [10] * 16 + [20, 40]
+    assert "4-fold cross-validation over the 40" in selection.validation
+    # The planted layer is right on a quarter of the training images only (the hold-out it was built
+    # around): cross-validation scores it over all of them and prefers the layer that is right everywhere.
+    by_layer = {(r["layer"], r["l2"]): r for r in rows}
+    assert by_layer[("val_best", 1e-3)]["val_top1"] == 100.0
+    assert selection.chosen["layer"] == "val_best"
+    manual = []
+    for fit_idx, val_idx in stratified_folds(train.labels, 4, 0):
+        features = view.tables["test_best"][fit_idx]
+        fitted = LogisticProbe([1e-3]).fit(features, train.labels[fit_idx], 2, {"l2": 1e-3})
+        manual.append(fitted.predict(view.tables["test_best"][val_idx]).eq(train.labels[val_idx]))
+    assert by_layer[("test_best", 1e-3)]["val_top1"] == round(100.0 * torch.cat(manual).float().mean().item(), 2)
+
+
+def test_more_folds_than_labels_is_a_config_error():
+    view, train, test = _planted_problem()
+    with pytest.raises(ConfigError, match="evaluation.val_folds"):
+        evaluate_encoder("pretrained", view, train, test, INFO, CPU, LogisticProbe([1e-3, 1e-1]), val_folds=41)
