@@ -3,7 +3,8 @@
     python benchmarks/low_label.py [--runs DIR] [--configs exemplar rotation ...] [--fractions 0.01 0.1 1.0]
                                    [--seeds 3] [--seeded-fractions 0.01] [--finetune-fractions 0.01 0.1]
                                    [--semi-configs exemplar] [--freeze-points full auto]
-                                   [--layer-fractions 0.01 0.1 1.0] [--smoke]
+                                   [--layer-fractions 0.01 0.1 1.0] [--val-folds 5]
+                                   [--folded-fractions 0.01] [--smoke]
                                    [KEY=VALUE ...]
 
 Each config of ``configs/fashion_mnist/`` is pretrained on the 60k training images without labels (a
@@ -12,13 +13,16 @@ finished run in ``--runs DIR/<config>`` is reused). Then, for every label fracti
 the others), with
 the framework's own commands:
 
-- linear probe on global average pooling (GAP) of the last stage, ``probe.l2`` chosen on validation;
+- linear probe on global average pooling (GAP) of the last stage, ``probe.l2`` chosen on validation (at
+  the ``--folded-fractions``, by ``--val-folds``-fold cross-validation over every labeled image, as for the
+  best-layer probe and kNN: ``evaluation.val_folds``);
 - linear probe on the best layer: layer and ``probe.l2`` chosen on validation (``probe.layers=all``; with
   every label, the layer only, at the default ``l2``: each fit reads 60k x ~9k features), at the
   ``--layer-fractions`` (all by default);
 - weighted kNN on GAP features, ``knn.k`` chosen on validation;
 - fine-tuning, full and with the ``auto`` freeze point, epoch and augmentation chosen on validation;
-- "picked": whichever of those four the validation split prefers, and its test top-1;
+- "picked": whichever of those four the validation split prefers, and its test top-1 (the best-layer probe
+  before the GAP probe among equals: its candidates include the GAP probe's, already chosen among);
 - for the ``--semi-configs``: fine-tuning that also learns from the unlabeled training images (FixMatch).
 
 Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
@@ -77,7 +81,10 @@ SMOKE_EVAL = [
     "finetune.lr=[0.01,0.003]",
 ]
 METHODS = ["gap", "best", "knn", "ft_full", "ft_auto", "semi"]
-PICKABLE = ["gap", "best", "ft_full", "ft_auto"]  # what "picked" chooses among: labels only, no unlabeled images
+# What "picked" chooses among (labels only, no unlabeled images), in the order ties go. The best-layer probe's
+# candidates include the GAP probe's and were already chosen among by the same rule, so it comes first: a tie
+# between the two must not overturn the choice the best-layer probe made.
+PICKABLE = ["best", "gap", "ft_full", "ft_auto"]
 
 
 @dataclass
@@ -196,23 +203,25 @@ def evaluate(
     extra: list[str],
     freeze_points: tuple[str, ...] = ("full", "auto"),
     layers: bool = True,
+    val_folds: int = 1,
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
     fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any; fine-tuning of the
     pretrained encoders with each of ``freeze_points`` (``full``: nothing frozen, ``auto``); the best-layer
-    probe when ``layers``."""
+    probe when ``layers``; probes and kNN choose by ``val_folds``-fold cross-validation (1: one hold-out)."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
+    frozen = [*extra, f"evaluation.val_folds={val_folds}"]
     for seed in seeds:
         for name, run in runs.items():
             control = "all" if name == first else "none"
-            gap = probe_cells(run, fraction, seed, control, False, extra)
-            knn = knn_cells(run, fraction, seed, control, extra)
+            gap = probe_cells(run, fraction, seed, control, False, frozen)
+            knn = knn_cells(run, fraction, seed, control, frozen)
             table[name].add("gap", gap["pretrained"])
             table[name].add("knn", knn["pretrained"])
             if layers:
-                best = probe_cells(run, fraction, seed, "random_init" if name == first else "none", True, extra)
+                best = probe_cells(run, fraction, seed, "random_init" if name == first else "none", True, frozen)
                 table[name].add("best", best["pretrained"])
                 if name == first:
                     controls["random init"].add("best", best["random_init"])
@@ -316,6 +325,11 @@ def main() -> None:
     parser.add_argument(
         "--layer-fractions", nargs="+", type=float, help="label fractions with the best-layer probe (default: all)"
     )
+    parser.add_argument("--val-folds", type=int, default=5, help="cross-validation folds of probes and kNN")
+    parser.add_argument(
+        "--folded-fractions", nargs="+", type=float, default=[0.01],
+        help="label fractions where probes and kNN choose by cross-validation (elsewhere: one hold-out)",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -334,13 +348,15 @@ def main() -> None:
         seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]
         finetune = fraction in args.finetune_fractions
         layers = args.layer_fractions is None or fraction in args.layer_fractions
+        folds = args.val_folds if fraction in args.folded_fractions else 1
         table, controls = evaluate(
-            runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers
+            runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds
         )
         results[fraction] = (table, controls)
+        validation = f"{folds}-fold cross-validation" if folds > 1 else "one hold-out"
         sections.append(
-            f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''})\n\n"
-            + fraction_table(fraction, table, controls)
+            f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''}; "
+            f"probes and kNN choose by {validation})\n\n" + fraction_table(fraction, table, controls)
         )
     body = (
         "Pretraining (no labels): "

@@ -1,5 +1,6 @@
 """The benchmark scripts' --smoke modes, so they do not rot (their figures come from full runs)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -93,10 +94,13 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     args = ["benchmarks/low_label.py", "--smoke", "--runs", str(runs), "--configs", "rotation", "multi"]
     args += ["--fractions", "0.5", "1.0", "--finetune-fractions", "0.5", "--semi-configs", "multi"]
     args += ["--seeded-fractions", "0.5", "--layer-fractions", "0.5", "--seeds", "2"]
-    done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
+    done = _run(*args, "--folded-fractions", "0.5", "--val-folds", "2", *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "### 0.5 of the labels (2 label seeds)" in out and "### 1 of the labels (1 label seed)" in out
+    assert "### 0.5 of the labels (2 label seeds; probes and kNN choose by 2-fold cross-validation)" in out
+    assert "### 1 of the labels (1 label seed; probes and kNN choose by one hold-out)" in out
+    probe = json.loads((runs / "multi" / "probe-labels0.5.json").read_text())
+    assert probe["protocol"]["val_folds"] == 2 and "2-fold" in probe["selected"]["pretrained"]["validation"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
     names = [row.split(" | ")[0].lstrip("| ") for row in rows]
     controls = ["random init", "raw pixels", "supervised from scratch"]
@@ -120,7 +124,7 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
         "--seeds", "1", *_tiny_fashion_mnist(fashion_mnist_root),
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert "(reused)" in again.stdout
+    assert "(reused)" in again.stdout and "choose by one hold-out" in again.stdout  # folded: 0.01 by default
     rotation = next(line for line in again.stdout.splitlines() if line.startswith("| rotation |"))
     assert rotation.split(" | ")[4].endswith("min") and rotation.split(" | ")[5] == "-", rotation
 
@@ -171,3 +175,23 @@ def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |")]
     assert [row.split(" | ")[1] for row in rows] == ["pretrained", "random"]
+
+
+def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
+    """The best-layer probe chose among the GAP probe's candidates too; an equal validation score of the GAP
+    probe must not overturn that choice."""
+    sys.path.insert(0, "benchmarks")
+    try:
+        from low_label import Cell, Scores
+    finally:
+        sys.path.remove("benchmarks")
+    scores = Scores()
+    scores.add("gap", Cell(val=90.0, test=80.0, note="l2 0.0001"))
+    scores.add("best", Cell(val=90.0, test=85.0, note="layer2, l2 0.0001"))
+    scores.add("ft_full", Cell(val=88.0, test=81.0))
+    assert [(c.note, c.test) for c in scores.picked()] == [("best-layer probe", 85.0)]
+    scores = Scores()
+    scores.add("gap", Cell(val=90.0, test=80.0))
+    scores.add("best", Cell(val=90.0, test=85.0))
+    scores.add("ft_full", Cell(val=91.0, test=81.0))
+    assert [c.note for c in scores.picked()] == ["fine-tune"]
