@@ -96,21 +96,23 @@ def evaluate_encoder(
             raise ConfigError("evaluation.val_folds", f"is {val_folds}, more than the {len(train_y)} labeled images")
         folds = validation_folds(train_y, val_fraction, val_folds, seed)
         validation = _validation_text(folds, val_fraction, seed)
+        val_y = torch.cat([train_y[val_idx] for _, val_idx in folds])  # every fold's labels, in fold order
         kept: dict[str, torch.Tensor] = {}  # training features of the best layer so far, for the refit
         for layer in list(train_x):
             x = train_x.pop(layer)
             layer_test = test_x.pop(layer)
             for setting in method.settings():
                 t0 = time.perf_counter()
-                predicted, fitted_first = [], None
+                predicted, first_fit = [], None  # one fit alive at a time (kNN's hold their features)
                 for fit_idx, val_idx in folds:
                     fitted = method.fit(x[fit_idx], train_y[fit_idx], num_classes, setting)
                     predicted.append(method.predict(fitted, x[val_idx]))
-                    fitted_first = fitted if fitted_first is None else fitted_first
-                val_top1 = percent_correct(torch.cat(predicted), torch.cat([train_y[v] for _, v in folds]))
+                    if diagnostics and first_fit is None:
+                        first_fit = fitted
+                val_top1 = percent_correct(torch.cat(predicted), val_y)
                 row = _row(name, view, layer, x.shape[1], setting, extract_seconds, t0) | {"val_top1": val_top1}
                 if diagnostics:  # from the first fold's fit
-                    row["diagnostic_test_top1"] = percent_correct(method.predict(fitted_first, layer_test), test_y)
+                    row["diagnostic_test_top1"] = percent_correct(method.predict(first_fit, layer_test), test_y)
                 rows.append(row)
             if rows[first_best([r["val_top1"] for r in rows])]["layer"] == layer:
                 kept = {layer: x, "test": layer_test}

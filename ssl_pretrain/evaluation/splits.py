@@ -9,13 +9,20 @@ from ..data import open_split
 from ..errors import BadInput
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices ``(keep, held_out)``: ``fraction`` of every class held out, chosen by ``seed``."""
+def _shuffled_classes(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Each class's indices in an order fixed by ``seed``, classes in sorted order."""
     generator = torch.Generator().manual_seed(seed)
-    keep, held = [], []
+    shuffled = []
     for cls in labels.unique(sorted=True):
         idx = (labels == cls).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
+        shuffled.append(idx[torch.randperm(len(idx), generator=generator)])
+    return shuffled
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(keep, held_out)``: ``fraction`` of every class held out, chosen by ``seed``."""
+    keep, held = [], []
+    for idx in _shuffled_classes(labels, seed):
         n_held = max(1, round(fraction * len(idx))) if len(idx) > 1 else 0
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
@@ -29,12 +36,7 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[tuple[
     image is in exactly one validation fold, fold sizes differ by at most one and every class is spread
     evenly across them.
     """
-    generator = torch.Generator().manual_seed(seed)
-    order = []
-    for cls in labels.unique(sorted=True):
-        idx = (labels == cls).nonzero().flatten()
-        order.append(idx[torch.randperm(len(idx), generator=generator)])
-    dealt = torch.cat(order)
+    dealt = torch.cat(_shuffled_classes(labels, seed))
     pairs = []
     for fold in range(folds):
         in_fold = torch.zeros(len(labels), dtype=torch.bool)
