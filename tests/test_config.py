@@ -51,6 +51,7 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("model.norm=layer", "model.norm"),
         ("evaluation.val_folds=0", "evaluation.val_folds"),
         ("evaluation.val_folds=2.5", "evaluation.val_folds"),
+        ("finetune.keep=middle", "finetune.keep"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

@@ -4,7 +4,8 @@ Reads the encoder from ``evaluation.encoder`` (pretrained, or re-initialised wit
 supervised training from scratch, the control), holds out a stratified validation split of the
 (label-fraction) training labels, trains ``finetune.epochs`` epochs (or ``finetune.steps`` steps) with
 on-device Kornia augmentation, logs per-epoch validation top-1 to TensorBoard, keeps
-``checkpoints/best.pt`` (best validation top-1) and ``checkpoints/last.pt``, and reports in
+``checkpoints/best.pt`` (best validation top-1, or with ``finetune.keep=last`` the last epoch) and
+``checkpoints/last.pt``, and reports in
 ``finetune.json`` the test top-1 of the checkpoint chosen on validation, with the protocol. Output:
 ``<encoder's run>/finetune/<finetune.name>/``.
 """
@@ -59,9 +60,10 @@ def run_finetune(config: Config) -> FinetuneReport:
     """Fine-tune; returns the report also written to ``finetune.json``.
 
     Every choice is made on the validation split: the epoch (the best validation epoch's weights are
-    kept), the learning rate (and with ``finetune.unlabeled=fixmatch`` the threshold and unlabeled ratio)
-    when several are listed (one candidate run each, under ``candidates/``), the freeze point with ``auto``.
-    The test set is scored once, for the choice; the last epoch's test top-1 is a diagnostic only.
+    kept, unless ``finetune.keep=last`` keeps the end of the schedule), the learning rate (and with
+    ``finetune.unlabeled=fixmatch`` the threshold and unlabeled ratio) when several are listed (one
+    candidate run each, under ``candidates/``), the freeze point with ``auto``. The test set is scored
+    once, for the choice; the last epoch's test top-1 is a diagnostic only.
     """
     cfg = config.finetune
     if config.evaluation.encoder is None:
@@ -107,18 +109,19 @@ def run_finetune(config: Config) -> FinetuneReport:
         history = fit_candidate(cfg, options, model, plan, setting, train, val, unlabeled, device, run_dir, protocol)
         histories.append(history)
     selection = Selection.from_scores(
-        [{**setting, "epoch": h.best_epoch} for setting, h in zip(settings, histories, strict=True)],
-        [h.best_val_top1 for h in histories],
-        f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})",
+        [{**setting, "epoch": h.kept_epoch} for setting, h in zip(settings, histories, strict=True)],
+        [h.kept_val_top1 for h in histories],
+        f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})"
+        + ("; each candidate scored at its last epoch" if cfg.keep == "last" else ""),
     )
-    chosen = histories[first_best([h.best_val_top1 for h in histories])]
+    chosen = histories[first_best([h.kept_val_top1 for h in histories])]
     if len(settings) > 1:
         _adopt_candidate(chosen.out_dir, out_dir)
     selection.test_top1 = _test_top1(model, out_dir / "checkpoints" / "best.pt", test, device)
     report = FinetuneReport(
         test_top1=selection.test_top1,
         val_top1=selection.val_top1,
-        best_epoch=chosen.best_epoch,
+        best_epoch=chosen.kept_epoch,
         val_top1_per_epoch=chosen.val_top1,
         selected=selection.to_dict(),
         diagnostics={
@@ -134,21 +137,27 @@ def run_finetune(config: Config) -> FinetuneReport:
 
 
 def format_finetune(report: FinetuneReport) -> str:
-    """What was chosen, its test top-1, the diagnostic last epoch, where the run was written."""
+    """What was chosen, its test top-1, the diagnostic last epoch (when the best is kept), where the run was
+    written."""
     protocol, selected = report.protocol, report.selected
     lines = []
     if protocol["auto_reason"]:
         lines.append(f"finetune.freeze_until=auto -> {protocol['freeze_until']}: {protocol['auto_reason']}")
     chosen = ", ".join(f"{k} {_text(v).lstrip('-')}" for k, v in selected["chosen"].items() if k != "epoch")
+    last = report.diagnostics["test_top1_last_epoch"]
     lines.append(
         f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
-        f"{report.test_top1:.2f}% at the best validation epoch {report.best_epoch} "
-        f"(validation {report.val_top1:.2f}%); last epoch {report.diagnostics['test_top1_last_epoch']:.2f}% "
-        "(diagnostic)"
+        f"{report.test_top1:.2f}% at the {_kept_text(protocol['keep'])} {report.best_epoch} "
+        f"(validation {report.val_top1:.2f}%)"
+        + ("" if protocol["keep"] == "last" else f"; last epoch {last:.2f}% (diagnostic)")
     )
     out_dir = Path(report.report_file).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
     return "\n".join(lines)
+
+
+def _kept_text(keep: str) -> str:
+    return "best validation epoch" if keep == "best" else "last epoch"
 
 
 def _candidate_name(setting: dict, settings: list[dict]) -> str:
@@ -242,6 +251,7 @@ def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, se
         "init": cfg.init,
         "head": model.head_description,
         "head_init": cfg.head_init,
+        "keep": cfg.keep,
         "lr_head": lr,
         "lr_encoder": lr * encoder_lr_mult(cfg),
         "optimizer": cfg.optimizer,

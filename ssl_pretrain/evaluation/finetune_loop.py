@@ -1,5 +1,6 @@
 """The training loop of one fine-tuning candidate: encoder + head on the labeled images, optionally with
-FixMatch consistency on the unlabeled ones; validation top-1 after every epoch, the best epoch kept.
+FixMatch consistency on the unlabeled ones; validation top-1 after every epoch, the best (or the last) epoch
+kept.
 """
 
 from __future__ import annotations
@@ -89,13 +90,15 @@ class Unlabeled:
 
 @dataclass
 class History:
-    """Validation top-1 per epoch, the best epoch and its score, training seconds, where it was written."""
+    """Validation top-1 per epoch, the kept epoch (``finetune.keep``: the best validation epoch or the last)
+    and its validation top-1, training seconds, where it was written."""
 
     out_dir: Path
     protocol: dict
+    keep: str = "best"
     val_top1: list[float] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_top1: float = -1.0
+    kept_epoch: int = 0
+    kept_val_top1: float = -1.0
     seconds: float = 0.0
 
 
@@ -113,8 +116,9 @@ def fit_candidate(
     protocol: dict,
 ) -> History:
     """Train one candidate, ``setting``: its ``lr`` and ``augment``, and ``threshold`` / ``unlabeled_ratio``
-    when semi-supervised (the weak view of FixMatch is always crop + flip). Keeps ``checkpoints/best.pt``
-    (best validation epoch) and ``last.pt`` in ``out_dir``."""
+    when semi-supervised (the weak view of FixMatch is always crop + flip). Writes ``checkpoints/last.pt``
+    and ``checkpoints/best.pt``, the weights kept: the best validation epoch's, or with ``finetune.keep=last``
+    the last epoch's (then its one validation score is not the highest of many noisy looks)."""
     model.to(device)
     channels_last = resolve_channels_last(options.channels_last, device, model)
     if channels_last:
@@ -145,7 +149,7 @@ def fit_candidate(
         weak_view = finetune_augmentation("crop_flip", model.image_size).to(device)
     writer = SummaryWriter(str(out_dir / "tb"))
     bar = tqdm(total=steps, disable=not options.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
-    history = History(out_dir, protocol)
+    history = History(out_dir, protocol, cfg.keep)
     step = 0
     try:
         for epoch in range(1, epochs + 1):
@@ -183,6 +187,9 @@ def fit_candidate(
             if epoch % every == 0 or epoch == epochs:
                 _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch, history, bar)
         _save(model, out_dir / "checkpoints" / "last.pt", epochs, history.val_top1[-1], protocol)
+        if cfg.keep == "last":
+            history.kept_epoch, history.kept_val_top1 = epochs, history.val_top1[-1]
+            _save(model, out_dir / "checkpoints" / "best.pt", epochs, history.val_top1[-1], protocol)
     finally:
         bar.close()
         writer.close()
@@ -190,7 +197,8 @@ def fit_candidate(
 
 
 def _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch: int, history: History, bar) -> None:
-    """Validation top-1 (the best epoch's weights saved), and the study-only pseudo-label check."""
+    """Validation top-1 (the best epoch's weights saved, unless the last epoch is kept), and the study-only
+    pseudo-label check."""
     val_top1 = accuracy(*predict_logits(model, val, device))
     history.val_top1.append(val_top1)
     writer.add_scalar("val/top1", val_top1, epoch)
@@ -198,8 +206,8 @@ def _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch: i
     if unlabeled is not None and unlabeled.study is not None:
         for name, value in pseudo_label_accuracy(model, unlabeled.study, info, device, setting["threshold"]).items():
             writer.add_scalar(f"study/{name}", value, epoch)
-    if val_top1 > history.best_val_top1:
-        history.best_val_top1, history.best_epoch = val_top1, epoch
+    if history.keep == "best" and val_top1 > history.kept_val_top1:
+        history.kept_val_top1, history.kept_epoch = val_top1, epoch
         _save(model, history.out_dir / "checkpoints" / "best.pt", epoch, val_top1, history.protocol)
 
 

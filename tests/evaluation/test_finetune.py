@@ -139,6 +139,30 @@ def test_finetune_command_writes_checkpoints_report_and_tensorboard(image_folder
     assert (out_dir / "finetune.json").read_bytes() == before
 
 
+def test_keeping_the_last_epoch_scores_every_candidate_at_its_last_epoch(image_folder, tmp_path, capsys):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    args = ["finetune", f"evaluation.encoder={run}", "finetune.epochs=3", "finetune.batch_size=8"]
+    args += ["finetune.lr=[0.05,0.001]", "finetune.keep=last", "finetune.name=last", "trainer.progress=false"]
+    assert main(args) == 0
+    out_dir = run / "finetune" / "last"
+    report = json.loads((out_dir / "finetune.json").read_text())
+    assert report["protocol"]["keep"] == "last" and report["best_epoch"] == 3
+    assert report["val_top1"] == report["val_top1_per_epoch"][-1]
+    assert report["test_top1"] == report["diagnostics"]["test_top1_last_epoch"]
+    assert "scored at its last epoch" in report["selected"]["validation"]
+    # Each candidate's score is its last epoch's validation top-1 (saved in its last.pt), and its kept
+    # weights (best.pt) are the last epoch's.
+    for candidate in report["selected"]["candidates"]:
+        folder = out_dir / "candidates" / f"lr{candidate['lr']:g}"
+        last = torch.load(folder / "checkpoints" / "last.pt", weights_only=True)
+        kept = torch.load(folder / "checkpoints" / "best.pt", weights_only=True)
+        assert candidate["epoch"] == 3 and candidate["val_top1"] == last["val_top1"] == kept["val_top1"]
+        for key, value in last["classifier"]["encoder"].items():
+            assert torch.equal(value, kept["classifier"]["encoder"][key])
+    assert "at the last epoch 3" in capsys.readouterr().out
+
+
 def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     assert main(["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.freeze_until=layer9"]) == 2
