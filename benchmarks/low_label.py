@@ -20,7 +20,9 @@ the framework's own commands:
   every label, the layer only, at the default ``l2``: each fit reads 60k x ~9k features), at the
   ``--layer-fractions`` (all by default);
 - weighted kNN on GAP features, ``knn.k`` chosen on validation;
-- fine-tuning, full and with the ``auto`` freeze point, epoch and augmentation chosen on validation;
+- fine-tuning, full and with the ``auto`` freeze point, epoch and augmentation chosen on validation (at the
+  ``--folded-fractions``, whose validation split is small, the last epoch is kept and scored:
+  ``finetune.keep=last``, so its validation score is one look, not the best of ~20 noisy ones);
 - "picked": whichever of those four the validation split prefers, and its test top-1 (the best-layer probe
   before the GAP probe among equals: its candidates include the GAP probe's, already chosen among);
 - for the ``--semi-configs``: fine-tuning that also learns from the unlabeled training images (FixMatch).
@@ -204,15 +206,18 @@ def evaluate(
     freeze_points: tuple[str, ...] = ("full", "auto"),
     layers: bool = True,
     val_folds: int = 1,
+    keep: str = "best",
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
     fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any; fine-tuning of the
     pretrained encoders with each of ``freeze_points`` (``full``: nothing frozen, ``auto``); the best-layer
-    probe when ``layers``; probes and kNN choose by ``val_folds``-fold cross-validation (1: one hold-out)."""
+    probe when ``layers``; probes and kNN choose by ``val_folds``-fold cross-validation (1: one hold-out);
+    fine-tuning keeps its best validation epoch or its last (``keep``)."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
     frozen = [*extra, f"evaluation.val_folds={val_folds}"]
+    extra = [f"finetune.keep={keep}", *extra]
     for seed in seeds:
         for name, run in runs.items():
             control = "all" if name == first else "none"
@@ -328,7 +333,8 @@ def main() -> None:
     parser.add_argument("--val-folds", type=int, default=5, help="cross-validation folds of probes and kNN")
     parser.add_argument(
         "--folded-fractions", nargs="+", type=float, default=[0.01],
-        help="label fractions where probes and kNN choose by cross-validation (elsewhere: one hold-out)",
+        help="label fractions where probes and kNN choose by cross-validation and fine-tuning keeps its last "
+        "epoch (elsewhere: one hold-out, the best validation epoch)",
     )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
@@ -348,15 +354,17 @@ def main() -> None:
         seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]
         finetune = fraction in args.finetune_fractions
         layers = args.layer_fractions is None or fraction in args.layer_fractions
-        folds = args.val_folds if fraction in args.folded_fractions else 1
+        folded = fraction in args.folded_fractions
+        folds, keep = (args.val_folds, "last") if folded else (1, "best")
         table, controls = evaluate(
-            runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds
+            runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds, keep
         )
         results[fraction] = (table, controls)
         validation = f"{folds}-fold cross-validation" if folds > 1 else "one hold-out"
         sections.append(
             f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''}; "
-            f"probes and kNN choose by {validation})\n\n" + fraction_table(fraction, table, controls)
+            f"probes and kNN choose by {validation}; fine-tuning keeps its {keep} epoch)\n\n"
+            + fraction_table(fraction, table, controls)
         )
     body = (
         "Pretraining (no labels): "

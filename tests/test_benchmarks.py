@@ -97,8 +97,13 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     done = _run(*args, "--folded-fractions", "0.5", "--val-folds", "2", *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "### 0.5 of the labels (2 label seeds; probes and kNN choose by 2-fold cross-validation)" in out
-    assert "### 1 of the labels (1 label seed; probes and kNN choose by one hold-out)" in out
+    assert (
+        "### 0.5 of the labels (2 label seeds; probes and kNN choose by 2-fold cross-validation; fine-tuning keeps "
+        "its last epoch)" in out
+    )
+    assert "### 1 of the labels (1 label seed; probes and kNN choose by one hold-out; fine-tuning keeps" in out
+    tuned = [json.loads(p.read_text()) for p in (runs / "multi" / "finetune").glob("lowlabel-0.5-*/finetune.json")]
+    assert len(tuned) == 6 and {t["protocol"]["keep"] for t in tuned} == {"last"}, "full and auto, semi; 2 seeds"
     probe = json.loads((runs / "multi" / "probe-labels0.5.json").read_text())
     assert probe["protocol"]["val_folds"] == 2 and "2-fold" in probe["selected"]["pretrained"]["validation"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
@@ -125,6 +130,7 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "(reused)" in again.stdout and "choose by one hold-out" in again.stdout  # folded: 0.01 by default
+    assert "fine-tuning keeps its best epoch" in again.stdout
     rotation = next(line for line in again.stdout.splitlines() if line.startswith("| rotation |"))
     assert rotation.split(" | ")[4].endswith("min") and rotation.split(" | ")[5] == "-", rotation
 
