@@ -217,7 +217,7 @@ def evaluate(
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
     frozen = [*extra, f"evaluation.val_folds={val_folds}"]
-    extra = [f"finetune.keep={keep}", *extra]
+    tuned = [f"finetune.keep={keep}", *extra]  # the fine-tuning runs' overrides
     for seed in seeds:
         for name, run in runs.items():
             control = "all" if name == first else "none"
@@ -237,16 +237,16 @@ def evaluate(
                 controls["raw pixels"].add("knn", knn["raw_pixels"])
             if finetune:
                 if "full" in freeze_points:
-                    table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", extra))
+                    table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", tuned))
                 if "auto" in freeze_points:
-                    table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", extra))
+                    table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", tuned))
                 if name in semi:
-                    table[name].add("semi", finetune_cell(run, fraction, seed, "pretrained", "null", extra, True))
+                    table[name].add("semi", finetune_cell(run, fraction, seed, "pretrained", "null", tuned, True))
         if finetune:
             scratch = controls["supervised from scratch"]
-            scratch.add("ft_full", finetune_cell(runs[first], fraction, seed, "random", "null", extra))
+            scratch.add("ft_full", finetune_cell(runs[first], fraction, seed, "random", "null", tuned))
             if semi:
-                scratch.add("semi", finetune_cell(runs[first], fraction, seed, "random", "null", extra, True))
+                scratch.add("semi", finetune_cell(runs[first], fraction, seed, "random", "null", tuned, True))
     return table, controls
 
 

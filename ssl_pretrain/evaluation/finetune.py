@@ -118,6 +118,12 @@ def run_finetune(config: Config) -> FinetuneReport:
     if len(settings) > 1:
         _adopt_candidate(chosen.out_dir, out_dir)
     selection.test_top1 = _test_top1(model, out_dir / "checkpoints" / "best.pt", test, device)
+    # With the last epoch kept, best.pt holds the last epoch's weights: no second pass over the test set.
+    last_top1 = (
+        selection.test_top1
+        if cfg.keep == "last"
+        else _test_top1(model, out_dir / "checkpoints" / "last.pt", test, device)
+    )
     report = FinetuneReport(
         test_top1=selection.test_top1,
         val_top1=selection.val_top1,
@@ -125,7 +131,7 @@ def run_finetune(config: Config) -> FinetuneReport:
         val_top1_per_epoch=chosen.val_top1,
         selected=selection.to_dict(),
         diagnostics={
-            "test_top1_last_epoch": _test_top1(model, out_dir / "checkpoints" / "last.pt", test, device),
+            "test_top1_last_epoch": last_top1,
             "note": "not used for any choice",
         },
         train_seconds=round(sum(h.seconds for h in histories), 1),
