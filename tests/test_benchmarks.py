@@ -104,6 +104,13 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert "### 1 of the labels (1 label seed; probes and kNN choose by one hold-out; fine-tuning keeps" in out
     tuned = [json.loads(p.read_text()) for p in (runs / "multi" / "finetune").glob("lowlabel-0.5-*/finetune.json")]
     assert len(tuned) == 6 and {t["protocol"]["keep"] for t in tuned} == {"last"}, "full and auto, semi; 2 seeds"
+    from_scratch = (runs / "rotation" / "finetune").glob("lowlabel-*-random-*/finetune.json")
+    scratch = [json.loads(p.read_text()) for p in from_scratch]
+    heads = {(t["protocol"]["init"], t["protocol"]["head"], t["protocol"]["head_init"]) for t in tuned + scratch}
+    assert heads == {
+        ("pretrained", "linear on the flattened last stage", "probe"),
+        ("random", "linear on global average pooling", "random"),
+    }, "each start with its own head (benchmarks/low_label.py HEAD)"
     probe = json.loads((runs / "multi" / "probe-labels0.5.json").read_text())
     assert probe["protocol"]["val_folds"] == 2 and "2-fold" in probe["selected"]["pretrained"]["validation"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
