@@ -188,6 +188,8 @@ def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |")]
     assert [row.split(" | ")[1] for row in rows] == ["pretrained", "random"]
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "finetune").glob("*/finetune.json")]
+    assert len(runs) == 2 and {r["protocol"]["keep"] for r in runs} == {"last"}, "each budget scored at its end"
 
 
 def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
