@@ -29,7 +29,8 @@ the framework's own commands:
 
 Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
 pixels (logistic regression, kNN) and training from scratch (``finetune.init=random``), supervised and
-semi-supervised, with the same recipe, budget and candidates as fine-tuning from a pretrained encoder. Every
+semi-supervised, with the same recipe, budget and candidates as fine-tuning from a pretrained encoder, but
+each with its own head (``HEAD``: the one that won for that start on a development split). Every
 validation split is carved from the labeled training images (seeded, stratified); the test set is scored
 once per choice. Test figures are mean +- standard deviation over seeds.
 """
