@@ -17,12 +17,12 @@ from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, fold_standardisation, save_classifier
 from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
 from .feature_view import FeatureView, RawPixels
-from .frozen import FrozenMethod, evaluate_encoder, format_table
+from .frozen import FrozenMethod, evaluate_encoder, format_table, validation_scores
 from .layer_view import LayerView
 from .logistic import LinearClassifier, LogisticProbe
 from .reports import FrozenReport
 from .selection import RULE as SELECTION_RULE
-from .splits import labeled_splits
+from .splits import labeled_splits, validation_split
 from .views import control_view, probe_view, task_grid
 
 
@@ -52,9 +52,24 @@ def result_stem(command: str, config: Config) -> str:
     return command if fraction >= 1 else f"{command}-labels{fraction:g}"
 
 
-def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> FrozenReport:
-    """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``evaluation.encoder`` and the
-    controls of ``evaluation.control``; writes ``<command>.json``."""
+def probe_holdout_scores(config: Config) -> dict[str, float]:
+    """``{layer: validation top-1}`` of a linear probe with the first ``probe.l2``, per layer of the probe's
+    view (``probe.layers``, else the pooled view), fitted on the labeled training images minus a stratified
+    ``evaluation.val_fraction`` of them and scored on that hold-out.
+
+    With the same seed and fraction (``finetune.val_fraction``) it is the hold-out fine-tuning validates on,
+    so a probe setting chosen some other way (e.g. by cross-validation) can be set against a fine-tuning run
+    on the same images. Nothing is chosen, the test set is not scored and nothing is written.
+    """
+    device, _, view, info, train, _ = _frozen_inputs(config)
+    fit, val = validation_split(train, config.evaluation.val_fraction, config.seed)
+    method = LogisticProbe(listed(config.probe.l2)[:1], config.probe.max_iter, fit_device(config.device))
+    return validation_scores(view, fit, val, info, device, method, config.evaluation.batch_size)
+
+
+def _frozen_inputs(config: Config):
+    """``(device, encoder, view, info, train, test)`` of a frozen-feature evaluation of ``evaluation.encoder``:
+    the probe's feature view (``probe.*``) and the labeled splits (``data.label_fraction``, seeded)."""
     if config.evaluation.encoder is None:
         raise ConfigError("evaluation.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
     device = resolve_device(config.device)
@@ -64,6 +79,14 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
     size, view = probe_view(config.probe, task_grid(config.task.name, config.task.options), spec, encoder)
     info = DataInfo.from_spec(spec, size)
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
+    return device, encoder, view, info, train, test
+
+
+def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> FrozenReport:
+    """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``evaluation.encoder`` and the
+    controls of ``evaluation.control``; writes ``<command>.json``."""
+    device, encoder, view, info, train, test = _frozen_inputs(config)
+    spec = encoder.spec
     saw_test, leakage = pretraining_saw_test(Path(config.evaluation.encoder), config.data)
     options = {
         "batch_size": config.evaluation.batch_size,
@@ -104,7 +127,7 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
     )
     if isinstance(view, FeatureView) and view.geometry is None and isinstance(fitted, LinearClassifier):
         path = out_dir / f"{stem}_classifier.pt"
-        _save_probe_classifier(encoder, view.pool, size, fitted, path, report)
+        _save_probe_classifier(encoder, view.pool, info.image_size, fitted, path, report)
         report.classifier_file = path.name
     write_json(out_dir / f"{stem}.json", report.to_dict())
     return report

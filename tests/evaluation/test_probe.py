@@ -172,3 +172,22 @@ def test_closed_form_gradients_match_autograd():
     torch.testing.assert_close(closed, loss.detach())
     torch.testing.assert_close(grad_w, w.grad)
     torch.testing.assert_close(grad_b, b.grad)
+
+
+def test_probe_holdout_scores_match_the_probes_own_hold_out_without_scoring_the_test_set(image_folder, tmp_path):
+    """The hold-out a one-fold probe chooses on (and fine-tuning validates on), for one given setting."""
+    from ssl_pretrain.evaluation.probe import probe_holdout_scores
+
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["probe", f"evaluation.encoder={run}", "probe.layers=all", "probe.l2=[1e-3,1e-1]"]) == 0
+    rows = json.loads((run / "probe.json").read_text())["results"]
+    written = sorted(p.name for p in run.iterdir())
+    config = load_config(run / "config.yaml", [f"evaluation.encoder={run}", "probe.layers=all", "probe.l2=0.1"])
+    scores = probe_holdout_scores(config)
+    held_out = stratified_split(torch.tensor([0] * 9 + [1] * 10 + [2] * 10), 0.1, 0)[1]
+    assert scores.keys() == {r["layer"] for r in rows} and "pooled" in scores
+    for row in rows:
+        if row["l2"] == 0.1:  # the same fit on the same images: equal up to one image of float jitter
+            assert abs(scores[row["layer"]] - row["val_top1"]) <= 100 / len(held_out) + 1e-6
+    assert sorted(p.name for p in run.iterdir()) == written, "nothing written"
