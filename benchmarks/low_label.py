@@ -24,7 +24,10 @@ the framework's own commands:
   ``--folded-fractions``, whose validation split is small, the last epoch is kept and scored:
   ``finetune.keep=last``, so its validation score is one look, not the best of ~20 noisy ones);
 - "picked": whichever of those four the validation split prefers, and its test top-1 (the best-layer probe
-  before the GAP probe among equals: its candidates include the GAP probe's, already chosen among);
+  before the GAP probe among equals: its candidates include the GAP probe's, already chosen among). Where
+  the probes choose by cross-validation and fine-tuning on its one hold-out, the pick sets them against each
+  other on that hold-out: each probe's chosen layer and ``l2`` refitted on the other labeled images and scored
+  there (``probe_holdout_scores``), so no method wins by being scored on fewer, luckier images;
 - for the ``--semi-configs``: fine-tuning that also learns from the unlabeled training images (FixMatch).
 
 Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
@@ -33,6 +36,10 @@ semi-supervised, with the same recipe, budget and candidates as fine-tuning from
 each with its own head (``HEAD``: the one that won for that start on a development split). Every
 validation split is carved from the labeled training images (seeded, stratified); the test set is scored
 once per choice. Test figures are mean +- standard deviation over seeds.
+
+``--reuse-finetuning`` takes a finished fine-tuning run whose saved config is the one asked for (its name
+aside) instead of training it again: to finish an interrupted benchmark, or to re-pick after a change to the
+probes. Its figures and minutes are those it printed; the tables say how many runs were reused.
 """
 
 from __future__ import annotations
@@ -46,13 +53,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_config  # noqa: E402
 
-from ssl_pretrain.config import load_config  # noqa: E402
+from ssl_pretrain.config import Config, load_config  # noqa: E402
 from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
 from ssl_pretrain.evaluation.knn import run_knn  # noqa: E402
-from ssl_pretrain.evaluation.probe import run_probe  # noqa: E402
+from ssl_pretrain.evaluation.probe import probe_holdout_scores, run_probe  # noqa: E402
 from ssl_pretrain.train.trainer import pretrain  # noqa: E402
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
@@ -92,6 +101,7 @@ SMOKE_EVAL = [
     "finetune.lr=[0.01,0.003]",
 ]
 METHODS = ["gap", "best", "knn", "ft_full", "ft_auto", "semi"]
+TUNED = ["ft_full", "ft_auto", "semi"]  # the methods that are fine-tuning runs
 # What "picked" chooses among (labels only, no unlabeled images), in the order ties go. The best-layer probe's
 # candidates include the GAP probe's and were already chosen among by the same rule, so it comes first: a tie
 # between the two must not overturn the choice the best-layer probe made.
@@ -100,12 +110,24 @@ PICKABLE = ["best", "gap", "ft_full", "ft_auto"]
 
 @dataclass
 class Cell:
-    """One evaluation: the validation top-1 it was chosen by, its test top-1, what was chosen, minutes."""
+    """One evaluation: the validation top-1 it was chosen by, its test top-1, what was chosen, minutes.
+
+    ``setting``: a probe's chosen ``{"layer", "l2"}``; ``holdout``: its top-1 on fine-tuning's hold-out, what
+    the pick compares when set (see :func:`add_holdout`); ``reused``: a fine-tuning run found finished.
+    """
 
     val: float
     test: float
     note: str = ""
     minutes: float = 0.0
+    setting: dict = field(default_factory=dict)
+    holdout: float | None = None
+    reused: bool = False
+
+    @property
+    def pick_val(self) -> float:
+        """The validation top-1 the pick compares: on fine-tuning's hold-out where there is one."""
+        return self.val if self.holdout is None else self.holdout
 
 
 @dataclass
@@ -123,8 +145,8 @@ class Scores:
         picks = []
         for s in range(seeds):
             options = [(m, self.cells[m][s]) for m in PICKABLE if m in self.cells]
-            method, cell = max(options, key=lambda mc: mc[1].val)
-            picks.append(Cell(cell.val, cell.test, METHOD_NAMES[method], cell.minutes))
+            method, cell = max(options, key=lambda mc: mc[1].pick_val)
+            picks.append(Cell(cell.pick_val, cell.test, METHOD_NAMES[method], cell.minutes))
         return picks
 
 
@@ -154,8 +176,20 @@ def probe_cells(run: Path, fraction: float, seed: int, controls: str, layers: bo
     for encoder, row in report.chosen_rows().items():
         selected = report.selected[encoder]
         note = f"{row['layer']}, l2 {row['l2']:g}" if layers else f"l2 {row['l2']:g}"
-        cells[encoder] = Cell(selected["val_top1"], row["top1"], note, minutes)
+        cells[encoder] = Cell(
+            selected["val_top1"], row["top1"], note, minutes, {"layer": row["layer"], "l2": row["l2"]}
+        )
     return cells
+
+
+def add_holdout(cell: Cell, run: Path, fraction: float, seed: int, extra: list[str]) -> None:
+    """Set ``cell.holdout``: the probe's chosen layer and ``l2`` fitted on the labeled images minus the
+    hold-out fine-tuning validates on (same seed and fraction), scored on that hold-out; no test images."""
+    layer, l2 = cell.setting["layer"], cell.setting["l2"]
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", f"probe.layers=[{layer}]", f"probe.l2={l2}"]
+    config = run_config(run, [*overrides, *extra])
+    config.evaluation.val_fraction = config.finetune.val_fraction  # fine-tuning's hold-out, not the probe's
+    cell.holdout = probe_holdout_scores(config)[layer]
 
 
 def knn_cells(run: Path, fraction: float, seed: int, controls: str, extra: list[str]) -> dict:
@@ -168,19 +202,46 @@ def knn_cells(run: Path, fraction: float, seed: int, controls: str, extra: list[
 
 
 def finetune_cell(
-    run: Path, fraction: float, seed: int, init: str, freeze: str, extra: list[str], semi: bool = False
+    run: Path,
+    fraction: float,
+    seed: int,
+    init: str,
+    freeze: str,
+    extra: list[str],
+    semi: bool = False,
+    reuse: bool = False,
 ) -> Cell:
-    kind = "semi" if semi else freeze
-    name = f"lowlabel-{fraction:g}-s{seed}-{init}-{kind}-{int(time.time() * 1000)}"
+    """One fine-tuning run of ``run``'s encoder (or from scratch: ``init="random"``) with the benchmark's
+    recipe; with ``reuse``, a finished run of the same config is read instead of trained again."""
+    prefix = f"lowlabel-{fraction:g}-s{seed}-{init}-{'semi' if semi else freeze}"
     steps = FINETUNE_STEPS.get(fraction, FINETUNE_STEPS[1.0])
-    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", f"finetune.init={init}", f"finetune.name={name}"]
+    overrides = [f"data.label_fraction={fraction}", f"seed={seed}", f"finetune.init={init}"]
     overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE, *HEAD[init]]
-    overrides += [*(SEMI_RECIPE if semi else []), *extra]
-    report = run_finetune(run_config(run, overrides))
-    chosen = report.selected["chosen"]
-    strategy = report.protocol["strategy"]
-    note = f"{strategy}, {chosen['augment']}, epoch {chosen['epoch']}"
-    return Cell(report.val_top1, report.test_top1, note, report.train_seconds / 60)
+    overrides += [*(SEMI_RECIPE if semi else []), *extra, f"finetune.name={prefix}-{int(time.time() * 1000)}"]
+    config = run_config(run, overrides)
+    done = finished_finetuning(run / "finetune", prefix, config) if reuse else None
+    report = json.loads((done / "finetune.json").read_text()) if done else run_finetune(config).to_dict()
+    chosen = report["selected"]["chosen"]
+    note = f"{report['protocol']['strategy']}, {chosen['augment']}, epoch {chosen['epoch']}"
+    return Cell(report["val_top1"], report["test_top1"], note, report["train_seconds"] / 60, reused=done is not None)
+
+
+def finished_finetuning(folder: Path, prefix: str, config: Config) -> Path | None:
+    """The newest run ``folder/<prefix>-<clock>`` with a ``finetune.json`` whose saved config is ``config``'s,
+    its name aside (names end in a millisecond clock, so the newest sorts last)."""
+    wanted = _unnamed(config.to_dict())
+    for candidate in sorted(folder.glob(f"{prefix}-*"), reverse=True):
+        saved = candidate / "config.yaml"
+        if (candidate / "finetune.json").is_file() and _unnamed(yaml.safe_load(saved.read_text())) == wanted:
+            return candidate
+    return None
+
+
+def _unnamed(config: dict) -> dict:
+    """``config`` as its YAML file reads back, without ``finetune.name``."""
+    plain = yaml.safe_load(yaml.safe_dump(config))
+    plain["finetune"].pop("name")
+    return plain
 
 
 def fmt(cells: list[Cell], minutes: bool = False) -> str:
@@ -216,17 +277,23 @@ def evaluate(
     layers: bool = True,
     val_folds: int = 1,
     keep: str = "best",
+    reuse: bool = False,
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
     fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any; fine-tuning of the
     pretrained encoders with each of ``freeze_points`` (``full``: nothing frozen, ``auto``); the best-layer
-    probe when ``layers``; probes and kNN choose by ``val_folds``-fold cross-validation (1: one hold-out);
-    fine-tuning keeps its best validation epoch or its last (``keep``)."""
+    probe when ``layers``; probes and kNN choose by ``val_folds``-fold cross-validation (1: one hold-out;
+    with more and fine-tuning, the probes are also scored on fine-tuning's hold-out, for the pick);
+    fine-tuning keeps its best validation epoch or its last (``keep``), finished runs reused with ``reuse``."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
     frozen = [*extra, f"evaluation.val_folds={val_folds}"]
     tuned = [f"finetune.keep={keep}", *extra]  # the fine-tuning runs' overrides
+
+    def tune(run: Path, seed: int, init: str, freeze: str = "null", semi: bool = False) -> Cell:
+        return finetune_cell(run, fraction, seed, init, freeze, tuned, semi, reuse)
+
     for seed in seeds:
         for name, run in runs.items():
             control = "all" if name == first else "none"
@@ -245,17 +312,20 @@ def evaluate(
                 controls["raw pixels"].add("gap", gap["raw_pixels"])
                 controls["raw pixels"].add("knn", knn["raw_pixels"])
             if finetune:
+                if val_folds > 1:  # the pick then compares probes and fine-tuning on the same hold-out
+                    for method in ("gap", "best") if layers else ("gap",):
+                        add_holdout(table[name].cells[method][-1], run, fraction, seed, extra)
                 if "full" in freeze_points:
-                    table[name].add("ft_full", finetune_cell(run, fraction, seed, "pretrained", "null", tuned))
+                    table[name].add("ft_full", tune(run, seed, "pretrained"))
                 if "auto" in freeze_points:
-                    table[name].add("ft_auto", finetune_cell(run, fraction, seed, "pretrained", "auto", tuned))
+                    table[name].add("ft_auto", tune(run, seed, "pretrained", "auto"))
                 if name in semi:
-                    table[name].add("semi", finetune_cell(run, fraction, seed, "pretrained", "null", tuned, True))
+                    table[name].add("semi", tune(run, seed, "pretrained", semi=True))
         if finetune:
             scratch = controls["supervised from scratch"]
-            scratch.add("ft_full", finetune_cell(runs[first], fraction, seed, "random", "null", tuned))
+            scratch.add("ft_full", tune(runs[first], seed, "random"))
             if semi:
-                scratch.add("semi", finetune_cell(runs[first], fraction, seed, "random", "null", tuned, True))
+                scratch.add("semi", tune(runs[first], seed, "random", semi=True))
     return table, controls
 
 
@@ -274,6 +344,13 @@ def fraction_table(fraction: float, table: dict, controls: dict) -> str:
             f"| {fmt(c.get('semi', []), minutes=True)} |"
         )
     return "\n".join(lines)
+
+
+def reused_line(table: dict, controls: dict) -> str:
+    """How many of the fine-tuning runs in the table were found finished (``--reuse-finetuning``), if any."""
+    tuned = [c for s in [*table.values(), *controls.values()] for m in TUNED for c in s.cells.get(m, [])]
+    reused = sum(c.reused for c in tuned)
+    return f"\n\nFine-tuning runs reused (finished earlier, same config): {reused} of {len(tuned)}." if reused else ""
 
 
 def verdicts(results: dict[float, tuple[dict, dict]]) -> list[str]:
@@ -345,6 +422,9 @@ def main() -> None:
         help="label fractions where probes and kNN choose by cross-validation and fine-tuning keeps its last "
         "epoch (elsewhere: one hold-out, the best validation epoch)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reuse-finetuning", action="store_true", help="read finished fine-tuning runs of the same config"
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -366,14 +446,17 @@ def main() -> None:
         folded = fraction in args.folded_fractions
         folds, keep = (args.val_folds, "last") if folded else (1, "best")
         table, controls = evaluate(
-            runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds, keep
-        )
+            runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds, keep,
+            args.reuse_finetuning,
+        )  # fmt: skip
         results[fraction] = (table, controls)
         validation = f"{folds}-fold cross-validation" if folds > 1 else "one hold-out"
+        paired = "; the pick compares them with fine-tuning on its hold-out" if folds > 1 and finetune else ""
         sections.append(
             f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''}; "
-            f"probes and kNN choose by {validation}; fine-tuning keeps its {keep} epoch)\n\n"
+            f"probes and kNN choose by {validation}{paired}; fine-tuning keeps its {keep} epoch)\n\n"
             + fraction_table(fraction, table, controls)
+            + reused_line(table, controls)
         )
     body = (
         "Pretraining (no labels): "

@@ -98,8 +98,8 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert (
-        "### 0.5 of the labels (2 label seeds; probes and kNN choose by 2-fold cross-validation; fine-tuning keeps "
-        "its last epoch)" in out
+        "### 0.5 of the labels (2 label seeds; probes and kNN choose by 2-fold cross-validation; the pick compares "
+        "them with fine-tuning on its hold-out; fine-tuning keeps its last epoch)" in out
     )
     assert "### 1 of the labels (1 label seed; probes and kNN choose by one hold-out; fine-tuning keeps" in out
     tuned = [json.loads(p.read_text()) for p in (runs / "multi" / "finetune").glob("lowlabel-0.5-*/finetune.json")]
@@ -210,3 +210,68 @@ def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
     scores.add("best", Cell(val=90.0, test=85.0))
     scores.add("ft_full", Cell(val=91.0, test=81.0))
     assert [c.note for c in scores.picked()] == ["fine-tune"]
+
+
+def _low_label():
+    sys.path.insert(0, "benchmarks")
+    try:
+        import low_label
+    finally:
+        sys.path.remove("benchmarks")
+    return low_label
+
+
+def test_low_label_pick_compares_probes_on_fine_tunings_hold_out_when_they_have_one():
+    """A probe's cross-validated score is over every label, fine-tuning's over its hold-out: the pick sets the
+    probe's score on that same hold-out against fine-tuning's."""
+    low_label = _low_label()
+    scores = low_label.Scores()
+    scores.add("best", low_label.Cell(val=92.0, test=85.0, holdout=80.0))
+    scores.add("ft_full", low_label.Cell(val=85.0, test=83.0))
+    assert [(c.note, c.val) for c in scores.picked()] == [("fine-tune", 85.0)]
+    scores = low_label.Scores()
+    scores.add("best", low_label.Cell(val=80.0, test=85.0, holdout=90.0))
+    scores.add("ft_full", low_label.Cell(val=85.0, test=83.0))
+    assert [(c.note, c.val) for c in scores.picked()] == [("best-layer probe", 90.0)]
+
+
+def test_low_label_reuses_only_a_finished_fine_tuning_run_of_the_same_config(tmp_path):
+    from ssl_pretrain.config import load_config, save_config
+
+    low_label = _low_label()
+    folder = tmp_path / "finetune"
+    config = load_config("configs/fashion_mnist/rotation.yaml", ["finetune.lr=0.003", "finetune.name=x-2"])
+    for name, lr, finished in (("x-1", 0.003, True), ("x-2", 0.003, True), ("x-3", 0.01, True), ("x-4", 0.003, False)):
+        (folder / name).mkdir(parents=True)
+        save_config(load_config("configs/fashion_mnist/rotation.yaml", [f"finetune.lr={lr}", f"finetune.name={name}"]),
+                    folder / name / "config.yaml")  # fmt: skip
+        if finished:
+            (folder / name / "finetune.json").write_text("{}")
+    assert low_label.finished_finetuning(folder, "x", config) == folder / "x-2", "the newest finished match"
+    config.finetune.lr = 0.03
+    assert low_label.finished_finetuning(folder, "x", config) is None
+    assert low_label.finished_finetuning(folder, "y", load_config("configs/fashion_mnist/rotation.yaml")) is None
+
+
+def test_low_label_fine_tuning_cell_reads_a_finished_run_instead_of_training(tmp_path):
+    from ssl_pretrain.config import load_config, save_config
+
+    low_label = _low_label()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config("configs/fashion_mnist/rotation.yaml"), run / "config.yaml")
+    done = run / "finetune" / "lowlabel-0.01-s1-random-null-5"
+    done.mkdir(parents=True)
+    overrides = ["data.label_fraction=0.01", "seed=1", "finetune.init=random", "finetune.freeze_until=null"]
+    overrides += ["finetune.steps=600", *low_label.FINETUNE_RECIPE, *low_label.HEAD["random"], "finetune.keep=last"]
+    save_config(load_config(run / "config.yaml", [f"evaluation.encoder={run}", "trainer.progress=false", *overrides,
+                                                  f"finetune.name={done.name}"]), done / "config.yaml")  # fmt: skip
+    report = {"val_top1": 90.0, "test_top1": 80.5, "train_seconds": 120.0}
+    report |= {"selected": {"chosen": {"augment": "strong", "epoch": 75}}, "protocol": {"strategy": "full"}}
+    (done / "finetune.json").write_text(json.dumps(report))
+    cell = low_label.finetune_cell(run, 0.01, 1, "random", "null", ["finetune.keep=last"], reuse=True)
+    assert (cell.val, cell.test, cell.minutes, cell.reused) == (90.0, 80.5, 2.0, True)
+    assert cell.note == "full, strong, epoch 75"
+    scores = low_label.Scores()
+    scores.add("ft_full", cell)
+    assert "reused (finished earlier, same config): 1 of 1" in low_label.reused_line({}, {"x": scores})
