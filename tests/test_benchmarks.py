@@ -195,11 +195,7 @@ def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
 def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
     """The best-layer probe chose among the GAP probe's candidates too; an equal validation score of the GAP
     probe must not overturn that choice."""
-    sys.path.insert(0, "benchmarks")
-    try:
-        from low_label import Cell, Scores
-    finally:
-        sys.path.remove("benchmarks")
+    Cell, Scores = _low_label().Cell, _low_label().Scores
     scores = Scores()
     scores.add("gap", Cell(val=90.0, test=80.0, note="l2 0.0001"))
     scores.add("best", Cell(val=90.0, test=85.0, note="layer2, l2 0.0001"))

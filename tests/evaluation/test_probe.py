@@ -174,7 +174,7 @@ def test_closed_form_gradients_match_autograd():
     torch.testing.assert_close(grad_b, b.grad)
 
 
-def test_probe_holdout_scores_match_the_probes_own_hold_out_without_scoring_the_test_set(image_folder, tmp_path):
+def test_probe_holdout_scores_match_the_probes_own_hold_out_and_write_nothing(image_folder, tmp_path):
     """The hold-out a one-fold probe chooses on (and fine-tuning validates on), for one given setting."""
     from ssl_pretrain.evaluation.probe import probe_holdout_scores
 
