@@ -100,7 +100,6 @@ SMOKE_EVAL = [
     "finetune.steps=4",
     "finetune.lr=[0.01,0.003]",
 ]
-METHODS = ["gap", "best", "knn", "ft_full", "ft_auto", "semi"]
 TUNED = ["ft_full", "ft_auto", "semi"]  # the methods that are fine-tuning runs
 # What "picked" chooses among (labels only, no unlabeled images), in the order ties go. The best-layer probe's
 # candidates include the GAP probe's and were already chosen among by the same rule, so it comes first: a tie
