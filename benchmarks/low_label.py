@@ -112,7 +112,8 @@ class Cell:
     """One evaluation: the validation top-1 it was chosen by, its test top-1, what was chosen, minutes.
 
     ``setting``: a probe's chosen ``{"layer", "l2"}``; ``holdout``: its top-1 on fine-tuning's hold-out, what
-    the pick compares when set (see :func:`add_holdout`); ``reused``: a fine-tuning run found finished.
+    the pick compares when set (see :func:`add_holdout`); ``reused``: a fine-tuning run found finished;
+    ``study``: its last study-only pseudo-label check, when it ran one (``finetune.pseudo_label_accuracy``).
     """
 
     val: float
@@ -122,6 +123,7 @@ class Cell:
     setting: dict = field(default_factory=dict)
     holdout: float | None = None
     reused: bool = False
+    study: dict = field(default_factory=dict)
 
     @property
     def pick_val(self) -> float:
@@ -222,7 +224,9 @@ def finetune_cell(
     report = json.loads((done / "finetune.json").read_text()) if done else run_finetune(config).to_dict()
     chosen = report["selected"]["chosen"]
     note = f"{report['protocol']['strategy']}, {chosen['augment']}, epoch {chosen['epoch']}"
-    return Cell(report["val_top1"], report["test_top1"], note, report["train_seconds"] / 60, reused=done is not None)
+    study = report["diagnostics"].get("pseudo_label_study", [{}])[-1]
+    minutes = report["train_seconds"] / 60
+    return Cell(report["val_top1"], report["test_top1"], note, minutes, reused=done is not None, study=study)
 
 
 def finished_finetuning(folder: Path, prefix: str, config: Config) -> Path | None:

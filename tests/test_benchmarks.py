@@ -184,12 +184,18 @@ def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
 
     args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *TINY, f"data.root={fashion_mnist_root}"]
     assert main([*args, "data.download=false", f"output_dir={tmp_path}", "run_name=tiny"]) == 0
-    done = _run("benchmarks/semi_curve.py", "--run", str(tmp_path / "tiny"), "--smoke", "--fraction", "0.5")
+    run = str(tmp_path / "tiny")
+    done = _run("benchmarks/semi_curve.py", "--run", run, "--smoke", "--fraction", "0.5", "--study")
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |")]
     assert [row.split(" | ")[1] for row in rows] == ["pretrained", "random"]
     runs = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "finetune").glob("*/finetune.json")]
     assert len(runs) == 2 and {r["protocol"]["keep"] for r in runs} == {"last"}, "each budget scored at its end"
+    # --study: the last pseudo-label check of each run, as its three columns.
+    for row, report in zip(rows, sorted(runs, key=lambda r: r["protocol"]["init"] != "pretrained"), strict=True):
+        last = report["diagnostics"]["pseudo_label_study"][-1]
+        keys = ("pseudo_label_coverage", "pseudo_label_accuracy", "prediction_accuracy")
+        assert row.rstrip(" |").split(" | ")[-3:] == [f"{last[key]:.1f}%" for key in keys]
 
 
 def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():

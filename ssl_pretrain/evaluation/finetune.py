@@ -132,6 +132,7 @@ def run_finetune(config: Config) -> FinetuneReport:
         selected=selection.to_dict(),
         diagnostics={
             "test_top1_last_epoch": last_top1,
+            **({"pseudo_label_study": chosen.pseudo_label_study} if chosen.pseudo_label_study else {}),
             "note": "not used for any choice",
         },
         train_seconds=round(sum(h.seconds for h in histories), 1),
@@ -157,6 +158,14 @@ def format_finetune(report: FinetuneReport) -> str:
         f"(validation {report.val_top1:.2f}%)"
         + ("" if protocol["keep"] == "last" else f"; last epoch {last:.2f}% (diagnostic)")
     )
+    study = report.diagnostics.get("pseudo_label_study")
+    if study:
+        last = study[-1]
+        lines.append(
+            f"pseudo-labels at epoch {last['epoch']} (study only): {last['pseudo_label_coverage']:.1f}% of the "
+            f"checked pool images confident, {last['pseudo_label_accuracy']:.1f}% of those right; "
+            f"{last['prediction_accuracy']:.1f}% of all predictions right"
+        )
     out_dir = Path(report.report_file).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
     return "\n".join(lines)

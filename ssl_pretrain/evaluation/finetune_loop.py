@@ -91,7 +91,8 @@ class Unlabeled:
 @dataclass
 class History:
     """Validation top-1 per epoch, the kept epoch (``finetune.keep``: the best validation epoch or the last)
-    and its validation top-1, training seconds, where it was written."""
+    and its validation top-1, training seconds, where it was written; with ``finetune.pseudo_label_accuracy``
+    the study-only pseudo-label check of every validated epoch (``{"epoch", ...}``)."""
 
     out_dir: Path
     protocol: dict
@@ -100,6 +101,7 @@ class History:
     kept_epoch: int = 0
     kept_val_top1: float = -1.0
     seconds: float = 0.0
+    pseudo_label_study: list[dict] = field(default_factory=list)
 
 
 def fit_candidate(
@@ -204,7 +206,9 @@ def _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch: i
     writer.add_scalar("val/top1", val_top1, epoch)
     bar.set_postfix(val_top1=f"{val_top1:.2f}")
     if unlabeled is not None and unlabeled.study is not None:
-        for name, value in pseudo_label_accuracy(model, unlabeled.study, info, device, setting["threshold"]).items():
+        study = pseudo_label_accuracy(model, unlabeled.study, info, device, setting["threshold"])
+        history.pseudo_label_study.append({"epoch": epoch, **{k: round(v, 2) for k, v in study.items()}})
+        for name, value in study.items():
             writer.add_scalar(f"study/{name}", value, epoch)
     if history.keep == "best" and val_top1 > history.kept_val_top1:
         history.kept_val_top1, history.kept_epoch = val_top1, epoch

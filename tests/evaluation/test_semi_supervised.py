@@ -9,9 +9,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.config import load_config
-from ssl_pretrain.data import open_split
+from ssl_pretrain.data import DataInfo, open_split
+from ssl_pretrain.data.sources import TensorImages
 from ssl_pretrain.evaluation.semi_supervised import (
     fixmatch_loss,
+    pseudo_label_accuracy,
     strong_augmentation,
     unlabeled_batches,
     unlabeled_pool,
@@ -65,6 +67,36 @@ def test_strong_augmentation_changes_every_image_on_the_device():
     assert all(not torch.allclose(a, b) for a, b in zip(x, y, strict=True))
 
 
+class _LogitsByCode(torch.nn.Module):
+    """Logits looked up by the image's first pixel (its code, 0..255): a model whose every answer is known."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[(x[:, 0, 0, 0] * 255).round().long()]
+
+
+def test_pseudo_label_study_counts_confident_right_kept_and_every_prediction():
+    # (logits, true label): confident right x2, confident wrong, unconfident right x2, unconfident wrong x2.
+    sure, unsure = 10.0, 0.5
+    answers = [(0, sure, 0), (1, sure, 1), (0, sure, 3), (2, unsure, 2), (3, unsure, 3), (1, unsure, 0), (4, unsure, 2)]
+    table = torch.zeros(len(answers), 5)
+    for code, (predicted, logit, _) in enumerate(answers):
+        table[code, predicted] = logit
+    images = torch.zeros(len(answers), 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(len(answers), dtype=torch.uint8)
+    study = TensorImages(images, torch.tensor([label for *_, label in answers]), "codes")
+    model = _LogitsByCode(table).train()
+    info = DataInfo(channels=1, image_size=2, mean=[0.0], std=[1.0])
+    figures = pseudo_label_accuracy(model, study, info, torch.device("cpu"), threshold=0.9)
+    assert figures["pseudo_label_coverage"] == pytest.approx(100 * 3 / 7)
+    assert figures["pseudo_label_accuracy"] == pytest.approx(100 * 2 / 3)
+    assert figures["prediction_accuracy"] == pytest.approx(100 * 4 / 7)
+    assert model.training, "the model is handed back in the mode it came in"
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
@@ -83,7 +115,7 @@ def test_bad_semi_supervised_options_are_exit_2_naming_the_key(image_folder, tmp
     assert len(err) == 1 and f"error: {key}:" in err[0]
 
 
-def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_folder, tmp_path):
+def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     common = ["finetune.unlabeled=fixmatch", "finetune.steps=6", "finetune.batch_size=8", "trainer.log_every=1"]
@@ -91,6 +123,7 @@ def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_
     # All the labels: the unlabeled stream is then every training image outside the validation split.
     args = ["finetune", f"evaluation.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=semi", *common]
     assert main([*args, "finetune.pseudo_label_accuracy=true"]) == 0
+    assert "(study only)" in capsys.readouterr().out, "the command's summary names the last pseudo-label check"
     out = run / "finetune" / "semi"
     report = json.loads((out / "finetune.json").read_text())
     assert [c["threshold"] for c in report["selected"]["candidates"]] == [0.3, 0.9]
@@ -99,11 +132,17 @@ def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_
     tb = out / "candidates" / "threshold0.3" / "tb"
     tags = EventAccumulator(str(tb)).Reload().Tags()["scalars"]
     assert {"unlabeled/pseudo_label_rate", "unlabeled/confidence", "study/pseudo_label_accuracy"} <= set(tags)
+    study = report["diagnostics"]["pseudo_label_study"]  # the chosen candidate's, every validated epoch
+    epochs, every = report["protocol"]["epochs"], report["protocol"]["val_every"]
+    assert [row["epoch"] for row in study] == [e for e in range(1, epochs + 1) if e % every == 0 or e == epochs]
+    assert set(study[-1]) == {"epoch", "pseudo_label_accuracy", "pseudo_label_coverage", "prediction_accuracy"}
     # The study-only check changes nothing in training: the same run without it ends with the same weights.
     plain = ["finetune", f"evaluation.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=plain", *common]
     assert main(plain) == 0
     tags = EventAccumulator(str(run / "finetune" / "plain" / "candidates" / "threshold0.3" / "tb")).Reload()
     assert not any(t.startswith("study/") for t in tags.Tags()["scalars"])
+    plain_report = json.loads((run / "finetune" / "plain" / "finetune.json").read_text())
+    assert "pseudo_label_study" not in plain_report["diagnostics"]
     with_study = safe_torch_load(out / "checkpoints" / "last.pt")["classifier"]["encoder"]
     without = safe_torch_load(run / "finetune" / "plain" / "checkpoints" / "last.pt")["classifier"]["encoder"]
     assert all(torch.equal(value, without[key]) for key, value in with_study.items())
