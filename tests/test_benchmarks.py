@@ -268,12 +268,12 @@ def test_low_label_fine_tuning_cell_reads_a_finished_run_instead_of_training(tmp
     overrides += ["finetune.steps=600", *low_label.FINETUNE_RECIPE, *low_label.HEAD["random"], "finetune.keep=last"]
     save_config(load_config(run / "config.yaml", [f"evaluation.encoder={run}", "trainer.progress=false", *overrides,
                                                   f"finetune.name={done.name}"]), done / "config.yaml")  # fmt: skip
-    report = {"val_top1": 90.0, "test_top1": 80.5, "train_seconds": 120.0}
+    report = {"val_top1": 90.0, "test_top1": 80.5, "train_seconds": 120.0, "diagnostics": {"note": "not used"}}
     report |= {"selected": {"chosen": {"augment": "strong", "epoch": 75}}, "protocol": {"strategy": "full"}}
     (done / "finetune.json").write_text(json.dumps(report))
     cell = low_label.finetune_cell(run, 0.01, 1, "random", "null", ["finetune.keep=last"], reuse=True)
     assert (cell.val, cell.test, cell.minutes, cell.reused) == (90.0, 80.5, 2.0, True)
-    assert cell.note == "full, strong, epoch 75"
+    assert cell.note == "full, strong, epoch 75" and cell.study == {}, "no pseudo-label study in that run"
     scores = low_label.Scores()
     scores.add("ft_full", cell)
     assert "reused (finished earlier, same config): 1 of 1" in low_label.reused_line({}, {"x": scores})
