@@ -160,11 +160,11 @@ def format_finetune(report: FinetuneReport) -> str:
     )
     study = report.diagnostics.get("pseudo_label_study")
     if study:
-        last = study[-1]
+        check = study[-1]
         lines.append(
-            f"pseudo-labels at epoch {last['epoch']} (study only): {last['pseudo_label_coverage']:.1f}% of the "
-            f"checked pool images confident, {last['pseudo_label_accuracy']:.1f}% of those right; "
-            f"{last['prediction_accuracy']:.1f}% of all predictions right"
+            f"pseudo-labels at epoch {check['epoch']} (study only): {check['pseudo_label_coverage']:.1f}% of the "
+            f"checked pool images confident, {check['pseudo_label_accuracy']:.1f}% of those right; "
+            f"{check['prediction_accuracy']:.1f}% of all predictions right"
         )
     out_dir = Path(report.report_file).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
