@@ -159,7 +159,7 @@ class FinetuneConfig:
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     auto_probe_images: int = _positive(5000)
     small_per_class: int = _positive(100)
-    unlabeled: Literal["none", "fixmatch"] = "none"
+    unlabeled: Literal["none", "fixmatch", "pretext"] = "none"
     unlabeled_ratio: float | list[float] = _ranged(
         3.0, lambda v: _numbers(v) and all(x > 0 for x in listed(v)), "> 0, or a non-empty list of them"
     )
@@ -168,6 +168,7 @@ class FinetuneConfig:
     )
     unlabeled_weight: float = _non_negative(1.0)
     pseudo_label_accuracy: bool = False
+    pretext: list[dict] = field(default_factory=lambda: [{"name": "rotation", "weight": 1.0}])
 
 
 @dataclass
@@ -395,12 +396,25 @@ def build_config(raw: dict) -> Config:
         raise ConfigError("data.name", f"unknown dataset {sections['data'].name!r}; accepted: {', '.join(DATASETS)}")
     model = ModelConfig(*_build_registered(raw.pop("model", None), "model", "backbone", "small_resnet", ENCODERS))
     task = TaskConfig(*_build_registered(raw.pop("task", None), "task", "name", "dae", TASKS))
+    sections["finetune"].pretext = _finetune_pretext(sections["finetune"].pretext, TASKS)
     top = _build_section(_TopLevel, raw, "")
     config = Config(**dataclasses.asdict(top), model=model, task=task, **sections)
     if config.run_name is None:
         config.run_name = f"{config.data.name}-{config.task.name}"
     _check_device(config.device)
     return config
+
+
+def _finetune_pretext(entries: list[dict], registry: dict) -> list[dict]:
+    """``finetune.pretext`` checked and completed as ``task.tasks`` entries are (each task's defaults
+    filled); errors name the entry: ``finetune.pretext[0].name``."""
+    from .tasks.multi import resolve_subtasks
+
+    try:
+        return resolve_subtasks(entries, registry)
+    except OptionError as err:
+        # resolve_subtasks names its keys tasks, tasks[i].name, tasks[i].<option>
+        raise ConfigError("finetune.pretext" + err.option[len("tasks") :], str(err).split(": ", 1)[1]) from None
 
 
 @dataclass

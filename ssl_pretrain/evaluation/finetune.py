@@ -41,7 +41,7 @@ from .probe import results_dir
 from .reports import FinetuneReport
 from .selection import RULE as SELECTION_RULE
 from .selection import Selection, first_best
-from .semi_supervised import STRONG_OPS, unlabeled_pool
+from .semi_supervised import STRONG_OPS, build_pretext, unlabeled_pool
 from .splits import labeled_splits, validation_split
 
 GRID_KEYS = ("lr", "augment", "threshold", "unlabeled_ratio")
@@ -49,9 +49,9 @@ GRID_KEYS = ("lr", "augment", "threshold", "unlabeled_ratio")
 
 def candidate_settings(cfg: FinetuneConfig) -> list[dict]:
     """Every combination of the listed values of ``finetune.lr`` and ``finetune.augment`` (and,
-    semi-supervised, ``threshold`` and ``unlabeled_ratio``), in the order given: the candidates chosen
+    semi-supervised, ``unlabeled_ratio`` and with FixMatch ``threshold``), in the order given: the candidates chosen
     between on validation."""
-    keys = GRID_KEYS if cfg.unlabeled != "none" else GRID_KEYS[:2]
+    keys = {"none": GRID_KEYS[:2], "fixmatch": GRID_KEYS, "pretext": (*GRID_KEYS[:2], "unlabeled_ratio")}[cfg.unlabeled]
     values = [listed(getattr(cfg, key)) for key in keys]
     return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
 
@@ -89,6 +89,8 @@ def run_finetune(config: Config) -> FinetuneReport:
             cfg, config.probe, config.evaluation.batch_size, config.seed, pretrained, train, val, num_classes, device
         )
     frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
+    if cfg.unlabeled == "pretext":  # so is a pretext task that cannot train on the pool
+        build_pretext(cfg.pretext, pretrained, len(unlabeled.pool), config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
     settings = candidate_settings(cfg)
@@ -250,13 +252,16 @@ def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, se
     semi = None
     if unlabeled is not None:
         semi = {
-            "method": "FixMatch: confident weak-view predictions as targets of a strong view",
-            "threshold": setting["threshold"],
             "unlabeled_ratio": setting["unlabeled_ratio"],
             "unlabeled_weight": cfg.unlabeled_weight,
             "unlabeled_pool": f"{unlabeled.pool.description}, {len(unlabeled.pool)} images (validation split excluded)",
-            "strong_augmentation": STRONG_OPS,
         }
+        if cfg.unlabeled == "fixmatch":
+            semi["method"] = "FixMatch: confident weak-view predictions as targets of a strong view"
+            semi.update(threshold=setting["threshold"], strong_augmentation=STRONG_OPS)
+        else:
+            semi["method"] = "S4L: pretext tasks with fresh heads on the labeled and unlabeled images (weak view)"
+            semi["pretext"] = cfg.pretext
     return {
         "strategy": strategy_name(freeze_until),
         "freeze_until": freeze_until,

@@ -1,6 +1,6 @@
 """The training loop of one fine-tuning candidate: encoder + head on the labeled images, optionally with
-FixMatch consistency on the unlabeled ones; validation top-1 after every epoch, the best (or the last) epoch
-kept.
+FixMatch consistency or pretext tasks (S4L) on the unlabeled ones; validation top-1 after every epoch, the
+best (or the last) epoch kept.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..config import FinetuneConfig
+from ..config import FinetuneConfig, listed
 from ..data import EpochBatchSampler, make_loader, to_device_float
 from ..tasks.draws import augment_on_device
 from ..utils.files import atomic_torch_save
@@ -26,7 +26,15 @@ from ..utils.precision import resolve_channels_last, resolve_precision, to_memor
 from .classifier import ImageClassifier, classifier_state
 from .freezing import FreezePlan, make_finetune_optimizer
 from .predict import accuracy, classifier_info, predict_logits
-from .semi_supervised import fixmatch_loss, pseudo_label_accuracy, strong_augmentation, unlabeled_batches
+from .semi_supervised import (
+    build_pretext,
+    fixmatch_loss,
+    pretext_head_parameters,
+    pretext_loss,
+    pseudo_label_accuracy,
+    strong_augmentation,
+    unlabeled_batches,
+)
 
 
 def finetune_augmentation(kind: str, size: int) -> torch.nn.Module:
@@ -117,19 +125,24 @@ def fit_candidate(
     out_dir: Path,
     protocol: dict,
 ) -> History:
-    """Train one candidate, ``setting``: its ``lr`` and ``augment``, and ``threshold`` / ``unlabeled_ratio``
-    when semi-supervised (the weak view of FixMatch is always crop + flip). Writes ``checkpoints/last.pt``
-    and ``checkpoints/best.pt``, the weights kept: the best validation epoch's, or with ``finetune.keep=last``
-    the last epoch's (then its one validation score is not the highest of many noisy looks)."""
+    """Train one candidate, ``setting``: its ``lr`` and ``augment``, and ``unlabeled_ratio`` (with FixMatch
+    also ``threshold``) when semi-supervised (the weak view of the unlabeled images is always crop + flip).
+    Writes ``checkpoints/last.pt`` and ``checkpoints/best.pt``, the weights kept: the best validation epoch's,
+    or with ``finetune.keep=last`` the last epoch's (then its one validation score is not the highest of many
+    noisy looks)."""
     model.to(device)
     channels_last = resolve_channels_last(options.channels_last, device, model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     precision = resolve_precision(options.precision, device, warn=False)
     lr = setting["lr"]
-    optimizer = make_finetune_optimizer(
-        plan.param_groups(lr, encoder_lr_mult(cfg), cfg.weight_decay), cfg.optimizer, cfg.momentum
-    )
+    groups = plan.param_groups(lr, encoder_lr_mult(cfg), cfg.weight_decay)
+    pretext = None
+    if unlabeled is not None and cfg.unlabeled == "pretext":
+        pretext = build_pretext(cfg.pretext, model.encoder, len(unlabeled.pool), options.seed).to(device)
+        groups.append({"params": pretext_head_parameters(pretext), "lr": lr, "weight_decay": cfg.weight_decay})
+        groups[-1]["name"] = "pretext_heads"
+    optimizer = make_finetune_optimizer(groups, cfg.optimizer, cfg.momentum)
     sampler = EpochBatchSampler(len(train), cfg.batch_size, options.seed)
     epochs = finetune_epochs(cfg.epochs, cfg.steps, len(sampler))
     steps = epochs * len(sampler)
@@ -147,11 +160,12 @@ def fit_candidate(
     if unlabeled is not None:
         batch = max(1, round(setting["unlabeled_ratio"] * cfg.batch_size))
         stream = unlabeled_batches(unlabeled.pool, batch, options.seed + 1, options.num_workers, pin)
-        strong = strong_augmentation().to(device)
+        strong = strong_augmentation().to(device) if pretext is None else None
         weak_view = finetune_augmentation("crop_flip", model.image_size).to(device)
     writer = SummaryWriter(str(out_dir / "tb"))
     bar = tqdm(total=steps, disable=not options.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
     history = History(out_dir, protocol, cfg.keep)
+    study_threshold = setting.get("threshold", listed(cfg.threshold)[0])
     step = 0
     try:
         for epoch in range(1, epochs + 1):
@@ -167,10 +181,13 @@ def fit_candidate(
                 if stream is not None:
                     pool = to_device_float(next(stream).images, info, device)
                     weak = to_memory_format(augment_on_device(weak_view, pool), channels_last)
-                    hard = to_memory_format(augment_on_device(strong, pool), channels_last)
+                    if strong is not None:
+                        hard = to_memory_format(augment_on_device(strong, pool), channels_last)
                 with precision.autocast():
                     if stream is None:
                         loss, stats = F.cross_entropy(model(images), labels), {}
+                    elif pretext is not None:
+                        loss, stats = pretext_loss(model, pretext, images, labels, weak, cfg.unlabeled_weight)
                     else:
                         loss, stats = fixmatch_loss(
                             model, images, labels, weak, hard, setting["threshold"], cfg.unlabeled_weight
@@ -187,7 +204,7 @@ def fit_candidate(
                         writer.add_scalar(f"unlabeled/{name}", float(value), step)
             history.seconds = round(history.seconds + time.perf_counter() - t0, 1)
             if epoch % every == 0 or epoch == epochs:
-                _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch, history, bar)
+                _end_of_epoch(model, val, unlabeled, study_threshold, info, device, writer, epoch, history, bar)
         _save(model, out_dir / "checkpoints" / "last.pt", epochs, history.val_top1[-1], protocol)
         if cfg.keep == "last":
             history.kept_epoch, history.kept_val_top1 = epochs, history.val_top1[-1]
@@ -198,15 +215,15 @@ def fit_candidate(
     return history
 
 
-def _end_of_epoch(model, val, unlabeled, setting, info, device, writer, epoch: int, history: History, bar) -> None:
+def _end_of_epoch(model, val, unlabeled, threshold, info, device, writer, epoch: int, history: History, bar) -> None:
     """Validation top-1 (the best epoch's weights saved, unless the last epoch is kept), and the study-only
-    pseudo-label check."""
+    pseudo-label check (predictions of at least ``threshold`` confidence)."""
     val_top1 = accuracy(*predict_logits(model, val, device))
     history.val_top1.append(val_top1)
     writer.add_scalar("val/top1", val_top1, epoch)
     bar.set_postfix(val_top1=f"{val_top1:.2f}")
     if unlabeled is not None and unlabeled.study is not None:
-        study = pseudo_label_accuracy(model, unlabeled.study, info, device, setting["threshold"])
+        study = pseudo_label_accuracy(model, unlabeled.study, info, device, threshold)
         history.pseudo_label_study.append({"epoch": epoch, **{k: round(v, 2) for k, v in study.items()}})
         for name, value in study.items():
             writer.add_scalar(f"study/{name}", value, epoch)

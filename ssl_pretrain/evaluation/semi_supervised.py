@@ -1,4 +1,7 @@
-"""Fine-tuning that also learns from the unlabeled images: FixMatch consistency (Sohn et al. 2020).
+"""Fine-tuning that also learns from the unlabeled images: FixMatch consistency (Sohn et al. 2020), or a
+pretext task kept on during fine-tuning (S4L, Zhai et al. 2019).
+
+FixMatch:
 
 Each step takes a labeled batch of ``B`` images and ``ratio x B`` unlabeled ones (labels removed before
 they are loaded). The model's prediction on a weakly augmented view (flip + crop) of an unlabeled image,
@@ -7,6 +10,10 @@ same image (RandAugment-style photometric and geometric ops, then cutout, per-sa
 the device) is trained towards. The weak view goes through the model without gradients (its predictions are
 targets, so no backward pass is spent on them); labeled and strong views share one forward pass. Loss:
 ``CE(labeled) + weight * mean(mask * CE(strong, pseudo-label))``.
+
+S4L (``finetune.unlabeled=pretext``): the pretext tasks of ``finetune.pretext`` (rotation by default), with
+fresh heads on the classifier's own encoder, build their batches on the device from the labeled and the
+unlabeled images together (both in their weak view); loss ``CE(labeled) + weight * sum_k w_k * pretext_k``.
 
 The unlabeled pool is every training image except the validation split (kept out so that the choices made
 on it stay honest) and the test set (never in the training split).
@@ -22,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ..errors import ConfigError
+from ..tasks import MultiTask
 
 STRONG_OPS = "flip, affine, brightness, contrast, sharpness, posterize, solarize, equalize, then cutout"
 
@@ -87,6 +96,44 @@ def fixmatch_loss(
         "consistency_loss": consistency.detach(),
     }
     return supervised + weight * consistency, stats
+
+
+def build_pretext(entries: list[dict], encoder: nn.Module, pool_size: int, seed: int) -> MultiTask:
+    """The pretext tasks of ``finetune.pretext`` (completed ``task.tasks``-style entries) on ``encoder``, the
+    fine-tuned classifier's own (shared, not copied), each with a fresh head. A task that trains on a subset
+    of the images (Exemplar with a fixed ``num_seeds``) is refused: every unlabeled image is new to it."""
+    task = MultiTask(encoder, tasks=entries)
+    for i, sub in enumerate(task.subtasks.values()):
+        if sub.select_images(pool_size, seed) is not None:
+            message = "trains on a subset of the images; for exemplar: num_seeds: null"
+            raise ConfigError(f"finetune.pretext[{i}]", message)
+    return task
+
+
+def pretext_head_parameters(task: MultiTask) -> list[nn.Parameter]:
+    """The parameters of ``task`` outside its (shared) encoder: what the optimizer must add."""
+    shared = {id(p) for p in task.encoder.parameters()}
+    return [p for p in task.parameters() if id(p) not in shared]
+
+
+def pretext_loss(
+    model: nn.Module,
+    task: MultiTask,
+    labeled: torch.Tensor,
+    labels: torch.Tensor,
+    unlabeled: torch.Tensor,
+    weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Supervised loss on ``labeled (B, C, S, S)`` plus ``weight`` x the pretext loss on the labeled and
+    ``unlabeled (U, C, S, S)`` images together. Returns the loss and detached statistics (each part of the
+    loss, every pretext task's own metrics as ``pretext/<task>/<metric>``)."""
+    supervised = F.cross_entropy(model(labeled), labels)
+    images = torch.cat([labeled, unlabeled])
+    inputs, targets = task.make_batch(images, torch.arange(len(images), device=images.device))
+    pretext, metrics = task.loss(task(inputs), targets)
+    stats = {"supervised_loss": supervised.detach(), "pretext_loss": pretext.detach()}
+    stats.update({f"pretext/{name}": value for name, value in metrics.items()})
+    return supervised + weight * pretext, stats
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning (FixMatch): no label leaks, the loss, the options, the run."""
+"""Semi-supervised fine-tuning (FixMatch, S4L pretext tasks): no label leaks, the losses, the options, the runs."""
 
 import json
 
@@ -11,8 +11,14 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.config import load_config
 from ssl_pretrain.data import DataInfo, open_split
 from ssl_pretrain.data.sources import TensorImages
+from ssl_pretrain.encoders import build_encoder
+from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.evaluation.classifier import ImageClassifier
 from ssl_pretrain.evaluation.semi_supervised import (
+    build_pretext,
     fixmatch_loss,
+    pretext_head_parameters,
+    pretext_loss,
     pseudo_label_accuracy,
     strong_augmentation,
     unlabeled_batches,
@@ -146,3 +152,86 @@ def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_
     with_study = safe_torch_load(out / "checkpoints" / "last.pt")["classifier"]["encoder"]
     without = safe_torch_load(run / "finetune" / "plain" / "checkpoints" / "last.pt")["classifier"]["encoder"]
     assert all(torch.equal(value, without[key]) for key, value in with_study.items())
+
+
+def _tiny_classifier() -> ImageClassifier:
+    encoder = build_encoder("small_resnet", {"widths": [4, 8, 8]}, 1, 16, [0.5], [0.25])
+    return ImageClassifier(encoder, 3, 1, 16)
+
+
+def test_pretext_loss_is_supervised_plus_weighted_pretext_on_labeled_and_unlabeled_images():
+    torch.manual_seed(0)
+    model = _tiny_classifier()
+    entries = [{"name": "rotation", "weight": 0.5, "mode": "all", "head_hidden": 0}]
+    task = build_pretext(entries, model.encoder, pool_size=100, seed=0)
+    assert task.encoder is model.encoder, "the pretext heads read the classifier's own encoder, not a copy"
+    heads = pretext_head_parameters(task)
+    assert heads and not {id(p) for p in heads} & {id(p) for p in model.parameters()}
+    labeled, labels, unlabeled = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 0]), torch.rand(6, 1, 16, 16)
+    loss, stats = pretext_loss(model, task, labeled, labels, unlabeled, weight=2.0)
+    # mode=all: each of the 4 + 6 images in all four rotations, so the pretext batch is known exactly.
+    images = torch.cat([labeled, unlabeled])
+    inputs, targets = task.make_batch(images, torch.arange(10))
+    targets = targets["rotation"]
+    assert len(targets) == 40 and torch.equal(targets.bincount(), torch.full((4,), 10))
+    rotation = F.cross_entropy(task(inputs)["rotation"], targets)
+    expected = F.cross_entropy(model(labeled), labels) + 2.0 * 0.5 * rotation
+    torch.testing.assert_close(loss, expected)
+    assert {"supervised_loss", "pretext_loss", "pretext/rotation/accuracy"} <= set(stats)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.any() for p in heads), "the pretext heads learn"
+    assert model.head.weight.grad.any() and any(p.grad.any() for p in model.encoder.parameters())
+
+
+def test_pretext_refuses_a_task_that_trains_on_a_subset_of_the_images():
+    entries = [{"name": "exemplar", "weight": 1.0, "num_seeds": 8, "loss": "classifier"}]
+    with pytest.raises(ConfigError, match=r"finetune\.pretext\[0\]"):
+        build_pretext(entries, _tiny_classifier().encoder, pool_size=100, seed=0)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("finetune.pretext=[{name: jigsaw}]", "finetune.pretext[0].name"),
+        ("finetune.pretext=[{name: rotation, weight: 0}]", "finetune.pretext[0].weight"),
+        ("finetune.pretext=[{name: rotation, level: 3}]", "finetune.pretext[0].level"),
+        ("finetune.pretext=[{name: multi}]", "finetune.pretext[0].name"),
+        ("finetune.pretext=[]", "finetune.pretext"),
+        ("finetune.pretext=[{name: exemplar, num_seeds: 8, loss: classifier}]", "finetune.pretext[0]"),
+    ],
+)
+def test_bad_pretext_options_are_exit_2_naming_the_key_and_write_nothing(image_folder, tmp_path, capsys, override, key):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    args = ["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.unlabeled=pretext", override]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {key}:" in err[0]
+    assert not (tmp_path / "run" / "finetune").exists()
+
+
+def test_pretext_run_logs_every_task_and_trains_the_encoder_with_it(image_folder, tmp_path):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    common = ["finetune.steps=4", "finetune.batch_size=8", "trainer.log_every=1", "trainer.progress=false"]
+    s4l = ["finetune.unlabeled=pretext", "finetune.unlabeled_ratio=[1,2]", "finetune.threshold=[0.5,0.9]"]
+    s4l += ["finetune.pretext=[{name: rotation, weight: 1.0}, {name: relative_patch, weight: 0.5}]"]
+    assert main(["finetune", f"evaluation.encoder={run}", "finetune.name=s4l", *common, *s4l]) == 0
+    out = run / "finetune" / "s4l"
+    report = json.loads((out / "finetune.json").read_text())
+    # The threshold is FixMatch's alone: the candidates are the unlabeled ratios only.
+    candidates = report["selected"]["candidates"]
+    assert [c["unlabeled_ratio"] for c in candidates] == [1.0, 2.0] and not any("threshold" in c for c in candidates)
+    semi = report["protocol"]["semi_supervised"]
+    assert semi["method"].startswith("S4L") and "threshold" not in semi
+    assert [t["name"] for t in semi["pretext"]] == ["rotation", "relative_patch"]
+    tb = out / "candidates" / "unlabeled_ratio1" / "tb"
+    tags = set(EventAccumulator(str(tb)).Reload().Tags()["scalars"])
+    expected = ["pretext_loss", "pretext/rotation/accuracy", "pretext/relative_patch/loss", "supervised_loss"]
+    assert {f"unlabeled/{name}" for name in expected} <= tags
+    # The pretext loss reaches the encoder: the same run without it ends with other weights.
+    plain = ["finetune", f"evaluation.encoder={run}", "finetune.name=plain", *common]
+    assert main(plain) == 0
+    with_pretext = safe_torch_load(out / "candidates" / "unlabeled_ratio1" / "checkpoints" / "last.pt")
+    without = safe_torch_load(run / "finetune" / "plain" / "checkpoints" / "last.pt")
+    encoders = with_pretext["classifier"]["encoder"], without["classifier"]["encoder"]
+    assert any(not torch.equal(value, encoders[1][key]) for key, value in encoders[0].items())
