@@ -2,7 +2,8 @@
 
     python benchmarks/low_label.py [--runs DIR] [--configs exemplar rotation ...] [--fractions 0.01 0.1 1.0]
                                    [--seeds 3] [--seeded-fractions 0.01] [--finetune-fractions 0.01 0.1]
-                                   [--semi-configs exemplar] [--freeze-points full auto]
+                                   [--semi-configs exemplar] [--semi-method fixmatch|pretext]
+                                   [--freeze-points full auto]
                                    [--layer-fractions 0.01 0.1 1.0] [--val-folds 5]
                                    [--folded-fractions 0.01] [--smoke]
                                    [KEY=VALUE ...]
@@ -28,7 +29,8 @@ the framework's own commands:
   the probes choose by cross-validation and fine-tuning on its one hold-out, the pick sets them against each
   other on that hold-out: each probe's chosen layer and ``l2`` refitted on the other labeled images and scored
   there (``probe_holdout_scores``), so no method wins by being scored on fewer, luckier images;
-- for the ``--semi-configs``: fine-tuning that also learns from the unlabeled training images (FixMatch).
+- for the ``--semi-configs``: fine-tuning that also learns from the unlabeled training images, by FixMatch or
+  (``--semi-method pretext``) by keeping the rotation pretext task on (S4L).
 
 Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
 pixels (logistic regression, kNN) and training from scratch (``finetune.init=random``), supervised and
@@ -86,12 +88,14 @@ HEAD = {"pretrained": ["finetune.head=flatten", "finetune.head_init=probe"], "ra
 # Semi-supervised fine-tuning (FixMatch) for the --semi-configs and from random initialisation: the same
 # steps, two unlabeled images per labeled one, the weak view's pseudo-labels kept above 0.95 confidence, crop + flip
 # on the labeled images (the strong view is the unlabeled images').
-SEMI_RECIPE = [
-    "finetune.unlabeled=fixmatch",
-    "finetune.unlabeled_ratio=2",
-    "finetune.threshold=0.95",
-    "finetune.augment=crop_flip",
-]
+# S4L (--semi-method pretext): the same steps, ratio and augmentation, with rotation prediction on the labeled
+# and unlabeled images at weight 1 in place of pseudo-labels.
+SEMI_RECIPES = {
+    "fixmatch": ["finetune.unlabeled=fixmatch", "finetune.unlabeled_ratio=2", "finetune.threshold=0.95"],
+    "pretext": ["finetune.unlabeled=pretext", "finetune.unlabeled_ratio=2", "finetune.pretext=[{name: rotation}]"],
+}
+SEMI_NAMES = {"fixmatch": "FixMatch", "pretext": "S4L rotation"}
+SEMI_AUGMENT = "finetune.augment=crop_flip"
 SMOKE_PRETRAIN = ["data.limit=256", "trainer.max_steps=2", "trainer.batch_size=16"]
 SMOKE_EVAL = [
     "probe.max_iter=10",
@@ -209,16 +213,19 @@ def finetune_cell(
     init: str,
     freeze: str,
     extra: list[str],
-    semi: bool = False,
+    semi: str | None = None,
     reuse: bool = False,
 ) -> Cell:
     """One fine-tuning run of ``run``'s encoder (or from scratch: ``init="random"``) with the benchmark's
-    recipe; with ``reuse``, a finished run of the same config is read instead of trained again."""
-    prefix = f"lowlabel-{fraction:g}-s{seed}-{init}-{'semi' if semi else freeze}"
+    recipe, semi-supervised by the method ``semi`` names (a key of ``SEMI_RECIPES``); with ``reuse``, a
+    finished run of the same config is read instead of trained again."""
+    kind = freeze if semi is None else "semi" if semi == "fixmatch" else f"semi-{semi}"
+    prefix = f"lowlabel-{fraction:g}-s{seed}-{init}-{kind}"
     steps = FINETUNE_STEPS.get(fraction, FINETUNE_STEPS[1.0])
     overrides = [f"data.label_fraction={fraction}", f"seed={seed}", f"finetune.init={init}"]
     overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE, *HEAD[init]]
-    overrides += [*(SEMI_RECIPE if semi else []), *extra, f"finetune.name={prefix}-{int(time.time() * 1000)}"]
+    overrides += [*SEMI_RECIPES[semi], SEMI_AUGMENT] if semi else []
+    overrides += [*extra, f"finetune.name={prefix}-{int(time.time() * 1000)}"]
     config = run_config(run, overrides)
     done = finished_finetuning(run / "finetune", prefix, config) if reuse else None
     report = json.loads((done / "finetune.json").read_text()) if done else run_finetune(config).to_dict()
@@ -281,13 +288,15 @@ def evaluate(
     val_folds: int = 1,
     keep: str = "best",
     reuse: bool = False,
+    semi_method: str = "fixmatch",
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
-    fine-tuning for the configs in ``semi`` and from scratch when ``semi`` names any; fine-tuning of the
-    pretrained encoders with each of ``freeze_points`` (``full``: nothing frozen, ``auto``); the best-layer
-    probe when ``layers``; probes and kNN choose by ``val_folds``-fold cross-validation (1: one hold-out;
-    with more and fine-tuning, the probes are also scored on fine-tuning's hold-out, for the pick);
-    fine-tuning keeps its best validation epoch or its last (``keep``), finished runs reused with ``reuse``."""
+    fine-tuning (``semi_method``) for the configs in ``semi`` and from scratch when ``semi`` names any;
+    fine-tuning of the pretrained encoders with each of ``freeze_points`` (``full``: nothing frozen,
+    ``auto``); the best-layer probe when ``layers``; probes and kNN choose by ``val_folds``-fold
+    cross-validation (1: one hold-out; with more and fine-tuning, the probes are also scored on fine-tuning's
+    hold-out, for the pick); fine-tuning keeps its best validation epoch or its last (``keep``), finished
+    runs reused with ``reuse``."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
@@ -295,7 +304,7 @@ def evaluate(
     tuned = [f"finetune.keep={keep}", *extra]  # the fine-tuning runs' overrides
 
     def tune(run: Path, seed: int, init: str, freeze: str = "null", semi: bool = False) -> Cell:
-        return finetune_cell(run, fraction, seed, init, freeze, tuned, semi, reuse)
+        return finetune_cell(run, fraction, seed, init, freeze, tuned, semi_method if semi else None, reuse)
 
     for seed in seeds:
         for name, run in runs.items():
@@ -332,10 +341,10 @@ def evaluate(
     return table, controls
 
 
-def fraction_table(fraction: float, table: dict, controls: dict) -> str:
+def fraction_table(fraction: float, table: dict, controls: dict, semi_method: str = "fixmatch") -> str:
     head = (
         "| encoder | GAP probe | best-layer probe | kNN | fine-tune (full) | fine-tune (auto) | picked on validation "
-        "| fine-tune + unlabeled images (FixMatch) |"
+        f"| fine-tune + unlabeled images ({SEMI_NAMES[semi_method]}) |"
     )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name, scores in [*table.items(), *controls.items()]:
@@ -356,7 +365,7 @@ def reused_line(table: dict, controls: dict) -> str:
     return f"\n\nFine-tuning runs reused (finished earlier, same config): {reused} of {len(tuned)}." if reused else ""
 
 
-def verdicts(results: dict[float, tuple[dict, dict]]) -> list[str]:
+def verdicts(results: dict[float, tuple[dict, dict]], semi_method: str = "fixmatch") -> list[str]:
     """The issue's targets, read off the tables (the best encoder itself chosen on validation)."""
     lines = []
     for fraction, (table, controls) in results.items():
@@ -391,8 +400,8 @@ def verdicts(results: dict[float, tuple[dict, dict]]) -> list[str]:
         semi = {n: s.cells["semi"] for n, s in [*table.items(), *controls.items()] if s.cells.get("semi")}
         if semi:
             lines.append(
-                f"{fraction:g} of the labels, fine-tuning that also learns from the unlabeled images: "
-                + ", ".join(f"{n} {fmt(c, minutes=True)}" for n, c in semi.items())
+                f"{fraction:g} of the labels, fine-tuning that also learns from the unlabeled images "
+                f"({SEMI_NAMES[semi_method]}): " + ", ".join(f"{n} {fmt(c, minutes=True)}" for n, c in semi.items())
             )
     for fraction, (table, _) in results.items():
         if fraction >= 1:
@@ -409,7 +418,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0])
     parser.add_argument("--finetune-fractions", nargs="+", type=float, default=[0.01, 0.1])
-    parser.add_argument("--semi-configs", nargs="*", default=[], help="configs also fine-tuned with FixMatch")
+    parser.add_argument("--semi-configs", nargs="*", default=[], help="configs also fine-tuned semi-supervised")
+    parser.add_argument(
+        "--semi-method", choices=list(SEMI_RECIPES), default="fixmatch", help="how the unlabeled images teach"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="label-sampling seeds at the --seeded-fractions")
     parser.add_argument("--seeded-fractions", nargs="+", type=float, default=[0.01])
     parser.add_argument(
@@ -450,7 +462,7 @@ def main() -> None:
         folds, keep = (args.val_folds, "last") if folded else (1, "best")
         table, controls = evaluate(
             runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds, keep,
-            args.reuse_finetuning,
+            args.reuse_finetuning, args.semi_method,
         )  # fmt: skip
         results[fraction] = (table, controls)
         validation = f"{folds}-fold cross-validation" if folds > 1 else "one hold-out"
@@ -458,7 +470,7 @@ def main() -> None:
         sections.append(
             f"### {fraction:g} of the labels ({len(seeds)} label seed{'s' if len(seeds) > 1 else ''}; "
             f"probes and kNN choose by {validation}{paired}; fine-tuning keeps its {keep} epoch)\n\n"
-            + fraction_table(fraction, table, controls)
+            + fraction_table(fraction, table, controls, args.semi_method)
             + reused_line(table, controls)
         )
     body = (
@@ -467,7 +479,7 @@ def main() -> None:
         + "\n\n"
         + "\n\n".join(sections)
         + "\n\n### Targets\n\n"
-        + "\n".join(line if line.startswith("  - ") else f"- {line}" for line in verdicts(results))
+        + "\n".join(line if line.startswith("  - ") else f"- {line}" for line in verdicts(results, args.semi_method))
         + f"\n\nWhole benchmark: {(time.perf_counter() - start) / 60:.1f} min. Runs: {runs_dir}"
     )
     report("Low-label benchmark on Fashion-MNIST (benchmarks/low_label.py)", body, args.smoke)

@@ -43,7 +43,7 @@ def main() -> None:
     for steps in [2] if args.smoke else args.steps:
         for init in ("pretrained", "random"):
             extra = ["finetune.keep=last", *smoke, *study, *args.overrides, f"finetune.steps={steps}"]
-            cell = finetune_cell(args.run, args.fraction, args.seed, init, "null", extra, semi=True)
+            cell = finetune_cell(args.run, args.fraction, args.seed, init, "null", extra, semi="fixmatch")
             row = [steps, init, f"{cell.test:.2f}%", f"{cell.val:.2f}%", cell.note, f"{cell.minutes:.1f}"]
             if args.study:
                 keys = ("pseudo_label_coverage", "pseudo_label_accuracy", "prediction_accuracy")

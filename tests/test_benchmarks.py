@@ -277,3 +277,32 @@ def test_low_label_fine_tuning_cell_reads_a_finished_run_instead_of_training(tmp
     scores = low_label.Scores()
     scores.add("ft_full", cell)
     assert "reused (finished earlier, same config): 1 of 1" in low_label.reused_line({}, {"x": scores})
+
+
+def test_low_label_semi_method_sets_the_recipe_the_run_name_and_the_column(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ssl_pretrain.config import load_config, save_config
+
+    low_label = _low_label()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config("configs/fashion_mnist/rotation.yaml"), run / "config.yaml")
+    report = {"val_top1": 90.0, "test_top1": 80.5, "train_seconds": 60.0, "diagnostics": {}}
+    report |= {"selected": {"chosen": {"augment": "crop_flip", "epoch": 9}}, "protocol": {"strategy": "full"}}
+    configs = []  # what each cell would have fine-tuned with
+
+    def record(config):
+        configs.append(config)
+        return SimpleNamespace(to_dict=lambda: report)
+
+    monkeypatch.setattr(low_label, "run_finetune", record)
+    for method in ("fixmatch", "pretext"):
+        low_label.finetune_cell(run, 0.01, 0, "pretrained", "null", [], semi=method)
+    fixmatch, s4l = (c.finetune for c in configs)
+    assert fixmatch.unlabeled == "fixmatch" and fixmatch.name.startswith("lowlabel-0.01-s0-pretrained-semi-1")
+    assert s4l.unlabeled == "pretext" and s4l.name.startswith("lowlabel-0.01-s0-pretrained-semi-pretext-")
+    assert [t["name"] for t in s4l.pretext] == ["rotation"]
+    assert {(c.unlabeled_ratio, c.augment, c.steps) for c in (fixmatch, s4l)} == {(2.0, "crop_flip", 600)}
+    assert "| fine-tune + unlabeled images (S4L rotation) |" in low_label.fraction_table(0.01, {}, {}, "pretext")
+    assert "(FixMatch) |" in low_label.fraction_table(0.01, {}, {})
