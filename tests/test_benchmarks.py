@@ -306,3 +306,18 @@ def test_low_label_semi_method_sets_the_recipe_the_run_name_and_the_column(tmp_p
     assert {(c.unlabeled_ratio, c.augment, c.steps) for c in (fixmatch, s4l)} == {(2.0, "crop_flip", 600)}
     assert "| fine-tune + unlabeled images (S4L rotation) |" in low_label.fraction_table(0.01, {}, {}, "pretext")
     assert "(FixMatch) |" in low_label.fraction_table(0.01, {}, {})
+
+
+def test_supervised_ceiling_benchmark_smoke(fashion_mnist_root, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["benchmarks/supervised_ceiling.py", "--smoke", "--runs", str(runs), "--config", "rotation"]
+    done = _run(*args, "--fraction", "0.5", "--seeds", "2", *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    supervised = runs / "rotation" / "supervised-all-labels"
+    trained = json.loads((runs / "rotation" / "finetune" / "supervised-all-labels" / "finetune.json").read_text())
+    assert trained["protocol"]["init"] == "random" and trained["protocol"]["label_fraction"] == 1.0
+    assert (supervised / "encoder.pt").is_file() and (supervised / "probe-labels0.5.json").is_file()
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
+    names = [row.split(" | ")[0].lstrip("| ") for row in rows]
+    assert names == ["rotation (pretrained, no labels)", "supervised on every label"]
+    assert all(row.count("+-") == 2 for row in rows), "mean and spread over the two label seeds, both probes"
