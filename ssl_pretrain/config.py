@@ -407,13 +407,11 @@ def build_config(raw: dict) -> Config:
 
 def _finetune_pretext(entries: list[dict], registry: dict) -> list[dict]:
     """``finetune.pretext`` checked and completed as ``task.tasks`` entries are (each task's defaults
-    filled); errors name the entry: ``finetune.pretext[0].name``."""
-    from .tasks.multi import resolve_subtasks
-
+    filled, by the registered ``multi`` task); errors name the entry: ``finetune.pretext[0].name``."""
     try:
-        return resolve_subtasks(entries, registry)
+        return registry["multi"].complete_options({"tasks": list(entries)})["tasks"]
     except OptionError as err:
-        # resolve_subtasks names its keys tasks, tasks[i].name, tasks[i].<option>
+        # multi names its keys tasks, tasks[i].name, tasks[i].<option>
         raise ConfigError("finetune.pretext" + err.option[len("tasks") :], str(err).split(": ", 1)[1]) from None
 
 
