@@ -256,12 +256,18 @@ def _unnamed(config: dict) -> dict:
     return plain
 
 
+def mean_spread(values: list[float]) -> str:
+    """``mean +- std%`` over seeds, ``value%`` for one."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}%"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}%"
+
+
 def fmt(cells: list[Cell], minutes: bool = False) -> str:
     """``mean +- std%`` of the test top-1 over seeds (``mean%`` for one), the choice of the first seed."""
     if not cells:
         return "-"
-    tests = [c.test for c in cells]
-    text = f"{tests[0]:.2f}%" if len(tests) == 1 else f"{statistics.mean(tests):.2f} +- {statistics.stdev(tests):.2f}%"
+    text = mean_spread([c.test for c in cells])
     notes = sorted({c.note for c in cells if c.note})
     if notes:
         text += f" ({'; '.join(notes)})" if len(notes) <= 2 else f" ({len(notes)} different choices)"

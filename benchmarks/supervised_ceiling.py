@@ -17,13 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_config  # noqa: E402
-from low_label import FINETUNE_RECIPE, HEAD, SMOKE_EVAL, SMOKE_PRETRAIN, pretrained_run, probe_cells  # noqa: E402
+from low_label import (  # noqa: E402
+    FINETUNE_RECIPE,
+    HEAD,
+    SMOKE_EVAL,
+    SMOKE_PRETRAIN,
+    mean_spread,
+    pretrained_run,
+    probe_cells,
+)
 
 from ssl_pretrain.encoders.export import export_encoder  # noqa: E402
 from ssl_pretrain.evaluation.classifier import load_classifier  # noqa: E402
@@ -48,11 +55,6 @@ def supervised_encoder(run: Path, steps: int, extra: list[str]) -> tuple[Path, d
             shutil.copy(run / record, out / record)
         export_encoder(model.encoder, out)
     return out, json.loads((finetuned / "finetune.json").read_text())
-
-
-def spread(values: list[float]) -> str:
-    mean = statistics.mean(values)
-    return f"{mean:.2f} +- {statistics.stdev(values):.2f}%" if len(values) > 1 else f"{mean:.2f}%"
 
 
 def main() -> None:
@@ -83,7 +85,7 @@ def main() -> None:
     ]
     for name, cells in rows.items():
         layers = ", ".join(c.note.split(",")[0] for c in cells["best"])
-        gap, best = spread([c.test for c in cells["gap"]]), spread([c.test for c in cells["best"]])
+        gap, best = mean_spread([c.test for c in cells["gap"]]), mean_spread([c.test for c in cells["best"]])
         lines.append(f"| {name} | {gap} | {best} ({layers}) |")
     body = (
         f"Architecture of {args.config} ({how}: {run}); the supervised encoder trained {trained['protocol']['steps']} "
