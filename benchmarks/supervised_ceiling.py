@@ -84,7 +84,7 @@ def main() -> None:
         "|---|---|---|",
     ]
     for name, cells in rows.items():
-        layers = ", ".join(c.note.split(",")[0] for c in cells["best"])
+        layers = ", ".join(c.setting["layer"] for c in cells["best"])
         gap, best = mean_spread([c.test for c in cells["gap"]]), mean_spread([c.test for c in cells["best"]])
         lines.append(f"| {name} | {gap} | {best} ({layers}) |")
     body = (

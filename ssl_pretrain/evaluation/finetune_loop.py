@@ -140,8 +140,8 @@ def fit_candidate(
     pretext = None
     if unlabeled is not None and cfg.unlabeled == "pretext":
         pretext = build_pretext(cfg.pretext, model.encoder, len(unlabeled.pool), options.seed).to(device)
-        groups.append({"params": pretext_head_parameters(pretext), "lr": lr, "weight_decay": cfg.weight_decay})
-        groups[-1]["name"] = "pretext_heads"
+        heads = pretext_head_parameters(pretext)
+        groups.append({"params": heads, "lr": lr, "weight_decay": cfg.weight_decay, "name": "pretext_heads"})
     optimizer = make_finetune_optimizer(groups, cfg.optimizer, cfg.momentum)
     sampler = EpochBatchSampler(len(train), cfg.batch_size, options.seed)
     epochs = finetune_epochs(cfg.epochs, cfg.steps, len(sampler))
