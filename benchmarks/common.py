@@ -118,7 +118,7 @@ class BareStep:
             self.task.to(memory_format=torch.channels_last)
         self.precision = resolve_precision(trainer.precision, self.device, warn=False)
         self.model = torch.compile(self.task) if trainer.compile else self.task
-        self.optimizer = make_optimizer(self.task, trainer)
+        self.optimizer = make_optimizer(self.task, trainer, fused=self.precision.needs_fused_optimizer)
 
     @classmethod
     def from_config(cls, config: Config) -> BareStep:

@@ -1,12 +1,13 @@
 """Hardware use: achieved FLOP/s of the pretraining step against this machine's measured matmul peak
-(fp32 on CPU; on CUDA the step runs in the trainer's precision and the peak is measured in that dtype).
+(the step runs in the trainer's precision, ``trainer.precision=auto`` unless overridden, and the peak is
+measured in that dtype: bf16 on a CPU with native bf16 or a recent GPU, fp32 on other CPUs).
 
     python benchmarks/hardware_use.py [--tasks dae rotation ...] [--steps 10] [--smoke] [KEY=VALUE ...]
 
 FLOPs of one step (forward + backward of the task's model; augmentation and optimizer are not counted)
 come from ``torch.utils.flop_counter.FlopCounterMode``. The step is timed as the trainer runs it: on-device
 augmentation, forward, loss, backward, optimizer step, in the shipped config's layout and batch size.
-The peak is the best of square fp32 matmuls of side 1024, 2048 and 4096. Each task runs in a fresh process.
+The peak is the best of square matmuls of side 1024, 2048 and 4096. Each task runs in a fresh process.
 Target: >= 60% of the peak for the default Fashion-MNIST encoder at its default batch size.
 """
 

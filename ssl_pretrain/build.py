@@ -10,6 +10,7 @@ from .encoders import Encoder, build_encoder
 from .errors import BadInput, ConfigError, OptionError
 from .registry import TASKS
 from .tasks import PretextTask
+from .utils.precision import configure_cuda
 
 
 def make_encoder(config: Config, info: DataInfo) -> Encoder:
@@ -47,3 +48,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput(f"device: {name} requested but CUDA is not available on this machine (use device=cpu or auto)")
     return torch.device(name)
+
+
+def prepare_device(config: Config) -> torch.device:
+    """``config.device`` resolved, with the CUDA settings of ``trainer.cudnn_benchmark`` and ``trainer.tf32``
+    applied: every command that runs a model (fine-tuning, probes, kNN, ensembles, Grad-CAM) uses them, as
+    pretraining does."""
+    device = resolve_device(config.device)
+    configure_cuda(device, config.trainer.cudnn_benchmark, config.trainer.tf32)
+    return device

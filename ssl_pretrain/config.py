@@ -86,6 +86,7 @@ class TrainerConfig:
     cudnn_benchmark: bool = True
     tf32: bool = True
     dist_timeout: float = _positive(600.0)
+    sync_debug: Literal["off", "count", "error"] = "off"
 
 
 @dataclass

@@ -19,6 +19,7 @@ TINY = [
     "trainer.progress=false",
     "data.num_workers=0",
     "probe.max_iter=30",
+    "trainer.precision=fp32",  # the same numeric path on every CPU (bf16 and fp16 are tested on their own)
 ]
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import BadInput
+from ..utils.images import to_grey
 from .decode import decode_jpegs
 from .sources import Batch
 from .spec import DataInfo
@@ -84,20 +85,23 @@ def dataset_on_host(dataset) -> bool:
     return images is None or images.device.type == "cpu"
 
 
-def loader_workers(setting: int | str, dataset) -> int:
+def loader_workers(setting: int | str, dataset, local_processes: int = 1) -> int:
     """``data.num_workers``: a number, or ``auto``: none for images already in memory (nothing to decode),
-    else half the machine's cores (at least 1, at most 8) to decode files while the main process trains."""
+    else half the machine's cores shared by the ``local_processes`` training processes on it (torchrun's
+    ``LOCAL_WORLD_SIZE``; at least 1, at most 8 each) to decode files while the main process trains."""
     if setting != "auto":
         return int(setting)
     if getattr(dataset, "in_memory", False):
         return 0
-    return min(8, max(1, (os.cpu_count() or 2) // 2))
+    return min(8, max(1, (os.cpu_count() or 2) // 2 // max(1, local_processes)))
 
 
-def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int | str, pin_memory: bool) -> DataLoader:
+def make_loader(
+    dataset, sampler: EpochBatchSampler, num_workers: int | str, pin_memory: bool, local_processes: int = 1
+) -> DataLoader:
     """A DataLoader that fetches whole batches through ``dataset.__getitems__``; its workers (if any) live
     as long as the loader, not one epoch."""
-    workers = loader_workers(num_workers, dataset)
+    workers = loader_workers(num_workers, dataset, local_processes)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -120,18 +124,20 @@ def pretraining_batches(
     num_workers: int | str,
     pin: bool,
     decode_on_device: bool = False,
+    local_processes: int = 1,
 ):
     """``(loader, sampler)`` of the pretraining set: an :class:`EpochBatchSampler` over a map-style dataset,
     or for a streamed source (``dataset.streaming``) its own stream, which is also its batch sampler; with
-    ``decode_on_device`` the stream's JPEGs arrive encoded, for :func:`decode_on_device`."""
+    ``decode_on_device`` the stream's JPEGs arrive encoded, for :func:`decode_on_device`. ``local_processes``:
+    training processes on this machine, which share its cores between their loader workers."""
     if getattr(dataset, "streaming", False):
         from .shards import stream_loader
 
-        workers = loader_workers(num_workers, dataset)
+        workers = loader_workers(num_workers, dataset, local_processes)
         stream = dataset.stream(batch_size, seed, rank, world_size, workers, encoded=decode_on_device)
         return stream_loader(stream, workers, pin), stream
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
-    return make_loader(dataset, sampler, num_workers, pin), sampler
+    return make_loader(dataset, sampler, num_workers, pin, local_processes), sampler
 
 
 def seed_workers(loader: DataLoader, sampler: EpochBatchSampler) -> None:
@@ -148,6 +154,27 @@ def _keep_batch(batch: Batch) -> Batch:
     return batch
 
 
+def full_batch(batch: Batch, size: int, previous: Batch | None) -> Batch:
+    """``batch`` with exactly ``size`` images, for processes that must step on equal shapes (DDP).
+
+    A batch short of images its source could not read (``skipped``) repeats its readable ones in order; one
+    with none repeats ``previous`` (this process's last full batch), or is black images (labels -1) when
+    there is none yet. ``skipped`` is kept, so the unreadable files are still reported.
+    """
+    count = len(batch.images)
+    if count == size:
+        return batch
+    source = batch if count else previous
+    if source is None:
+        images = batch.images.new_zeros((size, *batch.images.shape[1:]))
+        labels = torch.full((size,), -1, dtype=torch.long)
+        return Batch(images, labels, torch.arange(size), batch.skipped)
+    count = len(source.images)
+    take = torch.arange(size) % count
+    take_there = torch.arange(size, device=source.images.device) % count  # built where the images are
+    return Batch(source.images[take_there], source.labels[take], source.indices[take], batch.skipped)
+
+
 def to_device_float(images: torch.Tensor, info: DataInfo, device: torch.device) -> torch.Tensor:
     """uint8 ``(B, C0, H0, W0)`` -> float ``(B, C, S, S)`` in ``[0, 1]`` on ``device``.
 
@@ -158,8 +185,7 @@ def to_device_float(images: torch.Tensor, info: DataInfo, device: torch.device) 
         if info.channels == 3:
             x = x.expand(-1, 3, -1, -1)
         else:
-            weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
-            x = (x * weights).sum(dim=1, keepdim=True)
+            x = to_grey(x)
     if x.shape[-1] != info.image_size or x.shape[-2] != info.image_size:
         x = F.interpolate(
             x, size=(info.image_size, info.image_size), mode="bilinear", antialias=True, align_corners=False

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..build import resolve_device
+from ..build import prepare_device
 from ..config import Config
 from ..errors import BadInput, ConfigError
 from ..runs import write_json
@@ -45,7 +45,7 @@ def run_ensemble(config: Config) -> EnsembleReport:
         raise ConfigError("ensemble.members", f"needs at least 2 models, got {len(cfg.members)}")
     if cfg.weights is not None and len(cfg.weights) != len(cfg.members):
         raise ConfigError("ensemble.weights", f"needs one weight per member ({len(cfg.members)}), got {cfg.weights}")
-    device = resolve_device(config.device)
+    device = prepare_device(config)
     seed_everything(config.seed)
     paths = [classifier_file(member, "ensemble.members") for member in cfg.members]
     loaded = [(path, *load_classifier(path, "ensemble member")) for path in paths]

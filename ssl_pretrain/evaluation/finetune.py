@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ..build import resolve_device
+from ..build import prepare_device
 from ..config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, save_config
 from ..data import DataInfo, open_split
 from ..encoders import encoder_from_spec
 from ..errors import BadInput
 from ..runs import write_json
+from ..utils.precision import announce_precision
 from ..utils.rng import seed_everything
 from .auto_freeze import choose_freeze_point
 from .classifier import ImageClassifier, restore_weights
@@ -68,7 +69,8 @@ def run_finetune(config: Config) -> FinetuneReport:
     cfg = config.finetune
     if config.evaluation.encoder is None:
         raise BadInput("evaluation.encoder: is required: the run directory, encoder.pt or checkpoint to fine-tune")
-    device = resolve_device(config.device)
+    device = prepare_device(config)
+    announce_precision(config.trainer.precision, device, "fine-tuning")
     seed_everything(config.seed)
     pretrained = load_encoder(config.evaluation.encoder)
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)

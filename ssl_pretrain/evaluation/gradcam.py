@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
-from ..build import resolve_device
+from ..build import prepare_device
 from ..config import Config
 from ..data import to_device_float
 from ..errors import BadInput, ConfigError
@@ -72,7 +72,7 @@ def run_gradcam(config: Config) -> GradcamReport:
     cfg = config.gradcam
     if cfg.model is None:
         raise ConfigError("gradcam.model", "is required: a fine-tuning run, its best.pt, or probe_classifier.pt")
-    device = resolve_device(config.device)
+    device = prepare_device(config)
     seed_everything(config.seed)
     path = classifier_file(cfg.model, "gradcam.model")
     model, _ = load_classifier(path, "gradcam.model")

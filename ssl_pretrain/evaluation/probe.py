@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from ..build import resolve_device
+from ..build import prepare_device, resolve_device
 from ..config import Config, listed
 from ..data import DataInfo
 from ..encoders import Encoder, EncoderSpec
 from ..errors import ConfigError
 from ..runs import write_json
-from ..utils.precision import resolve_precision
+from ..utils.precision import announce_precision, resolve_precision
 from ..utils.rng import seed_everything
 from .classifier import ImageClassifier, fold_standardisation, save_classifier
 from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
@@ -72,7 +72,7 @@ def _frozen_inputs(config: Config):
     the probe's feature view (``probe.*``) and the labeled splits (``data.label_fraction``, seeded)."""
     if config.evaluation.encoder is None:
         raise ConfigError("evaluation.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
-    device = resolve_device(config.device)
+    device = prepare_device(config)
     seed_everything(config.seed)
     encoder = load_encoder(config.evaluation.encoder)
     spec = encoder.spec
@@ -88,6 +88,7 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
     device, encoder, view, info, train, test = _frozen_inputs(config)
     spec = encoder.spec
     saw_test, leakage = pretraining_saw_test(Path(config.evaluation.encoder), config.data)
+    announce_precision(config.trainer.precision, device, "feature extraction")
     options = {
         "batch_size": config.evaluation.batch_size,
         "num_workers": config.data.num_workers,

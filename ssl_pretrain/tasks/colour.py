@@ -19,12 +19,19 @@ import torch
 _CHANNEL_OFFSETS = (5.0, 3.0, 1.0)  # R, G, B in sextants of the hue circle
 
 
-def shift_hue(image: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+def channel_offsets(device: torch.device | None = None) -> torch.Tensor:
+    """``(1, 3, 1, 1)``: each channel's offset on the hue circle, in sextants."""
+    return torch.tensor(_CHANNEL_OFFSETS, device=device).view(1, 3, 1, 1)
+
+
+def shift_hue(image: torch.Tensor, angle: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate the HSV hue of RGB images in [0, 1].
 
     Args:
         image: ``(B, 3, H, W)`` float RGB in [0, 1].
         angle: ``(B,)`` radians added to each image's hue.
+        offsets: :func:`channel_offsets` already on the images' device (a module keeps them as a buffer);
+            None builds them here (a copy from the host on a GPU).
     Returns:
         ``(B, 3, H, W)``: what ``kornia.enhance.adjust_hue(image, angle)`` returns, with grey pixels
         (max = min) unchanged.
@@ -39,8 +46,9 @@ def shift_hue(image: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
         (r >= g) & (r >= b), (g - b) / divisor, torch.where(g >= b, (b - r) / divisor + 2, (r - g) / divisor + 4)
     )
     hue = hue + (angle * (3 / math.pi)).view(-1, 1, 1, 1).to(image.dtype)
-    offsets = torch.tensor(_CHANNEL_OFFSETS, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    k = torch.remainder(offsets + hue, 6.0)
+    if offsets is None:
+        offsets = channel_offsets(image.device)
+    k = torch.remainder(offsets.to(image.dtype) + hue, 6.0)
     return high - chroma * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
@@ -49,6 +57,10 @@ class RandomHueDirect(K.RandomHue):
 
     Half-precision inputs keep Kornia's own path, whose rounding differs from this formula's there.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("offsets", channel_offsets(), persistent=False)  # moves with the task
 
     def apply_transform(
         self,
@@ -60,4 +72,4 @@ class RandomHueDirect(K.RandomHue):
         if input.dtype not in (torch.float32, torch.float64):
             return super().apply_transform(input, params, flags, transform)
         angle = params["hue_factor"].to(input.device, input.dtype) * (2 * math.pi)
-        return shift_hue(input.clamp(0, 1), angle).clamp(0, 1)
+        return shift_hue(input.clamp(0, 1), angle, self.offsets).clamp(0, 1)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..encoders import Encoder
 from ..errors import check_option
+from ..utils.images import to_grey
 from .base import PretextTask
 from .heads import accuracy, classifier_head
 from .patches import CENTRE, NEIGHBOURS, default_geometry, extract_patches, grid_origins
@@ -39,8 +40,7 @@ def drop_colour(patches: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "none" or patches.shape[2] == 1:
         return patches
     if mode == "gray":
-        weights = torch.tensor([0.299, 0.587, 0.114], device=patches.device).view(1, 1, 3, 1, 1)
-        return (patches * weights).sum(2, keepdim=True).expand_as(patches).contiguous()
+        return to_grey(patches, dim=2).expand_as(patches).contiguous()
     keep = torch.randint(0, 3, patches.shape[:2], device=patches.device)
     kept = F.one_hot(keep, 3).bool().view(*patches.shape[:2], 3, 1, 1)
     level = patches.mean(dim=(2, 3, 4), keepdim=True)
@@ -102,6 +102,9 @@ class RelativePatchLocation(PretextTask):
         self.colour = colour
         self.downsample_prob = downsample_prob
         self.head = classifier_head(2 * encoder.num_features, 8, head_hidden)
+        # Grid positions of the 8 neighbours, on the task's device: indexing with the Python tuple would copy
+        # it from the host at every step.
+        self.register_buffer("neighbour_index", torch.tensor(NEIGHBOURS), persistent=False)
         self.last_origins: torch.Tensor | None = None
 
     def cut_patches(self, images: torch.Tensor, jitter: bool = True) -> torch.Tensor:
@@ -123,7 +126,7 @@ class RelativePatchLocation(PretextTask):
         if self.pairs == "all":
             return patches, torch.arange(8, device=images.device).repeat(len(images))
         labels = balanced_labels(len(images), 8, images.device)
-        neighbour = torch.as_tensor(NEIGHBOURS, device=images.device)[labels]
+        neighbour = self.neighbour_index[labels]
         rows = torch.arange(len(images), device=images.device)
         return torch.stack([patches[:, CENTRE], patches[rows, neighbour]], dim=1), labels
 
@@ -144,7 +147,7 @@ class RelativePatchLocation(PretextTask):
         features = self.encode_patches(inputs)
         if self.pairs == "all":
             centre = features[:, CENTRE : CENTRE + 1].expand(-1, 8, -1)
-            neighbours = features[:, list(NEIGHBOURS)]
+            neighbours = features.index_select(1, self.neighbour_index)
         else:
             centre, neighbours = features[:, :1], features[:, 1:]
         return self.head(torch.cat([centre, neighbours], dim=-1).flatten(0, 1))

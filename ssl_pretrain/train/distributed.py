@@ -32,6 +32,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # where collectives' tensors live (the GPU under NCCL)
+    local_size: int = 1  # processes on this machine
 
     @property
     def distributed(self) -> bool:
@@ -48,16 +49,19 @@ def world_from_env() -> World:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     except ValueError as err:
-        raise BadInput(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers as set by torchrun ({err})") from None
-    return World(rank, size, local_rank)
+        raise BadInput(
+            f"WORLD_SIZE/RANK/LOCAL_RANK/LOCAL_WORLD_SIZE must be integers as set by torchrun ({err})"
+        ) from None
+    return World(rank, size, local_rank, local_size=local_size)
 
 
 def start(world: World, device: torch.device, timeout_seconds: float = 600.0) -> World:
     """Join the process group (NCCL for CUDA devices, gloo for CPU); returns ``world`` on ``device``. A
     collective that waits longer than ``timeout_seconds`` (a failed or stuck process) fails on every process
     instead of hanging until the backend's default."""
-    world = World(world.rank, world.size, world.local_rank, device)
+    world = World(world.rank, world.size, world.local_rank, device, world.local_size)
     if not world.distributed or dist.is_initialized():
         return world
     timeout = datetime.timedelta(seconds=timeout_seconds)
@@ -124,23 +128,17 @@ def gather_objects(obj, world: World) -> list:
 
 
 def gather_with_local_grad(x: torch.Tensor, world: World) -> torch.Tensor:
-    """Concatenate ``x`` ``(n_r, ...)`` of every rank in rank order; only the local part keeps its gradient.
+    """Concatenate ``x`` ``(n, ...)`` of every rank in rank order; only the local part keeps its gradient.
 
-    Ranks may hold different ``n_r`` (skipped files). Each rank then computes the loss of the whole
-    global batch; scaling that loss by ``world.size`` before ``backward`` gives, after DDP averages the
-    gradients, exactly the gradient of the global loss.
+    Every rank holds the same shape (the trainer steps on full batches everywhere), so nothing is exchanged
+    or read on the host first. Each rank then computes the loss of the whole global batch; scaling that loss
+    by ``world.size`` before ``backward`` gives, after DDP averages the gradients, exactly the gradient of the
+    global loss.
     """
     if not world.distributed:
         return x
-    size = torch.tensor([len(x)], device=x.device)
-    sizes = [torch.zeros_like(size) for _ in range(world.size)]
-    dist.all_gather(sizes, size)
-    sizes = [int(n) for n in sizes]
-    padded = x.new_zeros((max(sizes), *x.shape[1:]))
-    padded[: len(x)] = x.detach()
-    parts = [torch.empty_like(padded) for _ in range(world.size)]
-    dist.all_gather(parts, padded.contiguous())
-    parts = [p[:n] for p, n in zip(parts, sizes, strict=True)]
+    parts = [torch.empty_like(x) for _ in range(world.size)]
+    dist.all_gather(parts, x.detach().contiguous())
     parts[world.rank] = x
     return torch.cat(parts)
 

@@ -55,13 +55,13 @@ class OnlineEvaluator:
     def run(self, encoder: nn.Module, step: int, writer) -> dict[str, float]:
         """Evaluate ``encoder`` now; returns and logs ``{"knn_top1": ..., "probe_top1": ...}``."""
         modes = {module: module.training for module in encoder.modules()}
-        saved_rng = rng_state()
+        saved_rng = rng_state(self.device)
         try:
             results = self._evaluate(encoder)
         finally:
             for module, training in modes.items():
                 module.train(training)
-            set_rng_state(saved_rng)
+            set_rng_state(saved_rng, self.device)
         for name, value in results.items():
             writer.add_scalar(f"online/{name}", value, step)
         self.last = results

@@ -1,4 +1,5 @@
-"""What the training step keeps on the device between logging steps: its timing and the non-finite check.
+"""What the training step keeps on the device between logging steps: its timing and the non-finite check,
+and the check that it keeps everything there (``trainer.sync_debug``).
 
 Reading a CUDA tensor or timing with ``torch.cuda.synchronize`` makes the host wait for the GPU; done every
 step, it leaves the GPU idle while the host prepares the next one. These keep the values on the device
@@ -7,12 +8,76 @@ step, it leaves the GPU idle while the host prepares the next one. These keep th
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
 
+from ..utils.host_syncs import HostSyncCounter, HostSyncError, optimizer_step_counters
 from . import distributed
 from .distributed import World
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class SyncCheck:
+    """``trainer.sync_debug``: watch every training step for calls that make the host wait for the device.
+
+    ``off``: nothing. ``count``: :class:`~ssl_pretrain.utils.host_syncs.HostSyncCounter` around each step
+    (Python and ATen level, on any device; it slows the step), counts by kind in ``metrics.json``. ``error``:
+    stop at the first one, naming it: on CUDA through PyTorch's sync debug mode (nearly free), for every step
+    after this process's first (which allocates memory, tunes cuDNN and creates the optimizer's state); on
+    other devices through the counter, every step.
+    """
+
+    def __init__(self, mode: str, device: torch.device):
+        self.mode = mode
+        self.cuda_debug = mode == "error" and device.type == "cuda"
+        self.counter = None if mode == "off" or self.cuda_debug else HostSyncCounter(raise_at_first=mode == "error")
+        self.checked = 0
+        self.first_done = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.counter.counts) if self.counter is not None else {}
+
+    @contextlib.contextmanager
+    def step(self, optimizer: torch.optim.Optimizer, step: int):
+        """Around one training step (``step``: its number, for the error message)."""
+        if self.mode == "off" or (self.cuda_debug and not self.first_done):
+            self.first_done = True
+            yield
+            return
+        try:
+            with self._watching(optimizer):
+                yield
+        except HostSyncError as err:
+            raise StepSyncError(f"trainer.sync_debug=error: step {step}: {err}") from None
+        except RuntimeError as err:
+            if "synchronizing CUDA operation" not in str(err):
+                raise
+            raise StepSyncError(f"trainer.sync_debug=error: step {step} waits for the GPU: {err}") from None
+        self.checked += 1
+
+    @contextlib.contextmanager
+    def _watching(self, optimizer):
+        if self.cuda_debug:
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                yield
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+            return
+        self.counter.ignored |= {id(t) for t in optimizer_step_counters(optimizer)}
+        with self.counter:
+            yield
+
+
+class StepSyncError(TrainingError):
+    """A training step waited for the device under ``trainer.sync_debug=error``."""
 
 
 class StepTimer:

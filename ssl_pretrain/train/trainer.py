@@ -22,16 +22,18 @@ from tqdm import tqdm
 
 from ..build import make_encoder, make_task, resolve_device
 from ..config import Config, save_config
-from ..data import DataInfo, EpochBatchSampler, TensorImages, data_info, open_split, to_device_float
+from ..data import DataInfo, EpochBatchSampler, data_info, open_split, to_device_float
 from ..data.image_folder import split_record
 from ..data.loader import (
     dataset_on_host,
     decode_on_device,
     decodes_on_device,
+    full_batch,
     on_device,
     pretraining_batches,
     seed_workers,
 )
+from ..data.sources import Batch
 from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
@@ -40,6 +42,7 @@ from ..utils.files import FORMAT, atomic_torch_save, atomic_write_bytes, load_ch
 from ..utils.optim import make_optimizer, make_scheduler
 from ..utils.precision import (
     Precision,
+    announce_precision,
     configure_cuda,
     resolve_channels_last,
     resolve_precision,
@@ -50,11 +53,7 @@ from . import distributed
 from .checkpoint import keep_snapshot
 from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
 from .online_eval import OnlineEvaluator
-from .step_watch import NonFiniteWatch, StepTimer
-
-
-class TrainingError(Exception):
-    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+from .step_watch import NonFiniteWatch, StepTimer, SyncCheck, TrainingError
 
 
 @dataclass
@@ -98,13 +97,14 @@ class TrainingRun:
     online: OnlineEvaluator | None = None
     dataset_size: int = 0
     compiling: bool = False  # the next step is this process's first of a compiled model
-    may_skip_files: bool = False  # the source can drop unreadable files (processes must agree on empty batches)
     timer: StepTimer | None = None
     watch: NonFiniteWatch | None = None
+    sync_check: SyncCheck | None = None
     window_images: int = 0
     window_start: float = 0.0
     last_values: dict = field(default_factory=dict)  # the last step's metrics, still on the device
     last_batch: tuple | None = None
+    previous_batch: Batch | None = None  # this process's last full batch (fills one a source left empty)
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -154,7 +154,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     pin = device.type == "cuda" and dataset_on_host(dataset)
     loader, sampler = pretraining_batches(
         dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers, pin,
-        decode_here,
+        decode_here, world.local_size,
     )  # fmt: skip
     steps = total_steps(config, len(sampler))
     precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
@@ -163,7 +163,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
         task.to(memory_format=torch.channels_last)
     if world.distributed and config.trainer.sync_batchnorm:
         task = nn.SyncBatchNorm.convert_sync_batchnorm(task)
-    optimizer = make_optimizer(task, config.trainer)
+    optimizer = make_optimizer(task, config.trainer, fused=precision.needs_fused_optimizer)
     scheduler = make_scheduler(optimizer, config.trainer, steps)
     if resume:
         progress = _restore(checkpoint_path(run_dir), task, optimizer, scheduler, precision, world)
@@ -176,6 +176,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes to it
     writer = None
     if world.is_main:
+        announce_precision(config.trainer.precision, device, "pretraining")
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")  # on resume: only once the checkpoint has loaded
         _record_split(config, dataset, run_dir)
@@ -191,7 +192,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     run = TrainingRun(
         config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision,
         channels_last, progress, steps, run_dir, writer, bar, online, len(dataset), config.trainer.compile,
-        not isinstance(dataset, TensorImages), StepTimer(device), NonFiniteWatch(device),
+        StepTimer(device), NonFiniteWatch(device), SyncCheck(config.trainer.sync_debug, device),
     )  # fmt: skip
     try:
         _train(run)
@@ -202,9 +203,10 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     distributed.broadcast_buffers(task, world)
     _save_checkpoint(run)
     digests = distributed.gather_objects(weights_digest(task.state_dict()), world)
+    syncs = distributed.gather_objects(run.sync_check.counts, world)
     if world.is_main:
         export_encoder(task.encoder, run_dir)
-        metrics = _final_metrics(run, len(dataset), digests)
+        metrics = _final_metrics(run, len(dataset), digests, syncs)
         if online is not None:
             metrics.update({f"online_{k}": v for k, v in online.last.items()})
         write_json(run_dir / "metrics.json", metrics)
@@ -254,7 +256,9 @@ def _loop(run: TrainingRun) -> None:
             batch = decode_on_device(batch, run.device)  # data.decode=gpu; otherwise the batch as it is
             progress.batch_in_epoch += 1
             progress.epoch_skipped.extend(batch.skipped)
-            if not _train_step(run, batch):
+            with run.sync_check.step(run.optimizer, progress.step + 1):
+                stepped = _train_step(run, batch)
+            if not stepped:
                 continue
             logging = progress.step % cfg.log_every == 0 or progress.step == run.steps
             saving = progress.step % cfg.checkpoint_every == 0 and progress.step < run.steps
@@ -286,17 +290,14 @@ def _loop(run: TrainingRun) -> None:
 def _train_step(run: TrainingRun, batch) -> bool:
     """One optimizer step on ``batch``; False when the batch was left out (empty on some process)."""
     progress, world = run.progress, run.world
-    local = len(batch.images)
-    if run.may_skip_files and world.distributed:
-        # Only a source that can drop unreadable files needs this agreement (and pays its all-reduce): a
-        # batch empty on any process is left out by every process, so the collectives stay in step.
-        step_images, empty = distributed.sum_across([local, float(local == 0)], world)
-        if empty:
-            return False
-    elif local == 0:
+    if world.distributed:
+        # Every process steps on a full batch of the same shape, whatever files its source dropped: no
+        # agreement between processes (a collective read on the host) is needed, and gathers know the sizes.
+        batch = full_batch(batch, run.sampler.batch_size, run.previous_batch)
+        run.previous_batch = batch
+    elif len(batch.images) == 0:
         return False
-    else:
-        step_images = local * world.size  # equal full batches everywhere (the sampler drops the rest)
+    step_images = len(batch.images) * world.size
     timer = run.timer.start()
     inputs, targets, outputs, loss, metrics, loss_scale = _forward(run, batch)
     if run.config.trainer.nonfinite == "skip" and distributed.sum_across([float(not torch.isfinite(loss))], world)[0]:
@@ -449,7 +450,7 @@ def _save_checkpoint(run: TrainingRun) -> None:
     ``last.pt`` atomically."""
     _read_metrics(run)
     run.progress.train_seconds += run.timer.collect()
-    rng_states = distributed.gather_objects(rng_state(), run.world)
+    rng_states = distributed.gather_objects(rng_state(run.device), run.world)
     epoch_skipped = distributed.gather_objects(run.progress.epoch_skipped, run.world)
     if not run.world.is_main:
         return
@@ -502,7 +503,7 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         raise BadInput(f"{path}: optimizer state does not match trainer.optimizer ({err})") from None
     if precision.scaler is not None and ckpt.get("scaler"):
         precision.scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"] if world.rank == 0 else ckpt["rng_other_ranks"][world.rank - 1])
+    set_rng_state(ckpt["rng"] if world.rank == 0 else ckpt["rng_other_ranks"][world.rank - 1], world.device)
     return Progress(
         step=ckpt["step"],
         epoch=ckpt["epoch"],
@@ -526,7 +527,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str]) -> dict:
+def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str], syncs: list[dict]) -> dict:
     config, progress = run.config, run.progress
     metrics = {
         "task": config.task.name,
@@ -546,6 +547,12 @@ def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str]) -> d
         "global_batch_size": run.sampler.global_batch_size,
         "precision": run.precision.name,
         "weights_sha256_per_rank": digests,
+        "sync_debug": config.trainer.sync_debug,
+        "sync_checked_steps": run.sync_check.checked,
+        "step_host_syncs_per_rank": syncs,
     }
+    if run.precision.scaler is not None:
+        skipped = run.precision.skipped
+        metrics["fp16_overflow_steps"] = int(skipped) if skipped is not None else 0
     metrics.update({f"pretext_{k}": v for k, v in progress.last_metrics.items()})
     return metrics

@@ -1,7 +1,8 @@
 """Numeric precision and memory layout of the training step: fp32, bf16 autocast, fp16 autocast + scaler.
 
-``trainer.precision``: ``auto`` is bf16 on a CUDA device that supports it, fp16 (with a gradient
-scaler) on an older GPU and fp32 on CPU, where bf16 matmuls are often far slower than fp32.
+``trainer.precision``: ``auto`` is bf16 on a CUDA device that supports it natively, fp16 (with a gradient
+scaler) on an older GPU, bf16 on a CPU with native bf16 instructions (AVX512-BF16 or AMX, as PyTorch reports
+them) and fp32 on any other CPU, where bf16 is emulated and far slower than fp32.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class Precision:
-    """How the forward pass and loss run: ``dtype`` None is plain fp32."""
+    """How the forward pass and loss run: ``dtype`` None is plain fp32. With fp16, ``scaler`` scales the loss
+    and ``skipped`` counts, on the device, the steps it skipped for inf/NaN gradients."""
 
     name: str
     device_type: str
     dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
+    skipped: torch.Tensor | None = None
 
     def autocast(self):
         if self.dtype is None:
@@ -33,29 +36,73 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """``loss.backward()`` and ``optimizer.step()``, through the gradient scaler for fp16."""
+        """``loss.backward()`` and ``optimizer.step()``, through the gradient scaler for fp16.
+
+        With a fused optimizer (:func:`needs_fused_optimizer`) the scaler hands the inf/NaN check to the
+        optimizer's kernel, which skips the update there: no value is read back. Any other optimizer makes the
+        scaler read its inf/NaN flag on the host every step."""
         if self.scaler is None:
             loss.backward()
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
+        found_inf = getattr(optimizer, "found_inf", None)  # set by the scaler for a fused optimizer
+        if found_inf is not None:
+            skipped = found_inf.detach().reshape(()).to(torch.long)
+            self.skipped = skipped if self.skipped is None else self.skipped + skipped
         self.scaler.update()
+
+    @property
+    def needs_fused_optimizer(self) -> bool:
+        """fp16's scaler skips steps without a host wait only with a fused optimizer."""
+        return self.scaler is not None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), as PyTorch detects it. Without
+    them oneDNN emulates bf16 and autocast runs several times slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def auto_precision(device: torch.device) -> str:
+    """What ``trainer.precision=auto`` picks on ``device``."""
+    if device.type == "cuda":
+        # Native bf16 only (Ampere and newer): V100s and T4s emulate it, far slower than fp16 + scaler.
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def describe_precision(name: str, device: torch.device) -> str:
+    """One line saying which numeric path runs and why, e.g. ``precision: bf16 autocast (auto: ...)``."""
+    chosen = auto_precision(device) if name == "auto" else name
+    if device.type == "cpu":
+        native = "native bf16 on this CPU" if cpu_has_native_bf16() else "no native bf16 on this CPU"
+    else:
+        native = f"{device.type} device"
+    how = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast + gradient scaler"}[chosen]
+    return f"precision: {how} ({'auto, ' if name == 'auto' else ''}{native})"
+
+
+def announce_precision(name: str, device: torch.device, what: str) -> None:
+    """Print to stderr which numeric path ``what`` (pretraining, fine-tuning, ...) runs in."""
+    print(f"{what}: {describe_precision(name, device)}", file=sys.stderr)
 
 
 def resolve_precision(name: str, device: torch.device, warn: bool = True) -> Precision:
-    """The precision ``trainer.precision=name`` means on ``device``."""
+    """The precision ``trainer.precision=name`` means on ``device``; with ``warn``, bf16 or fp16 asked for
+    on a CPU that emulates them is said to be slow."""
     if name == "auto":
-        if device.type == "cuda":
-            # Native bf16 only (Ampere and newer): V100s and T4s emulate it, far slower than fp16 + scaler.
-            name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-        else:
-            name = "fp32"
+        name = auto_precision(device)
     if name == "fp32":
         return Precision(name, device.type, None, None)
-    if device.type == "cpu" and warn:
+    if device.type == "cpu" and warn and not cpu_has_native_bf16():
         print(
-            f"note: trainer.precision={name} on CPU: autocast matmuls there are often much slower than fp32",
+            f"note: trainer.precision={name} on a CPU without native bf16: autocast there is often much slower "
+            "than fp32",
             file=sys.stderr,
         )
     scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None

@@ -18,8 +18,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """All RNG states as plain tensors and ints (loadable with ``weights_only=True``)."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """All RNG states as plain tensors and ints (loadable with ``weights_only=True``). ``device``: the CUDA
+    device the run draws on (its generator is saved; None: the current CUDA device's)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -30,14 +31,22 @@ def rng_state() -> dict:
             "cached_gaussian": float(cached),
         },
         "torch": torch.get_rng_state(),
-        # The current device's generator only: a run resumed on a machine with fewer (or more) GPUs, each
+        # The run's device's generator only: a run resumed on a machine with fewer (or more) GPUs, each
         # process on its own device, gets back exactly the state it drew from.
-        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(_cuda_index(device))] if torch.cuda.is_available() else [],
     }
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def _cuda_index(device: torch.device | None) -> int | str:
+    """The CUDA generator to read or set: ``device``'s when it is a CUDA device, else the current one."""
+    if device is not None and device.type == "cuda" and device.index is not None:
+        return device.index
+    return "cuda"
+
+
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore what :func:`rng_state` saved; ``device``: the CUDA device the run draws on."""
     random.setstate(_as_tuple(state["python"]))
     numpy_state = state["numpy"]
     np.random.set_state(
@@ -51,7 +60,7 @@ def set_rng_state(state: dict) -> None:
     )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"][0])
+        torch.cuda.set_rng_state(state["cuda"][0], _cuda_index(device))
 
 
 def _as_tuple(value):

@@ -10,6 +10,7 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.tasks import DenoisingAutoencoder
 from ssl_pretrain.train import trainer
 from ssl_pretrain.utils.files import safe_torch_load
+from ssl_pretrain.utils.precision import cpu_has_native_bf16, describe_precision
 
 from ..helpers import folder_overrides, interrupt_after_checkpoint
 
@@ -81,10 +82,12 @@ def test_fp16_autocast_with_a_gradient_scaler_resumes_exactly(image_folder, tmp_
     assert json.loads((tmp_path / "straight" / "metrics.json").read_text())["precision"] == "fp16"
 
 
-def test_auto_precision_is_fp32_on_cpu_and_bf16_runs(image_folder, tmp_path):
-    assert _pretrain(image_folder, tmp_path, name="auto") == 0
+def test_auto_precision_follows_the_cpu_and_bf16_runs(image_folder, tmp_path, capsys):
+    assert _pretrain(image_folder, tmp_path, ["trainer.precision=auto"], name="auto") == 0
     assert safe_torch_load(tmp_path / "auto" / "checkpoints" / "last.pt")["scaler"] is None
-    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["precision"] == "fp32"
+    expected = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["precision"] == expected
+    assert f"pretraining: {describe_precision('auto', torch.device('cpu'))}" in capsys.readouterr().err
     assert _pretrain(image_folder, tmp_path, ["trainer.precision=bf16"], name="bf16") == 0
     metrics = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
     assert metrics["precision"] == "bf16" and metrics["pretext_loss"] > 0

@@ -6,7 +6,10 @@ from torch import nn
 
 from ssl_pretrain.errors import ConfigError
 from ssl_pretrain.utils.precision import (
+    announce_precision,
     channels_last_hazard,
+    cpu_has_native_bf16,
+    describe_precision,
     resolve_channels_last,
     resolve_precision,
     to_memory_format,
@@ -15,8 +18,20 @@ from ssl_pretrain.utils.precision import (
 CPU = torch.device("cpu")
 
 
-def test_auto_precision_is_fp32_on_cpu_and_bf16_runs_under_autocast():
-    assert resolve_precision("auto", CPU).dtype is None
+def test_auto_precision_on_cpu_follows_native_bf16_and_bf16_runs_under_autocast(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", CPU).dtype is None and not cpu_has_native_bf16()
+    assert describe_precision("auto", CPU) == "precision: fp32 (auto, no native bf16 on this CPU)"
+    resolve_precision("bf16", CPU)
+    assert "without native bf16" in capsys.readouterr().err, "emulated bf16 asked for is said to be slow"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # a Sapphire Rapids: AMX
+    assert resolve_precision("auto", CPU).dtype == torch.bfloat16 and cpu_has_native_bf16()
+    assert describe_precision("auto", CPU) == "precision: bf16 autocast (auto, native bf16 on this CPU)"
+    resolve_precision("bf16", CPU)
+    assert capsys.readouterr().err == "", "native bf16 is not warned about"
+    announce_precision("auto", CPU, "pretraining")
+    assert capsys.readouterr().err == "pretraining: precision: bf16 autocast (auto, native bf16 on this CPU)\n"
     bf16 = resolve_precision("bf16", CPU, warn=False)
     with bf16.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
