@@ -16,12 +16,16 @@ from PIL import Image
 TIMEOUT = 300
 
 
+def torchrun(nproc: int) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=nproc``, through this Python."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+
 def cli_command(args: list[str], nproc: int = 1) -> list[str]:
     """``python -m ssl_pretrain ARGS``, or the same under ``torchrun --standalone`` with ``nproc`` processes."""
     if nproc == 1:
         return [sys.executable, "-m", "ssl_pretrain", *args]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return [*launcher, "-m", "ssl_pretrain", *args]
+    return [*torchrun(nproc), "-m", "ssl_pretrain", *args]
 
 
 def _start(command: list[str]) -> subprocess.Popen:
@@ -81,6 +85,11 @@ def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 
 def run_cli(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
     return _finish(_start(cli_command(args, nproc)))
+
+
+def run_command(command: list[str]) -> subprocess.CompletedProcess:
+    """Any command, with the same time limit and stacks-on-hang as :func:`run_cli`."""
+    return _finish(_start(command))
 
 
 def run_on_nodes(args: list[str], nodes: int) -> list[subprocess.CompletedProcess]:

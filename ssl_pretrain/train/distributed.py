@@ -33,6 +33,7 @@ class World:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # where collectives' tensors live (the GPU under NCCL)
     local_size: int = 1  # processes on this machine
+    owns_group: bool = False  # this run joined the process group (and leaves it); else a caller set it up
 
     @property
     def distributed(self) -> bool:
@@ -60,10 +61,12 @@ def world_from_env() -> World:
 def start(world: World, device: torch.device, timeout_seconds: float = 600.0) -> World:
     """Join the process group (NCCL for CUDA devices, gloo for CPU); returns ``world`` on ``device``. A
     collective that waits longer than ``timeout_seconds`` (a failed or stuck process) fails on every process
-    instead of hanging until the backend's default."""
+    instead of hanging until the backend's default. A group the caller already set up is used as it is (and
+    left to the caller by :func:`stop`)."""
     world = World(world.rank, world.size, world.local_rank, device, world.local_size)
     if not world.distributed or dist.is_initialized():
         return world
+    world = World(world.rank, world.size, world.local_rank, device, world.local_size, owns_group=True)
     timeout = datetime.timedelta(seconds=timeout_seconds)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -74,7 +77,8 @@ def start(world: World, device: torch.device, timeout_seconds: float = 600.0) ->
 
 
 def stop(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    """Leave the process group :func:`start` joined (not one the caller set up)."""
+    if world.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -47,10 +47,11 @@ class Precision:
             return
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
-        found_inf = getattr(optimizer, "found_inf", None)  # set by the scaler for a fused optimizer
-        if found_inf is not None:
-            skipped = found_inf.detach().reshape(()).to(torch.long)
-            self.skipped = skipped if self.skipped is None else self.skipped + skipped
+        # The scaler's inf/NaN flags of this step (GradScaler keeps them per optimizer until update()):
+        # added on the device, read only when metrics are written.
+        flags = self.scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values()
+        skipped = sum(flag.to(torch.long) for flag in flags)
+        self.skipped = skipped if self.skipped is None else self.skipped + skipped
         self.scaler.update()
 
     @property

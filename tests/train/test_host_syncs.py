@@ -1,53 +1,68 @@
-"""A training step makes the host wait for the device at no point: counted on CPU, for every task."""
+"""A training step makes the host wait for the device at no point: counted on CPU (at the Python and the ATen
+level, ``trainer.sync_debug=count``) for every shipped config, grey and colour, in fp32, bf16 and fp16, in one
+process and under torchrun with two."""
+
+import json
+from pathlib import Path
 
 import pytest
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.tasks import RotationPrediction
-from ssl_pretrain.train import trainer
-from ssl_pretrain.utils.host_syncs import HostSyncCounter, optimizer_step_counters
 
 from ..helpers import TINY
+from ..processes import run_command, torchrun
 
-TASK_OPTIONS = {
-    "dae": [],
-    "rotation": [],
-    "exemplar": ["task.copies=2"],
-    "relative_patch": ["task.downsample_prob=0.5"],
-    "multi": ["task.tasks=[{name: rotation}, {name: exemplar, copies: 2, num_seeds: null, loss: contrastive}]"],
-}
-
-
-def count_step_syncs(monkeypatch, args: list[str]) -> HostSyncCounter:
-    """Run ``ssl-pretrain pretrain args`` counting host synchronisations inside the training steps only
-    (logging, checkpoints and the end of the run are allowed theirs)."""
-    counter = HostSyncCounter()
-    counter.active = False
-    step = trainer._train_step
-
-    def counted(run, batch):
-        counter.ignored |= {id(t) for t in optimizer_step_counters(run.optimizer)}
-        counter.active = True
-        try:
-            return step(run, batch)
-        finally:
-            counter.active = False
-
-    monkeypatch.setattr(trainer, "_train_step", counted)
-    with counter:
-        assert main(["pretrain", *args]) == 0
-    return counter
+SHIPPED = sorted(str(p) for p in Path("configs").glob("*/*.yaml"))
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Options that reach code paths the shipped values skip (the down- and up-sampling of patches).
+TASK_OPTIONS = {"relative_patch": ["task.downsample_prob=0.5"]}
+STEPS = 4
 
 
-@pytest.mark.parametrize("task", sorted(TASK_OPTIONS))
-def test_no_training_step_waits_for_the_device(task, fashion_mnist_root, tmp_path, monkeypatch):
-    args = ["-c", f"configs/fashion_mnist/{task}.yaml", *TINY, f"data.root={fashion_mnist_root}"]
-    args += ["data.download=false", f"output_dir={tmp_path}", "trainer.max_steps=4", "trainer.log_every=2"]
-    counter = count_step_syncs(monkeypatch, args + TASK_OPTIONS[task])
-    assert counter.total == 0, dict(counter.counts)
+def config_args(config: str, fashion_mnist_root, image_folder, out, name: str) -> list[str]:
+    """``pretrain`` arguments for shipped ``config`` at test size: Fashion-MNIST's stand-in for its grey
+    configs, generated RGB images for the colour ones."""
+    args = ["pretrain", "-c", config, *TINY, f"output_dir={out}", f"run_name={name}", f"trainer.max_steps={STEPS}"]
+    args += ["trainer.log_every=2", "trainer.sync_debug=count"]
+    if "fashion_mnist" in config:
+        args += [f"data.root={fashion_mnist_root}", "data.download=false"]
+    else:
+        args += ["data.name=image_folder", f"data.root={image_folder}", "data.image_size=32"]
+    return args + TASK_OPTIONS.get(Path(config).stem, [])
 
 
-def test_the_count_catches_a_read_added_to_the_step(fashion_mnist_root, tmp_path, monkeypatch):
+def syncs_of(run: Path) -> tuple[int, list[dict]]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return metrics["sync_checked_steps"], metrics["step_host_syncs_per_rank"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("config", SHIPPED)
+def test_no_training_step_waits_for_the_device(config, precision, fashion_mnist_root, image_folder, tmp_path):
+    args = config_args(config, fashion_mnist_root, image_folder, tmp_path, "run")
+    assert main([*args, f"trainer.precision={precision}"]) == 0
+    assert syncs_of(tmp_path / "run") == (STEPS, [{}])
+
+
+def test_no_step_waits_under_torchrun_with_two_processes(fashion_mnist_root, image_folder, tmp_path):
+    """Every shipped config in every precision, in one torchrun launch (the driver keeps its process group
+    across the runs): gathered batches, DDP's all-reduce and the fp16 scaler included."""
+    runs = [
+        [*config_args(config, fashion_mnist_root, image_folder, tmp_path, f"{Path(config).parent.name}-"
+                      f"{Path(config).stem}-{precision}"), f"trainer.precision={precision}"]
+        for config in SHIPPED
+        for precision in PRECISIONS
+    ]  # fmt: skip
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    done = run_command([*torchrun(2), str(Path(__file__).parent / "sync_driver.py"), str(tmp_path / "runs.json")])
+    assert done.returncode == 0, done.stderr[-4000:]
+    for args in runs:
+        name = next(a for a in args if a.startswith("run_name=")).split("=", 1)[1]
+        assert syncs_of(tmp_path / name) == (STEPS, [{}, {}]), name
+
+
+def test_the_count_catches_a_read_added_to_the_step(fashion_mnist_root, image_folder, tmp_path, monkeypatch):
     loss = RotationPrediction.loss
 
     def reads_its_loss(self, outputs, targets):
@@ -56,7 +71,32 @@ def test_the_count_catches_a_read_added_to_the_step(fashion_mnist_root, tmp_path
         return value, metrics
 
     monkeypatch.setattr(RotationPrediction, "loss", reads_its_loss)
-    args = ["-c", "configs/fashion_mnist/rotation.yaml", *TINY, f"data.root={fashion_mnist_root}"]
-    args += ["data.download=false", f"output_dir={tmp_path}", "trainer.max_steps=3"]
-    counter = count_step_syncs(monkeypatch, args)
-    assert counter.counts["item"] == 3
+    config = "configs/fashion_mnist/rotation.yaml"
+    assert main(config_args(config, fashion_mnist_root, image_folder, tmp_path, "run")) == 0
+    assert syncs_of(tmp_path / "run") == (STEPS, [{"item": STEPS}])
+
+
+def test_sync_debug_error_stops_at_the_first_wait_naming_it(fashion_mnist_root, image_folder, tmp_path, capsys):
+    from ssl_pretrain.tasks import rotation
+
+    config = "configs/fashion_mnist/rotation.yaml"
+    args = config_args(config, fashion_mnist_root, image_folder, tmp_path, "run")
+    original = rotation.RotationPrediction.make_batch
+
+    def builds_labels_from_a_list(self, images, indices=None):
+        inputs, targets = original(self, images, indices)
+        import torch
+
+        return inputs, targets + torch.tensor([0] * len(targets), device=images.device)
+
+    rotation.RotationPrediction.make_batch = builds_labels_from_a_list
+    try:
+        assert main([*args, "trainer.sync_debug=error"]) == 1
+    finally:
+        rotation.RotationPrediction.make_batch = original
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "ssl-pretrain: training stopped: trainer.sync_debug=error: step 1: a training step waits for the device: "
+        "torch.tensor(host data, device=...)"
+    )
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -1,0 +1,114 @@
+"""The host-sync counter on its own: what it counts at the Python level and inside torch functions."""
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_pretrain.utils.host_syncs import HostSyncCounter, HostSyncError, optimizer_step_counters
+from ssl_pretrain.utils.precision import resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def counted(action) -> dict:
+    with HostSyncCounter() as counter:
+        action()
+    return dict(counter.counts)
+
+
+@pytest.mark.parametrize(
+    "action, kind",
+    [
+        (lambda x: x.sum().item(), "item"),
+        (lambda x: float(x.sum()), "__float__"),
+        (lambda x: print(x[:1]), "__repr__"),
+        (lambda x: torch.tensor([1.0, 2.0], device=x.device), "torch.tensor(host data, device=...)"),
+        (lambda x: torch.as_tensor((0, 1), device=x.device), "torch.as_tensor(host data, device=...)"),
+        (lambda x: x[:, [0, 2]], "list index __getitem__"),
+        (lambda x: x[x > 0.5], "boolean mask __getitem__"),
+        (lambda x: torch.where(x > 0.5), "where(condition)"),
+        (
+            lambda x: x.flatten().repeat_interleave(torch.ones(12, dtype=torch.long)),
+            "repeat_interleave(tensor repeats)",
+        ),
+        (lambda x: torch.bincount((x.flatten() * 3).long()), "bincount"),
+        (lambda x: x.to("meta"), "to(meta)"),
+        (lambda x: torch.empty(3, 4, device="meta").copy_(x), "copy_ between devices"),
+    ],
+)
+def test_python_level_calls_that_wait_are_counted_once(action, kind):
+    x = torch.rand(3, 4)
+    assert counted(lambda: action(x)) == {kind: 1}
+
+
+def test_syncs_inside_torch_functions_are_seen_at_the_aten_level():
+    # torch.linalg.inv checks its result for singular matrices on the host (_linalg_check_errors): a wait
+    # no Python-level name shows; F.cross_entropy and Kornia-style arithmetic wait for nothing.
+    m = torch.eye(3).expand(2, 3, 3) * 2
+    assert counted(lambda: torch.linalg.inv(m)) == {"aten _linalg_check_errors": 1}
+    assert counted(lambda: torch.inverse(m)) == {"aten _linalg_check_errors": 1}
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    assert counted(lambda: nn.functional.cross_entropy(logits, labels)) == {}
+    assert counted(lambda: torch.nn.functional.interpolate(torch.rand(1, 1, 4, 4), scale_factor=2)) == {}
+
+
+def test_host_constructions_and_device_side_work_are_not_counted():
+    x = torch.rand(3, 4)
+    assert counted(lambda: torch.tensor([1.0, 2.0])) == {}  # host data kept on the host
+    assert counted(lambda: x[:, torch.tensor([0, 2])]) == {}  # a tensor index: no list to copy
+    assert counted(lambda: torch.where(x > 0.5, x, 0.0)) == {}
+    assert counted(lambda: x.repeat_interleave(2, dim=0)) == {}
+    assert counted(lambda: x.to(torch.float16)) == {}
+
+
+def test_an_optimizers_host_step_counters_are_not_counted():
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step():
+        model(torch.rand(3, 4)).sum().backward()
+        optimizer.step()
+
+    assert counted(step) == {}, "the first step creates the host counters"
+    with HostSyncCounter(ignore=optimizer_step_counters(optimizer)) as counter:
+        step()
+    assert counter.total == 0
+
+
+@pytest.mark.parametrize("fused, expected", [(False, {"item": 1}), (True, {})])
+def test_fp16_scaler_waits_unless_the_optimizer_is_fused(fused, expected):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=fused)
+    precision = resolve_precision("fp16", CPU, warn=False)
+
+    def step():
+        with precision.autocast():
+            loss = model(torch.rand(3, 4)).float().square().mean()
+        precision.backward_and_step(loss, optimizer)
+
+    step()  # the first: state created
+    with HostSyncCounter(ignore=optimizer_step_counters(optimizer)) as counter:
+        step()
+    assert dict(counter.counts) == expected
+
+
+def test_fp16_skipped_steps_are_counted_on_the_device_and_leave_the_weights():
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    precision = resolve_precision("fp16", CPU, warn=False)
+    before = model.weight.detach().clone()
+    with precision.autocast():
+        loss = (model(torch.ones(1, 2)).float() * 1e38).sum()  # scaled by 65536: inf gradients
+    precision.backward_and_step(loss, optimizer)
+    assert torch.equal(model.weight, before) and int(precision.skipped) == 1
+    optimizer.zero_grad()
+    with precision.autocast():
+        loss = model(torch.ones(1, 2)).float().sum()
+    precision.backward_and_step(loss, optimizer)
+    assert not torch.equal(model.weight, before) and int(precision.skipped) == 1
+
+
+def test_raise_at_first_names_the_call():
+    with pytest.raises(HostSyncError, match="waits for the device: item"), HostSyncCounter(raise_at_first=True):
+        torch.ones(2).sum().item()
