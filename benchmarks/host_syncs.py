@@ -1,11 +1,13 @@
 """Host synchronisations inside the training step of every shipped config (the GPU idles at each one).
 
-    python benchmarks/host_syncs.py [--steps 6] [--smoke]
+    python benchmarks/host_syncs.py [--steps 6] [--precision fp32 bf16 fp16] [--smoke] [KEY=VALUE ...]
 
 Runs each shipped Fashion-MNIST config for a few steps through the real trainer with
-:class:`ssl_pretrain.utils.host_syncs.HostSyncCounter` active inside the steps (not in logging, checkpoints or
-the end of the run, which read values by design), and counts the calls that would make the host wait for a
-GPU. Counted on the CPU: the calls are the same wherever the step runs.
+``trainer.sync_debug=count``: every step (not logging, checkpoints or the end of the run, which read values by
+design) is watched at the Python level (``.item()``, printing, ``torch.tensor(list, device=...)``, list and
+boolean-mask indices, copies between devices, ...) and at the ATen level (every operator, also inside torch
+functions and libraries: ``_local_scalar_dense``, ``nonzero``, ``_linalg_check_errors``, ...). Counted on the
+CPU: the calls are the same wherever the step runs.
 """
 
 from __future__ import annotations
@@ -16,60 +18,50 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
+from common import REPO, report  # noqa: E402
 
-from ssl_pretrain.cli import main as cli  # noqa: E402
-from ssl_pretrain.train import trainer  # noqa: E402
-from ssl_pretrain.utils.host_syncs import HostSyncCounter  # noqa: E402
+import ssl_pretrain as ssl  # noqa: E402
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
+CONFIGS = REPO / "configs" / "fashion_mnist"
 SHIPPED = ["dae", "rotation", "exemplar", "relative_patch", "multi"]
+PRECISIONS = ["fp32", "bf16", "fp16"]
 
 
-def count(config: str, steps: int, overrides: list[str]) -> tuple[int, dict]:
-    """Steps counted and the host-synchronising calls made inside them, by kind."""
-    counter, seen = HostSyncCounter(), {"steps": 0}
-    counter.active = False
-    step = trainer._train_step
-
-    def counted(run, batch):
-        counter.active = True
-        try:
-            return step(run, batch)
-        finally:
-            counter.active = False
-            seen["steps"] += 1
-
-    trainer._train_step = counted
+def count(config: str, precision: str, steps: int, overrides: list[str]) -> tuple[int, dict]:
+    """Steps checked and the host-synchronising calls made inside them, by kind."""
     out = tempfile.mkdtemp(prefix="ssl_syncs_")
-    args = ["pretrain", "-c", str(CONFIGS / f"{config}.yaml"), f"trainer.max_steps={steps}", "trainer.log_every=3"]
-    args += ["trainer.progress=false", f"output_dir={out}", "data.limit=1024", "device=cpu", *overrides]
-    try:
-        with counter:
-            if cli(args) != 0:
-                raise SystemExit(f"{config}: the run failed")
-    finally:
-        trainer._train_step = step
-    return seen["steps"], dict(counter.counts)
+    run = ssl.pretrain(
+        CONFIGS / f"{config}.yaml",
+        [f"trainer.max_steps={steps}", "trainer.log_every=3", "trainer.progress=false", f"output_dir={out}",
+         "data.limit=1024", "device=cpu", "trainer.sync_debug=count", f"trainer.precision={precision}", *overrides],
+    )  # fmt: skip
+    metrics = run.metrics
+    return metrics["sync_checked_steps"], metrics["step_host_syncs_per_rank"][0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--precision", nargs="+", default=PRECISIONS, choices=PRECISIONS)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     smoke = ["model.widths=[4,8]", "model.blocks=[1,1]", "trainer.batch_size=8"] if args.smoke else []
-    lines = ["| config | steps counted | host synchronisations in those steps | which |", "|---|---|---|---|"]
+    lines = ["| config | precision | steps checked | host synchronisations in those steps | which |"]
+    lines.append("|---|---|---|---|---|")
     for config in SHIPPED:
-        steps, kinds = count(config, 3 if args.smoke else args.steps, smoke + args.overrides)
-        which = ", ".join(f"{k} x{v}" for k, v in kinds.items()) or "-"
-        lines.append(f"| {config} | {steps} | **{sum(kinds.values())}** | {which} |")
+        for precision in args.precision:
+            steps, kinds = count(config, precision, 3 if args.smoke else args.steps, smoke + args.overrides)
+            which = ", ".join(f"{k} x{v}" for k, v in kinds.items()) or "-"
+            lines.append(f"| {config} | {precision} | {steps} | **{sum(kinds.values())}** | {which} |")
     body = "\n".join(lines) + (
-        "\n\nCounted by a TorchFunctionMode around every training step (forward, task batch construction, loss, "
-        "backward, optimizer and schedule): `.item()`, `.tolist()`, `bool`/`int`/`float` of a tensor, "
-        "`nonzero`, boolean-mask indexing, `unique`, `.cpu()`, `.numpy()`; the optimizer's host-side step "
-        "counters excepted. Logging steps, checkpoints and the end of the run read values outside the step."
+        "\n\nCounted with `trainer.sync_debug=count` around every training step (task batch construction, forward, "
+        "loss, backward, optimizer and schedule), at the Python level (`.item()`, `.tolist()`, `bool`/`int`/`float` "
+        "of a tensor, printing, `torch.tensor(host data, device=...)`, list and boolean-mask indices, `nonzero`, "
+        "`unique`, one-argument `where`, `repeat_interleave` with tensor repeats, `bincount`, copies between "
+        "devices) and at the ATen level (the same operators anywhere below, e.g. `_local_scalar_dense`, "
+        "`_linalg_check_errors`); the optimizer's host-side step counters excepted. One process here; "
+        "`tests/train/test_host_syncs.py` also counts every shipped config under torchrun with two."
     )
     report("Host synchronisations in the training step (benchmarks/host_syncs.py)", body, args.smoke)
 

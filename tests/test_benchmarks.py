@@ -174,10 +174,11 @@ def test_data_loading_benchmark_smoke():
 
 
 def test_host_syncs_benchmark_smoke(fashion_mnist_root):
-    done = _run("benchmarks/host_syncs.py", "--smoke", f"data.root={fashion_mnist_root}", "data.download=false")
+    args = ["--smoke", "--precision", "fp32", "fp16", f"data.root={fashion_mnist_root}", "data.download=false"]
+    done = _run("benchmarks/host_syncs.py", *args)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "**" in line]
-    assert len(rows) == 5 and all("| **0** |" in row for row in rows)
+    assert len(rows) == 10 and all("| 3 | **0** | - |" in row for row in rows), rows
 
 
 def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
@@ -324,3 +325,33 @@ def test_supervised_ceiling_benchmark_smoke(fashion_mnist_root, tmp_path):
     names = [row.split(" | ")[0].lstrip("| ") for row in rows]
     assert names == ["rotation (pretrained, no labels)", "supervised on every label"]
     assert all(row.count("+-") == 2 for row in rows), "mean and spread over the two label seeds, both probes"
+
+
+def test_cpu_bf16_benchmark_smoke(fashion_mnist_root, tmp_path):
+    data = [f"data.root={fashion_mnist_root}", "data.download=false"]
+    done = _run("benchmarks/cpu_bf16.py", "speed", "--smoke", "--configs", "rotation", "--rounds", "1", *data)
+    assert done.returncode == 0, done.stderr
+    native = "has native bf16" if cpu_has_native_bf16() else "has no native bf16"
+    assert f"This CPU {native}" in done.stdout, "the benchmark says which path this CPU takes"
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| rotation |"))
+    fp32, bf16, ratio = (float(cell.strip(" *x")) for cell in row.split("|")[2:5])
+    assert fp32 > 0 and bf16 > 0 and abs(ratio - bf16 / fp32) < 0.01
+    runs = tmp_path / "runs"
+    done = _run("benchmarks/cpu_bf16.py", "quality", "--smoke", "--seeds", "2", "--runs", str(runs), *data)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| fp")}
+    assert set(rows) == {"fp32"} and "| bf16 |" in done.stdout
+    metrics = {p: json.loads((runs / f"rotation-{p}" / "metrics.json").read_text()) for p in ("fp32", "bf16")}
+    assert metrics["fp32"]["precision"] == "fp32" and metrics["bf16"]["precision"] == "bf16"
+    assert "bf16 - fp32:" in done.stdout and "the seeds' spread" in done.stdout
+
+
+def test_gpu_check_runs_its_path_at_toy_size_on_the_cpu(fashion_mnist_root):
+    done = _run("benchmarks/gpu_check.py", "--smoke", "device=cpu", f"data.root={fashion_mnist_root}",
+                "data.download=false")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "**" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["dae", "rotation", "exemplar", "relative_patch", "multi"]
+    assert all("| 0 (" in row for row in rows), "no step waits for the device"
+    assert "torchrun --nproc_per_node=1 (gloo): 3 steps" in done.stdout and "1%-label GAP probe" in done.stdout
+    assert "CUDA tests (`pytest -m cuda`):" in done.stdout

@@ -177,7 +177,7 @@ def fit_candidate(
                     continue
                 images = to_device_float(batch.images, info, device)
                 images = to_memory_format(augment_on_device(augment, images), channels_last)
-                labels = batch.labels.to(device)
+                labels = batch.labels.to(device, non_blocking=True)  # pinned on CUDA: no wait
                 if stream is not None:
                     pool = to_device_float(next(stream).images, info, device)
                     weak = to_memory_format(augment_on_device(weak_view, pool), channels_last)

@@ -288,7 +288,8 @@ def _loop(run: TrainingRun) -> None:
 
 
 def _train_step(run: TrainingRun, batch) -> bool:
-    """One optimizer step on ``batch``; False when the batch was left out (empty on some process)."""
+    """One optimizer step on ``batch``; False when the batch was left out (one process, none of its files
+    readable)."""
     progress, world = run.progress, run.world
     if world.distributed:
         # Every process steps on a full batch of the same shape, whatever files its source dropped: no
@@ -336,6 +337,8 @@ def _log_window(run: TrainingRun) -> None:
     rate = run.window_images / max(1e-9, time.perf_counter() - run.window_start)
     if world.is_main:
         _log_scalars(run.writer, progress.step, logged, run.optimizer, rate)
+        if run.precision.skipped is not None:  # fp16: the steps the gradient scaler skipped, read now
+            run.writer.add_scalar("train/fp16_overflow_steps", int(run.precision.skipped), progress.step)
         run.bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{rate:.0f}")
     run.window_images, run.window_start = 0, time.perf_counter()
 
@@ -463,6 +466,7 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.precision.scaler.state_dict() if run.precision.scaler is not None else None,
+        "fp16_overflow_steps": _overflow_steps(run.precision),
         "step": progress.step,
         "epoch": progress.epoch,
         "batch_in_epoch": progress.batch_in_epoch,
@@ -503,6 +507,7 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         raise BadInput(f"{path}: optimizer state does not match trainer.optimizer ({err})") from None
     if precision.scaler is not None and ckpt.get("scaler"):
         precision.scaler.load_state_dict(ckpt["scaler"])
+        precision.skipped = torch.tensor(ckpt.get("fp16_overflow_steps", 0), device=world.device)
     set_rng_state(ckpt["rng"] if world.rank == 0 else ckpt["rng_other_ranks"][world.rank - 1], world.device)
     return Progress(
         step=ckpt["step"],
@@ -518,6 +523,11 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         compile_images=ckpt.get("compile_images", 0),
         epoch_skipped=list(ckpt.get("epoch_skipped_per_rank", [[]] * world.size)[world.rank]),
     )
+
+
+def _overflow_steps(precision: Precision) -> int:
+    """fp16: the steps the gradient scaler has skipped in this run (read from the device)."""
+    return int(precision.skipped) if precision.skipped is not None else 0
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -552,7 +562,6 @@ def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str], sync
         "step_host_syncs_per_rank": syncs,
     }
     if run.precision.scaler is not None:
-        skipped = run.precision.skipped
-        metrics["fp16_overflow_steps"] = int(skipped) if skipped is not None else 0
+        metrics["fp16_overflow_steps"] = _overflow_steps(run.precision)
     metrics.update({f"pretext_{k}": v for k, v in progress.last_metrics.items()})
     return metrics

@@ -129,5 +129,25 @@ def test_loader_workers_auto_decodes_files_in_workers_and_memory_in_the_main_pro
     files = open_split(DataConfig(name="image_folder", root=str(image_folder), pretrain_on_test=True), "pretrain")
     assert loader_workers("auto", in_memory) == 0 and loader_workers(3, in_memory) == 3
     assert loader_workers("auto", files) == min(8, max(1, (os.cpu_count() or 2) // 2))
+    assert loader_workers("auto", files, local_processes=64) == 1, "torchrun's processes share the cores"
     assert on_device(in_memory, torch.device("cpu")) is in_memory and dataset_on_host(in_memory)
     assert DataConfig().num_workers == "auto"
+
+
+def test_a_short_batch_is_filled_to_a_fixed_shape_from_its_own_images():
+    from ssl_pretrain.data.loader import full_batch
+    from ssl_pretrain.data.sources import Batch
+
+    def batch(n: int, first: int = 0) -> Batch:
+        images = torch.arange(first, first + n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2)
+        return Batch(images, torch.arange(first, first + n), torch.arange(first, first + n) + 100, [f"bad{n}"])
+
+    full = batch(4)
+    assert full_batch(full, 4, None) is full
+    short = full_batch(batch(3, first=10), 5, full)
+    assert short.images[:, 0, 0, 0].tolist() == [10, 11, 12, 10, 11] and short.labels.tolist() == [10, 11, 12, 10, 11]
+    assert short.indices.tolist() == [110, 111, 112, 110, 111] and short.skipped == ["bad3"]
+    empty = full_batch(batch(0), 4, full)
+    assert empty.indices.tolist() == full.indices.tolist() and empty.skipped == ["bad0"], "the previous batch again"
+    first = full_batch(batch(0), 3, None)
+    assert first.images.shape == (3, 1, 2, 2) and not first.images.any() and first.labels.tolist() == [-1, -1, -1]

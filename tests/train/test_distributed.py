@@ -88,6 +88,23 @@ def test_every_other_task_trains_data_parallel(image_folder, tmp_path, task):
     assert len(set(metrics["weights_sha256_per_rank"])) == 1
 
 
+def test_unreadable_files_leave_every_process_a_full_batch_and_no_wait(image_folder, tmp_path):
+    """Files a process cannot read are refilled from its own batch: no process asks the others whether a batch
+    is empty, the contrastive loss gathers known shapes, and the files are still counted."""
+    for i in range(12):
+        (image_folder / f"class_{i % 3}" / f"broken_{i}.png").write_bytes(b"not a png")
+    extra = ["trainer.epochs=1", "trainer.max_steps=100", "trainer.batch_size=4", "data.pretrain_on_test=true"]
+    extra += ["trainer.sync_debug=count", *TASKS["exemplar"][:3]]
+    args = ["pretrain", "-c", "configs/fashion_mnist/exemplar.yaml", *folder_overrides(image_folder, tmp_path), *extra]
+    result = run_cli(args, nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["images_seen"] == 48 and metrics["skipped_images"] == 12
+    assert metrics["step_host_syncs_per_rank"] == [{}, {}] and metrics["sync_checked_steps"] == 6
+    assert len(set(metrics["weights_sha256_per_rank"])) == 1
+    assert "warning: skipped 12 unreadable image file(s) in epoch 1" in result.stderr
+
+
 def test_two_nodes_meet_at_a_rendezvous_and_train_one_model(image_folder, tmp_path):
     common = ["-c", "configs/fashion_mnist/rotation.yaml", *folder_overrides(image_folder, tmp_path), *GROUP_NORM]
     common += TASKS["rotation"]

@@ -79,3 +79,20 @@ def test_cuda_defaults_set_cudnn_benchmark_and_tf32_and_leave_cpu_alone(monkeypa
         assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def test_every_command_applies_the_cuda_settings(monkeypatch, fashion_mnist_root, tmp_path):
+    from ssl_pretrain import build
+    from ssl_pretrain.cli import main
+
+    from ..helpers import TINY
+
+    args = ["-c", "configs/fashion_mnist/dae.yaml", *TINY, f"data.root={fashion_mnist_root}", "data.download=false"]
+    args += [f"output_dir={tmp_path}", "run_name=run", "trainer.tf32=false"]
+    assert main(["pretrain", *args]) == 0
+    seen = []
+    monkeypatch.setattr(build, "configure_cuda", lambda device, benchmark, tf32: seen.append((device, benchmark, tf32)))
+    evaluate = [*args, f"evaluation.encoder={tmp_path / 'run'}", "finetune.epochs=1"]
+    for command in ("probe", "knn", "finetune"):
+        assert main([command, *evaluate]) == 0
+        assert seen.pop() == (CPU, True, False), f"{command} applies trainer.cudnn_benchmark and trainer.tf32"
