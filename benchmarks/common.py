@@ -92,12 +92,18 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_checked(command: list[str]) -> str:
-    """Run ``command`` (a fresh process) and return its stdout; exit with the tail of its stderr if it fails."""
+def run_captured(command: list[str]) -> subprocess.CompletedProcess:
+    """Run ``command`` (a fresh process), its stdout and stderr kept; exit with the tail of its stderr if it
+    fails."""
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
+    return done
+
+
+def run_checked(command: list[str]) -> str:
+    """:func:`run_captured`'s stdout."""
+    return run_captured(command).stdout
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_checked  # noqa: E402
+from common import report, run_captured  # noqa: E402
 
 SMOKE = [
     "trainer.max_steps=2",
@@ -34,11 +34,13 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="ssl_demo_")
     overrides = [f"output_dir={out}", "trainer.progress=false", *(SMOKE if args.smoke else []), *args.overrides]
     start = time.perf_counter()
-    stdout = run_checked([sys.executable, "-m", "ssl_pretrain", "demo", *overrides])
+    done = run_captured([sys.executable, "-m", "ssl_pretrain", "demo", *overrides])
     minutes = (time.perf_counter() - start) / 60
-    lines = [line for line in stdout.splitlines() if line.strip()]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
     figure = next(line for line in lines if line.startswith("DAE-pretrained encoder:"))
+    paths = [line for line in done.stderr.splitlines() if ": precision: " in line]  # which numeric path ran
     body = "```\n" + "\n".join(lines[-8:]) + "\n```\n\n" + f"{figure}\n\nWall time, start to end: {minutes:.1f} min."
+    body += "".join(f"\n\n{line}" for line in paths)
     report("The README's main job: ssl-pretrain demo (benchmarks/demo_run.py)", body, args.smoke)
 
 
