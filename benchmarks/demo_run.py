@@ -38,7 +38,7 @@ def main() -> None:
     minutes = (time.perf_counter() - start) / 60
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     figure = next(line for line in lines if line.startswith("DAE-pretrained encoder:"))
-    paths = [line for line in done.stderr.splitlines() if ": precision: " in line]  # which numeric path ran
+    paths = [line for line in done.stdout.splitlines() if ": precision: " in line]  # which numeric path ran
     body = "```\n" + "\n".join(lines[-8:]) + "\n```\n\n" + f"{figure}\n\nWall time, start to end: {minutes:.1f} min."
     body += "".join(f"\n\n{line}" for line in paths)
     report("The README's main job: ssl-pretrain demo (benchmarks/demo_run.py)", body, args.smoke)

@@ -17,7 +17,7 @@ scikit-learn pytest`` and ``pip install -e . --no-deps`` from the repository roo
    Exemplar run of step 2.
 
 It prints a RESULTS.md entry, and appends it when it ran on CUDA without ``--smoke``. Without a GPU it runs
-the same path at toy size (a 2-stage 4-8 wide model, 1024 images, 3 steps): that is its test.
+the same path at toy size (a 2-stage 4-8 wide model, 1024 images, batches of 16, 3 steps): that is its test.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ssl_pretrain.utils.precision import cpu_has_native_bf16  # noqa: E402
 CONFIGS = REPO / "configs" / "fashion_mnist"
 SHIPPED = ["dae", "rotation", "exemplar", "relative_patch", "multi"]
 NEEDED = ["kornia", "webdataset", "wids", "tensorboard", "tqdm", "yaml", "PIL", "sklearn", "pytest"]
-TOY = ["model.widths=[4,8]", "model.blocks=[1,1]", "data.limit=1024"]
+TOY = ["model.widths=[4,8]", "model.blocks=[1,1]", "data.limit=1024", "trainer.batch_size=16"]
 PROBE = ["data.label_fraction=0.01", "probe.l2=[1e-4,1e-3,1e-2]", "evaluation.val_folds=5", "trainer.progress=false"]
 
 
@@ -145,7 +145,7 @@ def main() -> None:
             f"| {config} | {m['precision']} | {m['bare']:.0f} | {m['framework']:.0f} | **{ratios[config]:.3f}x** | "
             f"{m['syncs']} ({m['checked_steps']}) | {m['bare_memory_mb']:.0f} / {m['memory_mb']:.0f} |"
         )
-        print(rows[-1], flush=True)
+        print(f"measured {config}: {m}", flush=True)
     launched = torchrun_check(out, steps, overrides)
     print(launched, flush=True)
     probe = ssl.probe(out / "exemplar", [*PROBE, *(["evaluation.val_folds=2"] if toy else [])])

@@ -174,7 +174,7 @@ def test_data_loading_benchmark_smoke():
 
 
 def test_host_syncs_benchmark_smoke(fashion_mnist_root):
-    args = ["--smoke", "--precision", "fp32", "fp16", f"data.root={fashion_mnist_root}", "data.download=false"]
+    args = ["--smoke", f"data.root={fashion_mnist_root}", "data.download=false", "--precision", "fp32", "fp16"]
     done = _run("benchmarks/host_syncs.py", *args)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "**" in line]

@@ -142,7 +142,7 @@ def fit_candidate(
         pretext = build_pretext(cfg.pretext, model.encoder, len(unlabeled.pool), options.seed).to(device)
         heads = pretext_head_parameters(pretext)
         groups.append({"params": heads, "lr": lr, "weight_decay": cfg.weight_decay, "name": "pretext_heads"})
-    optimizer = make_finetune_optimizer(groups, cfg.optimizer, cfg.momentum)
+    optimizer = make_finetune_optimizer(groups, cfg.optimizer, cfg.momentum, precision.needs_fused_optimizer)
     sampler = EpochBatchSampler(len(train), cfg.batch_size, options.seed)
     epochs = finetune_epochs(cfg.epochs, cfg.steps, len(sampler))
     steps = epochs * len(sampler)

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..encoders import Encoder
 from ..errors import ConfigError
+from ..utils.optim import nesterov_sgd
 
 
 def strategy_name(freeze_until: str | None) -> str:
@@ -82,7 +83,11 @@ class FreezePlan:
         return {"trainable_parameters": trainable, "frozen_parameters": total - trainable}
 
 
-def make_finetune_optimizer(groups: list[dict], optimizer: str, momentum: float) -> torch.optim.Optimizer:
+def make_finetune_optimizer(
+    groups: list[dict], optimizer: str, momentum: float, fused: bool = False
+) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW over ``groups``; ``fused`` (fp16): the kernel that takes the gradient scaler's
+    inf/NaN flag on the device, so a step reads nothing back."""
     if optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=momentum, nesterov=momentum > 0)
-    return torch.optim.AdamW(groups)
+        return nesterov_sgd(groups, 1e-3, momentum, fused)  # the default lr: every group sets its own
+    return torch.optim.AdamW(groups, **({"fused": True} if fused else {}))

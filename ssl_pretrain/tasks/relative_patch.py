@@ -42,7 +42,8 @@ def drop_colour(patches: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "gray":
         return to_grey(patches, dim=2).expand_as(patches).contiguous()
     keep = torch.randint(0, 3, patches.shape[:2], device=patches.device)
-    kept = F.one_hot(keep, 3).bool().view(*patches.shape[:2], 3, 1, 1)
+    # A comparison, not F.one_hot: on the CPU one_hot checks its range with two reads of the values.
+    kept = (keep.unsqueeze(-1) == torch.arange(3, device=patches.device)).view(*patches.shape[:2], 3, 1, 1)
     level = patches.mean(dim=(2, 3, 4), keepdim=True)
     noise = level + 0.01 * torch.randn_like(patches)
     return torch.where(kept, patches, noise)

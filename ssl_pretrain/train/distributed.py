@@ -13,6 +13,7 @@ process; without them a run is one process and everything here is a no-op. Conve
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -34,10 +35,13 @@ class World:
     device: torch.device = torch.device("cpu")  # where collectives' tensors live (the GPU under NCCL)
     local_size: int = 1  # processes on this machine
     owns_group: bool = False  # this run joined the process group (and leaves it); else a caller set it up
+    launched: bool = False  # started by torchrun (which sets WORLD_SIZE), whatever the number of processes
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Data-parallel: more than one process, or any torchrun launch (one process then forms a group of
+        one, so ``torchrun --nproc_per_node=1`` takes the DDP and NCCL path a multi-GPU run takes)."""
+        return self.size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +59,7 @@ def world_from_env() -> World:
         raise BadInput(
             f"WORLD_SIZE/RANK/LOCAL_RANK/LOCAL_WORLD_SIZE must be integers as set by torchrun ({err})"
         ) from None
-    return World(rank, size, local_rank, local_size=local_size)
+    return World(rank, size, local_rank, local_size=local_size, launched="WORLD_SIZE" in os.environ)
 
 
 def start(world: World, device: torch.device, timeout_seconds: float = 600.0) -> World:
@@ -63,10 +67,10 @@ def start(world: World, device: torch.device, timeout_seconds: float = 600.0) ->
     collective that waits longer than ``timeout_seconds`` (a failed or stuck process) fails on every process
     instead of hanging until the backend's default. A group the caller already set up is used as it is (and
     left to the caller by :func:`stop`)."""
-    world = World(world.rank, world.size, world.local_rank, device, world.local_size)
+    world = dataclasses.replace(world, device=device)
     if not world.distributed or dist.is_initialized():
         return world
-    world = World(world.rank, world.size, world.local_rank, device, world.local_size, owns_group=True)
+    world = dataclasses.replace(world, owns_group=True)
     timeout = datetime.timedelta(seconds=timeout_seconds)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -84,8 +88,9 @@ def stop(world: World) -> None:
 
 def rank_device(device: torch.device, world: World) -> torch.device:
     """Under torchrun each process on a node takes GPU ``LOCAL_RANK`` (``cuda`` without an index); a fixed
-    ``cuda:N`` would put every process on one GPU, where NCCL fails, so it is refused."""
-    if device.type == "cuda" and world.distributed:
+    ``cuda:N`` would put every process on one GPU, where NCCL fails, so it is refused (one process may name
+    its GPU)."""
+    if device.type == "cuda" and world.distributed and not (world.size == 1 and device.index is not None):
         if device.index is not None:
             raise ConfigError(
                 "device",

@@ -16,10 +16,22 @@ def make_optimizer(model: nn.Module, cfg: TrainerConfig, fused: bool = False) ->
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    extra = {"fused": True} if fused else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **extra)
-    return torch.optim.AdamW(groups, lr=cfg.lr, **extra)
+        return nesterov_sgd(groups, cfg.lr, cfg.momentum, fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, **({"fused": True} if fused else {}))
+
+
+def nesterov_sgd(groups: list[dict], lr: float, momentum: float, fused: bool = False) -> torch.optim.SGD:
+    """SGD with Nesterov momentum (plain SGD at ``momentum=0``). ``fused``: PyTorch's fused kernel, with every
+    momentum buffer made (zeros) now. Left to make them itself, the fused kernel's first step leaves them
+    unwritten when the gradient scaler skips that step (fp16 overflow; torch 2.14, CPU), and later steps read
+    that memory; from zeros its first update is the unfused one's (buffer = gradient, no dampening)."""
+    sgd = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, **({"fused": True} if fused else {}))
+    if fused and momentum > 0:
+        for group in sgd.param_groups:
+            for param in group["params"]:
+                sgd.state[param]["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return sgd
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -89,8 +89,9 @@ def describe_precision(name: str, device: torch.device) -> str:
 
 
 def announce_precision(name: str, device: torch.device, what: str) -> None:
-    """Print to stderr which numeric path ``what`` (pretraining, fine-tuning, ...) runs in."""
-    print(f"{what}: {describe_precision(name, device)}", file=sys.stderr)
+    """Print which numeric path ``what`` (pretraining, fine-tuning, ...) runs in (stdout, like the run
+    directory: stderr is kept for warnings and errors)."""
+    print(f"{what}: {describe_precision(name, device)}", flush=True)
 
 
 def resolve_precision(name: str, device: torch.device, warn: bool = True) -> Precision:

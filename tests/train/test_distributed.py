@@ -160,6 +160,9 @@ def test_a_fixed_gpu_under_torchrun_is_refused_and_cuda_maps_to_the_local_rank()
     with pytest.raises(ConfigError, match="device: cuda:0 under torchrun would put all 4 processes on one GPU"):
         rank_device(torch.device("cuda", 0), world)
     assert rank_device(torch.device("cuda", 0), World(0, 1, 0)) == torch.device("cuda", 0)
+    launched_alone = World(0, 1, 0, launched=True)  # torchrun --nproc_per_node=1: a group of one
+    assert launched_alone.distributed and not World(0, 1, 0).distributed
+    assert rank_device(torch.device("cuda", 1), launched_alone) == torch.device("cuda", 1)
 
 
 def test_the_process_group_has_the_configured_timeout(monkeypatch):

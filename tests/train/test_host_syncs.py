@@ -23,12 +23,15 @@ STEPS = 4
 def config_args(config: str, fashion_mnist_root, image_folder, out, name: str) -> list[str]:
     """``pretrain`` arguments for shipped ``config`` at test size: Fashion-MNIST's stand-in for its grey
     configs, generated RGB images for the colour ones."""
-    args = ["pretrain", "-c", config, *TINY, f"output_dir={out}", f"run_name={name}", f"trainer.max_steps={STEPS}"]
+    grey = "fashion_mnist" in config
+    tiny = TINY if grey else [arg for arg in TINY if not arg.startswith("model.")]  # their own backbone
+    args = ["pretrain", "-c", config, *tiny, f"output_dir={out}", f"run_name={name}", f"trainer.max_steps={STEPS}"]
     args += ["trainer.log_every=2", "trainer.sync_debug=count"]
-    if "fashion_mnist" in config:
+    if grey:
         args += [f"data.root={fashion_mnist_root}", "data.download=false"]
-    else:
-        args += ["data.name=image_folder", f"data.root={image_folder}", "data.image_size=32"]
+    else:  # 16 px keeps ResNet-18 quick; relative patch location needs room for its 3x3 grid
+        size = 32 if "relative_patch" in config else 16
+        args += ["data.name=image_folder", f"data.root={image_folder}", f"data.image_size={size}"]
     return args + TASK_OPTIONS.get(Path(config).stem, [])
 
 
@@ -46,13 +49,14 @@ def test_no_training_step_waits_for_the_device(config, precision, fashion_mnist_
 
 
 def test_no_step_waits_under_torchrun_with_two_processes(fashion_mnist_root, image_folder, tmp_path):
-    """Every shipped config in every precision, in one torchrun launch (the driver keeps its process group
-    across the runs): gathered batches, DDP's all-reduce and the fp16 scaler included."""
+    """Every shipped config in fp32 and the Fashion-MNIST ones in every precision, in one torchrun launch (the
+    driver keeps its process group across the runs): gathered batches, DDP's all-reduce and the fp16 scaler
+    included. (The colour configs' ResNet-18 in emulated fp16 is slow on 2 cores; one process covers them.)"""
+    combinations = [(c, p) for c in SHIPPED for p in PRECISIONS if p == "fp32" or "fashion_mnist" in c]
     runs = [
         [*config_args(config, fashion_mnist_root, image_folder, tmp_path, f"{Path(config).parent.name}-"
                       f"{Path(config).stem}-{precision}"), f"trainer.precision={precision}"]
-        for config in SHIPPED
-        for precision in PRECISIONS
+        for config, precision in combinations
     ]  # fmt: skip
     (tmp_path / "runs.json").write_text(json.dumps(runs))
     done = run_command([*torchrun(2), str(Path(__file__).parent / "sync_driver.py"), str(tmp_path / "runs.json")])

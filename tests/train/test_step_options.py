@@ -87,7 +87,7 @@ def test_auto_precision_follows_the_cpu_and_bf16_runs(image_folder, tmp_path, ca
     assert safe_torch_load(tmp_path / "auto" / "checkpoints" / "last.pt")["scaler"] is None
     expected = "bf16" if cpu_has_native_bf16() else "fp32"
     assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["precision"] == expected
-    assert f"pretraining: {describe_precision('auto', torch.device('cpu'))}" in capsys.readouterr().err
+    assert f"pretraining: {describe_precision('auto', torch.device('cpu'))}" in capsys.readouterr().out
     assert _pretrain(image_folder, tmp_path, ["trainer.precision=bf16"], name="bf16") == 0
     metrics = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
     assert metrics["precision"] == "bf16" and metrics["pretext_loss"] > 0

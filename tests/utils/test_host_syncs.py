@@ -112,3 +112,21 @@ def test_fp16_skipped_steps_are_counted_on_the_device_and_leave_the_weights():
 def test_raise_at_first_names_the_call():
     with pytest.raises(HostSyncError, match="waits for the device: item"), HostSyncCounter(raise_at_first=True):
         torch.ones(2).sum().item()
+
+
+def test_fused_sgd_starts_from_zero_momentum_so_a_skipped_first_step_leaves_nothing_unwritten():
+    from ssl_pretrain.utils.optim import nesterov_sgd
+
+    finals = []
+    for fused in (False, True):
+        a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+        sgd = nesterov_sgd([{"params": [a, b], "weight_decay": 0.01}], 0.1, 0.9, fused=fused)
+        scaler = torch.amp.GradScaler("cpu")
+        for step in range(5):
+            big = 1e38 if step in (0, 1, 3) else 1.0  # overflowing steps, the first two among them
+            sgd.zero_grad(set_to_none=True)
+            scaler.scale((a * big).sum() + (b * b).sum()).backward()
+            scaler.step(sgd)
+            scaler.update()
+        finals.append(torch.cat([a.detach(), b.detach()]))
+    torch.testing.assert_close(finals[1], finals[0])

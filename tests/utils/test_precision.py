@@ -31,7 +31,7 @@ def test_auto_precision_on_cpu_follows_native_bf16_and_bf16_runs_under_autocast(
     resolve_precision("bf16", CPU)
     assert capsys.readouterr().err == "", "native bf16 is not warned about"
     announce_precision("auto", CPU, "pretraining")
-    assert capsys.readouterr().err == "pretraining: precision: bf16 autocast (auto, native bf16 on this CPU)\n"
+    assert capsys.readouterr().out == "pretraining: precision: bf16 autocast (auto, native bf16 on this CPU)\n"
     bf16 = resolve_precision("bf16", CPU, warn=False)
     with bf16.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
