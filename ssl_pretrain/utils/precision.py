@@ -38,7 +38,7 @@ class Precision:
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """``loss.backward()`` and ``optimizer.step()``, through the gradient scaler for fp16.
 
-        With a fused optimizer (:func:`needs_fused_optimizer`) the scaler hands the inf/NaN check to the
+        With a fused optimizer (:attr:`needs_fused_optimizer`) the scaler hands the inf/NaN check to the
         optimizer's kernel, which skips the update there: no value is read back. Any other optimizer makes the
         scaler read its inf/NaN flag on the host every step."""
         if self.scaler is None:
@@ -96,14 +96,15 @@ def announce_precision(name: str, device: torch.device, what: str) -> None:
 
 def resolve_precision(name: str, device: torch.device, warn: bool = True) -> Precision:
     """The precision ``trainer.precision=name`` means on ``device``; with ``warn``, bf16 or fp16 asked for
-    on a CPU that emulates them is said to be slow."""
+    on a CPU that emulates it is said to be slow."""
     if name == "auto":
         name = auto_precision(device)
     if name == "fp32":
         return Precision(name, device.type, None, None)
-    if device.type == "cpu" and warn and not cpu_has_native_bf16():
+    native = cpu_has_native_bf16() if name == "bf16" else getattr(torch.cpu, "_is_amx_fp16_supported", bool)()
+    if device.type == "cpu" and warn and not native:
         print(
-            f"note: trainer.precision={name} on a CPU without native bf16: autocast there is often much slower "
+            f"note: trainer.precision={name} on a CPU without native {name}: autocast there is often much slower "
             "than fp32",
             file=sys.stderr,
         )
