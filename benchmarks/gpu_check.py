@@ -1,6 +1,6 @@
 """One command that shows the framework working on a GPU (under 8 minutes on one GPU).
 
-    python benchmarks/gpu_check.py [--steps 300] [--smoke] [KEY=VALUE ...]
+    python benchmarks/gpu_check.py [--steps 300] [--configs dae rotation ...] [--smoke] [KEY=VALUE ...]
 
 Needs, beyond the PyTorch of a GPU image: ``pip install kornia webdataset wids tensorboard tqdm pyyaml pillow
 scikit-learn pytest`` and ``pip install -e . --no-deps`` from the repository root (it says which are missing).
@@ -115,6 +115,7 @@ def torchrun_check(out: Path, steps: int, overrides: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--configs", nargs="+", default=SHIPPED, choices=SHIPPED, help="exemplar is probed")
     parser.add_argument("--smoke", action="store_true", help="toy size, nothing appended (what runs without a GPU)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -138,7 +139,7 @@ def main() -> None:
     rows = ["| config | precision | bare loop img/s | ssl-pretrain img/s | ratio | host syncs (checked steps) | "
             "peak memory bare / ssl-pretrain (MiB) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     ratios = {}
-    for config in SHIPPED:
+    for config in args.configs:
         m = measure_in_fresh_process(config, steps, out, overrides)
         ratios[config] = m["framework"] / m["bare"]
         rows.append(
@@ -148,12 +149,13 @@ def main() -> None:
         print(f"measured {config}: {m}", flush=True)
     launched = torchrun_check(out, steps, overrides)
     print(launched, flush=True)
-    probe = ssl.probe(out / "exemplar", [*PROBE, *(["evaluation.val_folds=2"] if toy else [])])
+    probed = "exemplar" if "exemplar" in args.configs else args.configs[0]
+    probe = ssl.probe(out / probed, [*PROBE, *(["evaluation.val_folds=2"] if toy else [])])
     device = torch.cuda.get_device_name(0) if cuda else "CPU (toy size)"
     worst = min(ratios, key=ratios.get)
     body = "\n".join(rows) + (
         f"\n\n- Device: {device}. CUDA tests (`pytest -m cuda`): {tests}\n- {launched}\n"
-        f"- 1%-label GAP probe of the Exemplar run ({steps} steps): {probe.test_top1('pretrained'):.2f}% test top-1\n"
+        f"- 1%-label GAP probe of the {probed} run ({steps} steps): {probe.test_top1('pretrained'):.2f}% test top-1\n"
         f"- {steps} steps per config, `trainer.sync_debug=error` (every step after a process's first checked); "
         f"images/s of the whole loop, data included; lowest ratio {worst} {ratios[worst]:.3f}x "
         f"(target >= 0.95x: {'met' if ratios[worst] >= 0.95 else 'missed'}).\n"
