@@ -51,6 +51,11 @@ def missing_packages() -> list[str]:
     return [name for name in NEEDED if importlib.util.find_spec(name) is None]
 
 
+def on_cuda(overrides: list[str]) -> bool:
+    """Whether the runs go to a GPU: there is one and ``device=cpu`` was not asked for."""
+    return torch.cuda.is_available() and "device=cpu" not in overrides
+
+
 def check_precision(cuda: bool) -> str:
     return "bf16" if cuda or cpu_has_native_bf16() else "fp32"
 
@@ -69,7 +74,7 @@ def measure(config: str, steps: int, out: Path, overrides: list[str]) -> dict:
     """In this (fresh) process: the bare loop, then ``ssl-pretrain pretrain`` with the sync check."""
     path = CONFIGS / f"{config}.yaml"
     bare_config = ssl.load_config(path, overrides)
-    cuda = torch.cuda.is_available() and "device=cpu" not in overrides
+    cuda = on_cuda(overrides)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     bare = bare_loop(bare_config, steps)
@@ -103,7 +108,7 @@ def torchrun_check(out: Path, steps: int, overrides: list[str]) -> str:
     start = time.perf_counter()
     run_checked([*launcher, "-m", "ssl_pretrain", *args])
     metrics = json.loads((out / "torchrun" / "metrics.json").read_text())
-    backend = "NCCL" if torch.cuda.is_available() and "device=cpu" not in overrides else "gloo"
+    backend = "NCCL" if on_cuda(overrides) else "gloo"
     syncs = sum(sum(counts.values()) for counts in metrics["step_host_syncs_per_rank"])
     return (
         f"torchrun --nproc_per_node=1 ({backend}): {metrics['steps']} steps, {metrics['images_per_s']:.0f} images/s, "
@@ -121,7 +126,7 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    cuda = torch.cuda.is_available() and "device=cpu" not in args.overrides
+    cuda = on_cuda(args.overrides)
     toy = args.smoke or not cuda
     overrides = ["trainer.progress=false", f"trainer.precision={check_precision(cuda)}", *(TOY if toy else [])]
     overrides += args.overrides

@@ -45,6 +45,7 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("device=gpu", "device"),
         ("trainer.nonfinite=ignore", "trainer.nonfinite"),
         ("trainer.precision=fp8", "trainer.precision"),
+        ("trainer.sync_debug=maybe", "trainer.sync_debug"),
         ("trainer.channels_last=2", "trainer.channels_last"),
         ("trainer.compile=fast", "trainer.compile"),
         ("trainer.keep_last=-1", "trainer.keep_last"),

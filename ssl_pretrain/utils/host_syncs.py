@@ -38,15 +38,13 @@ ATEN_SYNCING = {
 }  # fmt: skip
 
 
-def _bool_index(index) -> bool:
-    items = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+def _is_mask(item) -> bool:
+    return isinstance(item, torch.Tensor) and item.dtype == torch.bool
 
 
-def _list_index(index) -> bool:
-    """A Python list inside an index: PyTorch turns it into a host tensor and copies it to the device."""
-    items = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(i, list) for i in items)
+def _index_items(index) -> tuple:
+    """The items of a Python-level index (``x[a, b]`` passes a tuple, ``x[a]`` the item itself)."""
+    return index if isinstance(index, tuple) else (index,)
 
 
 def _target_device(args, kwargs) -> torch.device | None:
@@ -67,9 +65,10 @@ def _python_kind(name: str, args, kwargs) -> str | None:
     if name in CONSTRUCTORS and kwargs.get("device") is not None and args and not isinstance(args[0], torch.Tensor):
         return f"torch.{name}(host data, device=...)"
     if name in ("__getitem__", "__setitem__") and len(args) > 1:
-        if _bool_index(args[1]):
+        items = _index_items(args[1])
+        if any(_is_mask(item) for item in items):
             return f"boolean mask {name}"
-        if _list_index(args[1]):
+        if any(isinstance(item, list) for item in items):  # made a host tensor, copied to the device
             return f"list index {name}"
     if name == "where" and len(args) == 1 and not kwargs:
         return "where(condition)"
@@ -122,7 +121,7 @@ class _AtenSyncs(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         owner = self.owner
-        if owner.active and not owner.inside:
+        if not owner.inside:
             kind = _aten_kind(func, args, kwargs)
             if kind is not None and not owner.is_ignored(args[0] if args else None):
                 owner.record(f"aten {kind}")
@@ -139,11 +138,7 @@ def _aten_kind(func, args, kwargs) -> str | None:
         return "_to_copy between devices" if _moves(args[0].device, torch.device(kwargs["device"])) else None
     if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
         return "copy_ between devices" if _moves(args[1].device, args[0].device) else None
-    if (
-        name == "index"
-        and len(args) > 1
-        and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
-    ):
+    if name == "index" and len(args) > 1 and any(_is_mask(item) for item in args[1]):
         return "boolean mask index"
     return None
 
@@ -162,7 +157,6 @@ class HostSyncCounter(TorchFunctionMode):
         super().__init__()
         self.counts: collections.Counter = collections.Counter()
         self.ignored = {id(t) for t in ignore}
-        self.active = True
         self.inside = 0  # > 0 while a call judged at the Python level runs its operators
         self.raise_at_first = raise_at_first
         self._aten = _AtenSyncs(self)
@@ -196,8 +190,6 @@ class HostSyncCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not self.active:
-            return func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         kind = _python_kind(name, args, kwargs)
         if kind is None:
