@@ -61,9 +61,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_config  # noqa: E402
 
 from ssl_pretrain.config import Config, load_config  # noqa: E402
-from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
-from ssl_pretrain.evaluation.knn import run_knn  # noqa: E402
-from ssl_pretrain.evaluation.probe import probe_holdout_scores, run_probe  # noqa: E402
+from ssl_pretrain.evaluation.finetuning.run import run_finetune  # noqa: E402
+from ssl_pretrain.evaluation.frozen.knn import run_knn  # noqa: E402
+from ssl_pretrain.evaluation.frozen.probe import probe_holdout_scores, run_probe  # noqa: E402
 from ssl_pretrain.train.trainer import pretrain  # noqa: E402
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"

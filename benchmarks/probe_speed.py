@@ -25,12 +25,12 @@ from common import report  # noqa: E402
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import listed, load_config  # noqa: E402
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
-from ssl_pretrain.evaluation.encoder_source import load_encoder  # noqa: E402
-from ssl_pretrain.evaluation.feature_view import FeatureView  # noqa: E402
-from ssl_pretrain.evaluation.frozen import frozen_features  # noqa: E402
-from ssl_pretrain.evaluation.logistic import fit_logistic_regression, top1  # noqa: E402
-from ssl_pretrain.evaluation.metrics import percent_correct  # noqa: E402
-from ssl_pretrain.evaluation.splits import labeled_splits  # noqa: E402
+from ssl_pretrain.evaluation.frozen.feature_view import FeatureView  # noqa: E402
+from ssl_pretrain.evaluation.frozen.logistic import fit_logistic_regression, top1  # noqa: E402
+from ssl_pretrain.evaluation.frozen.method import frozen_features  # noqa: E402
+from ssl_pretrain.evaluation.shared.encoder_source import load_encoder  # noqa: E402
+from ssl_pretrain.evaluation.shared.metrics import percent_correct  # noqa: E402
+from ssl_pretrain.evaluation.shared.splits import labeled_splits  # noqa: E402
 
 
 def sklearn_probe(train_x, train_y, test_x, test_y, l2: float, max_iter: int) -> tuple[float, float, int]:

@@ -33,8 +33,8 @@ from low_label import (  # noqa: E402
 )
 
 from ssl_pretrain.encoders.export import export_encoder  # noqa: E402
-from ssl_pretrain.evaluation.classifier import load_classifier  # noqa: E402
-from ssl_pretrain.evaluation.finetune import run_finetune  # noqa: E402
+from ssl_pretrain.evaluation.finetuning.run import run_finetune  # noqa: E402
+from ssl_pretrain.evaluation.shared.classifier import load_classifier  # noqa: E402
 
 SUPERVISED_NAME = "supervised-all-labels"
 

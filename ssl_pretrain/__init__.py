@@ -26,7 +26,7 @@ from .api import Run, finetune, knn, load_config, load_encoder, pretrain, probe
 from .data import DatasetSpec, TensorImages
 from .encoders import Encoder, wrap_trunk
 from .errors import BadInput, ConfigError
-from .evaluation.reports import FinetuneReport, FrozenReport
+from .evaluation.shared.reports import FinetuneReport, FrozenReport
 from .registry import register_dataset, register_encoder, register_task
 from .tasks import PretextTask
 

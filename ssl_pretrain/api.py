@@ -11,7 +11,7 @@ A ``config`` is a YAML path, a mapping (nested, or dotted keys), a :class:`~ssl_
 None (every default); ``overrides`` are ``key=value`` strings or a mapping of dotted keys to values, applied
 last. Bad input raises :class:`~ssl_pretrain.errors.BadInput` (a :class:`~ssl_pretrain.errors.ConfigError`
 names the key): the exceptions the command line turns into exit code 2. Nothing here prints; the results
-are returned as objects (:mod:`ssl_pretrain.evaluation.reports`) and written next to the run as JSON, as by
+are returned as objects (:mod:`ssl_pretrain.evaluation.shared.reports`) and written next to the run as JSON, as by
 the command line.
 """
 
@@ -28,7 +28,7 @@ import yaml
 from .config import Config, apply_overrides, build_config, read_yaml
 from .encoders import Encoder
 from .errors import BadInput
-from .evaluation.reports import FinetuneReport, FrozenReport
+from .evaluation.shared.reports import FinetuneReport, FrozenReport
 
 ConfigLike = str | Path | Mapping | Config | None
 Overrides = Mapping[str, Any] | Iterable[str] | None
@@ -115,7 +115,7 @@ def _evaluation_config(source, key: str, config: ConfigLike, overrides: Override
     if source is not None:
         extra = [f"{key}={source.directory if isinstance(source, Run) else source}", *extra]
         if config is None:
-            from .evaluation.encoder_source import run_dir_of
+            from .evaluation.shared.encoder_source import run_dir_of
 
             run = run_dir_of(Path(source.directory if isinstance(source, Run) else source).expanduser())
             config = run / "config.yaml" if run is not None else None
@@ -125,27 +125,27 @@ def _evaluation_config(source, key: str, config: ConfigLike, overrides: Override
 def probe(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> FrozenReport:
     """Frozen-encoder linear probe of ``encoder`` (a Run, run directory, ``encoder.pt`` or checkpoint);
     the report (``results``, ``selected``, ``protocol``) is also written to ``probe.json``."""
-    from .evaluation.probe import run_probe
+    from .evaluation.frozen.probe import run_probe
 
     return run_probe(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
 def knn(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> FrozenReport:
     """Weighted kNN on frozen features of ``encoder``; the report also written to ``knn.json``."""
-    from .evaluation.knn import run_knn
+    from .evaluation.frozen.knn import run_knn
 
     return run_knn(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
 def finetune(encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None) -> FinetuneReport:
     """Fine-tune ``encoder`` + a linear head on the labels; the report also written to ``finetune.json``."""
-    from .evaluation.finetune import run_finetune
+    from .evaluation.finetuning.run import run_finetune
 
     return run_finetune(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
 
 
 def load_encoder(path: str | Path | Run) -> Encoder:
     """The encoder of a run directory, an exported ``encoder.pt`` or a training checkpoint, in eval mode."""
-    from .evaluation.encoder_source import load_encoder as load
+    from .evaluation.shared.encoder_source import load_encoder as load
 
     return load(path.directory if isinstance(path, Run) else path).eval()

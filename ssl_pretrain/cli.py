@@ -35,32 +35,32 @@ EVALUATIONS = {
     "probe": Evaluation(
         "frozen-encoder linear probe (evaluation.encoder=PATH)",
         "evaluation.encoder",
-        "ssl_pretrain.evaluation.probe:run_probe",
-        "ssl_pretrain.evaluation.probe:format_frozen_report",
+        "ssl_pretrain.evaluation.frozen.probe:run_probe",
+        "ssl_pretrain.evaluation.frozen.probe:format_frozen_report",
     ),
     "knn": Evaluation(
         "weighted kNN on frozen features (evaluation.encoder=PATH, knn.k, knn.temperature)",
         "evaluation.encoder",
-        "ssl_pretrain.evaluation.knn:run_knn",
-        "ssl_pretrain.evaluation.probe:format_frozen_report",
+        "ssl_pretrain.evaluation.frozen.knn:run_knn",
+        "ssl_pretrain.evaluation.frozen.probe:format_frozen_report",
     ),
     "finetune": Evaluation(
         "fine-tune encoder + head on labeled data (evaluation.encoder=PATH, finetune.freeze_until, finetune.unlabeled)",
         "evaluation.encoder",
-        "ssl_pretrain.evaluation.finetune:run_finetune",
-        "ssl_pretrain.evaluation.finetune:format_finetune",
+        "ssl_pretrain.evaluation.finetuning.run:run_finetune",
+        "ssl_pretrain.evaluation.finetuning.run:format_finetune",
     ),
     "ensemble": Evaluation(
         "combine fine-tuned or probed models (ensemble.members=[...], ensemble.method)",
         "ensemble.members",
-        "ssl_pretrain.evaluation.ensemble:run_ensemble",
-        "ssl_pretrain.evaluation.ensemble:format_ensemble",
+        "ssl_pretrain.evaluation.extras.ensemble:run_ensemble",
+        "ssl_pretrain.evaluation.extras.ensemble:format_ensemble",
     ),
     "gradcam": Evaluation(
         "Grad-CAM heatmaps, PNG grid + TensorBoard (gradcam.model=PATH, gradcam.layer)",
         "gradcam.model",
-        "ssl_pretrain.evaluation.gradcam:run_gradcam",
-        "ssl_pretrain.evaluation.gradcam:format_gradcam",
+        "ssl_pretrain.evaluation.extras.gradcam:run_gradcam",
+        "ssl_pretrain.evaluation.extras.gradcam:format_gradcam",
     ),
 }
 
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 def _evaluation_config(args, key: str) -> Config:
     """``-c`` may be left out when the command's model source belongs to a run (a directory holding
     ``config.yaml``): that config gives the defaults (for ``ensemble``, the first member's)."""
-    from .evaluation.encoder_source import run_dir_of
+    from .evaluation.shared.encoder_source import run_dir_of
 
     base = None
     given = (o.split("=", 1) for o in args.overrides if "=" in o)
@@ -144,7 +144,7 @@ def run(argv: list[str]) -> int:
         print(_function(evaluation.show)(report))
     elif args.command == "export":
         from .encoders.export import export_encoder
-        from .evaluation.encoder_source import task_from_checkpoint
+        from .evaluation.shared.encoder_source import task_from_checkpoint
 
         task, _ = task_from_checkpoint(Path(args.checkpoint))
         print(f"encoder written to {export_encoder(task.encoder, Path(args.out))}")

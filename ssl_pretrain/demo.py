@@ -8,8 +8,8 @@ randomly initialised encoder of the same architecture, and prints both top-1 fig
 from __future__ import annotations
 
 from .config import load_config
-from .evaluation.probe import format_frozen_report, run_probe
-from .evaluation.reports import FrozenReport
+from .evaluation.frozen.probe import format_frozen_report, run_probe
+from .evaluation.shared.reports import FrozenReport
 from .train.trainer import pretrain
 
 DEMO_SETTINGS = [

@@ -15,12 +15,12 @@ from torch import nn
 from ..config import Config, listed
 from ..data import DataInfo
 from ..errors import BadInput
-from ..evaluation.feature_view import FeatureView
-from ..evaluation.features import extract_features
-from ..evaluation.knn import weighted_knn_predict
-from ..evaluation.logistic import fit_logistic_regression, top1
-from ..evaluation.metrics import percent_correct
-from ..evaluation.splits import labeled_splits, validation_split
+from ..evaluation.frozen.feature_view import FeatureView
+from ..evaluation.frozen.features import extract_features
+from ..evaluation.frozen.knn import weighted_knn_predict
+from ..evaluation.frozen.logistic import fit_logistic_regression, top1
+from ..evaluation.shared.metrics import percent_correct
+from ..evaluation.shared.splits import labeled_splits, validation_split
 from ..utils.precision import resolve_precision
 from ..utils.rng import rng_state, set_rng_state
 

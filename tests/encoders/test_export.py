@@ -6,7 +6,7 @@ from torch import nn
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.encoders.export import load_exported_encoder
-from ssl_pretrain.evaluation.encoder_source import load_encoder
+from ssl_pretrain.evaluation.shared.encoder_source import load_encoder
 
 from ..helpers import folder_overrides
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssl_pretrain.cli import main
-from ssl_pretrain.evaluation.voting import (
+from ssl_pretrain.evaluation.extras.voting import (
     accuracy_weights,
     fit_stacking,
     hard_vote,

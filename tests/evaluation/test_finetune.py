@@ -9,9 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.encoders import build_encoder
-from ssl_pretrain.evaluation.auto_freeze import choose_freeze_point
-from ssl_pretrain.evaluation.classifier import ImageClassifier, load_classifier
-from ssl_pretrain.evaluation.freezing import FreezePlan, make_finetune_optimizer
+from ssl_pretrain.evaluation.finetuning.auto_freeze import choose_freeze_point
+from ssl_pretrain.evaluation.finetuning.freezing import FreezePlan, make_finetune_optimizer
+from ssl_pretrain.evaluation.shared.classifier import ImageClassifier, load_classifier
 
 from ..helpers import folder_overrides
 
@@ -172,7 +172,7 @@ def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
 
 
 def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_path):
-    from ssl_pretrain.evaluation.finetune_loop import finetune_epochs
+    from ssl_pretrain.evaluation.finetuning.loop import finetune_epochs
 
     assert finetune_epochs(10, None, 4) == 10
     assert finetune_epochs(10, 30, 4) == 8  # 8 epochs of 4 steps hold the 30 asked for
@@ -193,11 +193,11 @@ def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_pat
 
 def test_the_head_can_start_from_a_linear_probe(image_folder, tmp_path):
     from ssl_pretrain.config import load_config
-    from ssl_pretrain.evaluation.features import extract_features
-    from ssl_pretrain.evaluation.head_init import HeadInputs, init_head_from_probe
-    from ssl_pretrain.evaluation.logistic import fit_logistic_regression
-    from ssl_pretrain.evaluation.predict import classifier_info, predict_logits
-    from ssl_pretrain.evaluation.splits import labeled_splits
+    from ssl_pretrain.evaluation.finetuning.head_init import HeadInputs, init_head_from_probe
+    from ssl_pretrain.evaluation.frozen.features import extract_features
+    from ssl_pretrain.evaluation.frozen.logistic import fit_logistic_regression
+    from ssl_pretrain.evaluation.shared.predict import classifier_info, predict_logits
+    from ssl_pretrain.evaluation.shared.splits import labeled_splits
 
     config = load_config(None, folder_overrides(image_folder, tmp_path) + ["model.widths=[4,8,8]"])
     train, _ = labeled_splits(config.data, 0)
@@ -218,10 +218,10 @@ def test_fine_tuning_and_feature_extraction_run_in_the_runs_precision(image_fold
     """trainer.precision reaches evaluation: the fine-tuning step and frozen-feature extraction run under
     its autocast (bf16 here; on CUDA, auto picks bf16 or fp16), features come back as float32."""
     from ssl_pretrain.config import load_config
-    from ssl_pretrain.evaluation.feature_view import FeatureView
-    from ssl_pretrain.evaluation.features import extract_features
-    from ssl_pretrain.evaluation.predict import classifier_info
-    from ssl_pretrain.evaluation.splits import labeled_splits
+    from ssl_pretrain.evaluation.frozen.feature_view import FeatureView
+    from ssl_pretrain.evaluation.frozen.features import extract_features
+    from ssl_pretrain.evaluation.shared.predict import classifier_info
+    from ssl_pretrain.evaluation.shared.splits import labeled_splits
     from ssl_pretrain.utils.precision import resolve_precision
 
     seen = []

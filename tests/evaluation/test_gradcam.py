@@ -9,8 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.encoders import build_encoder
-from ssl_pretrain.evaluation.classifier import ImageClassifier
-from ssl_pretrain.evaluation.gradcam import grad_cam
+from ssl_pretrain.evaluation.extras.gradcam import grad_cam
+from ssl_pretrain.evaluation.shared.classifier import ImageClassifier
 
 from ..helpers import folder_overrides
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssl_pretrain.cli import main
-from ssl_pretrain.evaluation.knn import weighted_knn_predict
+from ssl_pretrain.evaluation.frozen.knn import weighted_knn_predict
 
 from ..helpers import folder_overrides
 

@@ -6,10 +6,10 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.config import load_config
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.encoders import build_encoder
-from ssl_pretrain.evaluation.feature_view import FeatureView
-from ssl_pretrain.evaluation.frozen import evaluate_encoder
-from ssl_pretrain.evaluation.logistic import LogisticProbe, fit_logistic_regression, top1
-from ssl_pretrain.evaluation.splits import labeled_splits, stratified_split
+from ssl_pretrain.evaluation.frozen.feature_view import FeatureView
+from ssl_pretrain.evaluation.frozen.logistic import LogisticProbe, fit_logistic_regression, top1
+from ssl_pretrain.evaluation.frozen.method import evaluate_encoder
+from ssl_pretrain.evaluation.shared.splits import labeled_splits, stratified_split
 
 from ..helpers import folder_overrides
 
@@ -110,7 +110,7 @@ def test_probe_pool_option_is_recorded_with_its_protocol(image_folder, tmp_path)
 
 
 def test_label_fractions_are_stratified_reproducible_and_nested():
-    from ssl_pretrain.evaluation.splits import label_subset
+    from ssl_pretrain.evaluation.shared.splits import label_subset
 
     labels = torch.arange(1000) % 10
     ten = label_subset(labels, 0.1, seed=3)
@@ -137,7 +137,7 @@ def test_probe_on_a_label_fraction_writes_its_own_report(image_folder, tmp_path)
 def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
     from ssl_pretrain.data import DataInfo as Info
     from ssl_pretrain.data import EpochBatchSampler, make_loader, to_device_float
-    from ssl_pretrain.evaluation.classifier import load_classifier
+    from ssl_pretrain.evaluation.shared.classifier import load_classifier
 
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
@@ -158,7 +158,7 @@ def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
 def test_closed_form_gradients_match_autograd():
     import torch.nn.functional as F
 
-    from ssl_pretrain.evaluation.logistic import loss_and_gradients
+    from ssl_pretrain.evaluation.frozen.logistic import loss_and_gradients
 
     torch.manual_seed(0)
     x, y = torch.randn(500, 20, dtype=torch.float64), torch.randint(0, 4, (500,))
@@ -176,7 +176,7 @@ def test_closed_form_gradients_match_autograd():
 
 def test_probe_holdout_scores_match_the_probes_own_hold_out_and_write_nothing(image_folder, tmp_path):
     """The hold-out a one-fold probe chooses on (and fine-tuning validates on), for one given setting."""
-    from ssl_pretrain.evaluation.probe import probe_holdout_scores
+    from ssl_pretrain.evaluation.frozen.probe import probe_holdout_scores
 
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"

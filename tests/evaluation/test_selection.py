@@ -10,11 +10,11 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.data.sources import TensorImages
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.evaluation.frozen import evaluate_encoder
-from ssl_pretrain.evaluation.knn import KnnMethod
-from ssl_pretrain.evaluation.logistic import LogisticProbe
-from ssl_pretrain.evaluation.selection import Selection, first_best
-from ssl_pretrain.evaluation.splits import stratified_folds, stratified_split, validation_folds
+from ssl_pretrain.evaluation.frozen.knn import KnnMethod
+from ssl_pretrain.evaluation.frozen.logistic import LogisticProbe
+from ssl_pretrain.evaluation.frozen.method import evaluate_encoder
+from ssl_pretrain.evaluation.shared.selection import Selection, first_best
+from ssl_pretrain.evaluation.shared.splits import stratified_folds, stratified_split, validation_folds
 
 from ..helpers import folder_overrides
 

@@ -13,8 +13,7 @@ from ssl_pretrain.data import DataInfo, open_split
 from ssl_pretrain.data.sources import TensorImages
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.evaluation.classifier import ImageClassifier
-from ssl_pretrain.evaluation.semi_supervised import (
+from ssl_pretrain.evaluation.finetuning.semi_supervised import (
     build_pretext,
     fixmatch_loss,
     pretext_head_parameters,
@@ -24,7 +23,8 @@ from ssl_pretrain.evaluation.semi_supervised import (
     unlabeled_batches,
     unlabeled_pool,
 )
-from ssl_pretrain.evaluation.splits import labeled_splits, validation_split
+from ssl_pretrain.evaluation.shared.classifier import ImageClassifier
+from ssl_pretrain.evaluation.shared.splits import labeled_splits, validation_split
 from ssl_pretrain.utils.files import safe_torch_load
 
 from ..helpers import folder_overrides

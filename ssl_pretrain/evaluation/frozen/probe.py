@@ -6,23 +6,23 @@ from pathlib import Path
 
 import torch
 
-from ..build import prepare_device, resolve_device
-from ..config import Config, listed
-from ..data import DataInfo
-from ..encoders import Encoder, EncoderSpec
-from ..errors import ConfigError
-from ..runs import write_json
-from ..utils.precision import announce_precision, resolve_precision
-from ..utils.rng import seed_everything
-from .classifier import ImageClassifier, fold_standardisation, save_classifier
-from .encoder_source import load_encoder, pretraining_saw_test, run_dir_of
+from ...build import prepare_device, resolve_device
+from ...config import Config, listed
+from ...data import DataInfo
+from ...encoders import Encoder, EncoderSpec
+from ...errors import ConfigError
+from ...runs import write_json
+from ...utils.precision import announce_precision, resolve_precision
+from ...utils.rng import seed_everything
+from ..shared.classifier import ImageClassifier, fold_standardisation, save_classifier
+from ..shared.encoder_source import load_encoder, pretraining_saw_test, run_dir_of
+from ..shared.reports import FrozenReport
+from ..shared.selection import RULE as SELECTION_RULE
+from ..shared.splits import labeled_splits, validation_split
 from .feature_view import FeatureView, RawPixels
-from .frozen import FrozenMethod, evaluate_encoder, format_table, validation_scores
 from .layer_view import LayerView
 from .logistic import LinearClassifier, LogisticProbe
-from .reports import FrozenReport
-from .selection import RULE as SELECTION_RULE
-from .splits import labeled_splits, validation_split
+from .method import FrozenMethod, evaluate_encoder, format_table, validation_scores
 from .views import control_view, probe_view, task_grid
 
 

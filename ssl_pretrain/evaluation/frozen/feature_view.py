@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoders import Encoder
-from ..tasks.patches import PatchGeometry, extract_patches, grid_origins
-from ..tasks.relative_patch import normalise_patches
+from ...encoders import Encoder
+from ...tasks.patches import PatchGeometry, extract_patches, grid_origins
+from ...tasks.relative_patch import normalise_patches
 
 
 class FeatureView(nn.Module):

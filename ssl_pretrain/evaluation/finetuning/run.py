@@ -20,30 +20,30 @@ from pathlib import Path
 
 import torch
 
-from ..build import prepare_device
-from ..config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, save_config
-from ..data import DataInfo, open_split
-from ..encoders import encoder_from_spec
-from ..errors import BadInput
-from ..runs import write_json
-from ..utils.precision import announce_precision
-from ..utils.rng import seed_everything
+from ...build import prepare_device
+from ...config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, save_config
+from ...data import DataInfo, open_split
+from ...encoders import encoder_from_spec
+from ...errors import BadInput
+from ...runs import write_json
+from ...utils.precision import announce_precision
+from ...utils.rng import seed_everything
+from ..frozen.layer_view import LayerView, available_layers
+from ..frozen.logistic import LogisticProbe
+from ..frozen.method import validation_scores
+from ..frozen.probe import results_dir
+from ..shared.classifier import ImageClassifier, restore_weights
+from ..shared.encoder_source import load_encoder
+from ..shared.predict import accuracy, predict_logits
+from ..shared.reports import FinetuneReport
+from ..shared.selection import RULE as SELECTION_RULE
+from ..shared.selection import Selection, first_best
+from ..shared.splits import labeled_splits, validation_split
 from .auto_freeze import choose_freeze_point
-from .classifier import ImageClassifier, restore_weights
-from .encoder_source import load_encoder
-from .finetune_loop import LoopOptions, Unlabeled, encoder_lr_mult, fit_candidate
 from .freezing import FreezePlan, frozen_stages, strategy_name
-from .frozen import validation_scores
 from .head_init import init_head_from_probe
-from .layer_view import LayerView, available_layers
-from .logistic import LogisticProbe
-from .predict import accuracy, predict_logits
-from .probe import results_dir
-from .reports import FinetuneReport
-from .selection import RULE as SELECTION_RULE
-from .selection import Selection, first_best
+from .loop import LoopOptions, Unlabeled, encoder_lr_mult, fit_candidate
 from .semi_supervised import STRONG_OPS, build_pretext, unlabeled_pool
-from .splits import labeled_splits, validation_split
 
 GRID_KEYS = ("lr", "augment", "threshold", "unlabeled_ratio")
 

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..config import FinetuneConfig, listed
-from ..data import EpochBatchSampler, make_loader, to_device_float
-from ..tasks.draws import augment_on_device
-from ..utils.files import atomic_torch_save
-from ..utils.optim import warmup_cosine_factor
-from ..utils.precision import resolve_channels_last, resolve_precision, to_memory_format
-from .classifier import ImageClassifier, classifier_state
+from ...config import FinetuneConfig, listed
+from ...data import EpochBatchSampler, make_loader, to_device_float
+from ...tasks.draws import augment_on_device
+from ...utils.files import atomic_torch_save
+from ...utils.optim import warmup_cosine_factor
+from ...utils.precision import resolve_channels_last, resolve_precision, to_memory_format
+from ..shared.classifier import ImageClassifier, classifier_state
+from ..shared.predict import accuracy, classifier_info, predict_logits
 from .freezing import FreezePlan, make_finetune_optimizer
-from .predict import accuracy, classifier_info, predict_logits
 from .semi_supervised import (
     build_pretext,
     fixmatch_loss,

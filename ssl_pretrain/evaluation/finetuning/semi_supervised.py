@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
-from ..errors import ConfigError
-from ..tasks import MultiTask
+from ...data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...errors import ConfigError
+from ...tasks import MultiTask
 
 STRONG_OPS = "flip, affine, brightness, contrast, sharpness, posterize, solarize, equalize, then cutout"
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoders import Encoder
+from ...encoders import Encoder
 
 POOLED = "pooled"
 

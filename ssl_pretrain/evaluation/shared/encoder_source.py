@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..build import make_task
-from ..config import DataConfig, build_config
-from ..data.image_folder import resolved_root
-from ..encoders import Encoder, encoder_from_spec
-from ..encoders.export import load_exported_encoder
-from ..errors import BadInput
-from ..runs import checkpoint_path
-from ..utils.files import FORMAT, load_checkpoint, load_state_strict, safe_torch_load
+from ...build import make_task
+from ...config import DataConfig, build_config
+from ...data.image_folder import resolved_root
+from ...encoders import Encoder, encoder_from_spec
+from ...encoders.export import load_exported_encoder
+from ...errors import BadInput
+from ...runs import checkpoint_path
+from ...utils.files import FORMAT, load_checkpoint, load_state_strict, safe_torch_load
 
 
 def run_dir_of(source: Path) -> Path | None:

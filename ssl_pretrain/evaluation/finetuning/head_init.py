@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .classifier import ImageClassifier, fold_standardisation
-from .features import extract_features
-from .logistic import fit_logistic_regression
-from .predict import classifier_info
+from ..frozen.features import extract_features
+from ..frozen.logistic import fit_logistic_regression
+from ..shared.classifier import ImageClassifier, fold_standardisation
+from ..shared.predict import classifier_info
 
 
 class HeadInputs(torch.nn.Module):

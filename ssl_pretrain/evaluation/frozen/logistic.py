@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .metrics import percent_correct
+from ..shared.metrics import percent_correct
 
 
 @dataclass

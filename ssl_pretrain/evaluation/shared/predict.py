@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...data import DataInfo, EpochBatchSampler, make_loader, to_device_float
 from .metrics import percent_correct
 
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoders import Encoder, encoder_from_spec
-from ..errors import BadInput
-from ..utils.files import atomic_torch_save, load_state_strict, safe_torch_load
+from ...encoders import Encoder, encoder_from_spec
+from ...errors import BadInput
+from ...utils.files import atomic_torch_save, load_state_strict, safe_torch_load
 
 FORMAT = "ssl_pretrain.classifier/1"
 

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 
 import torch
 
-from ..data import DataInfo
-from ..errors import ConfigError
-from ..utils.precision import Precision
+from ...data import DataInfo
+from ...errors import ConfigError
+from ...utils.precision import Precision
+from ..shared.metrics import percent_correct
+from ..shared.selection import Selection, first_best
+from ..shared.splits import validation_folds
 from .features import extract_features
-from .metrics import percent_correct
-from .selection import Selection, first_best
-from .splits import validation_folds
 
 
 class FrozenMethod(Protocol):

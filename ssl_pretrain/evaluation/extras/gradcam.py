@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
-from ..build import prepare_device
-from ..config import Config
-from ..data import to_device_float
-from ..errors import BadInput, ConfigError
-from ..utils.rng import seed_everything
-from .classifier import ImageClassifier, classifier_file, load_classifier
-from .predict import classifier_info
-from .reports import GradcamReport
-from .splits import labeled_splits
+from ...build import prepare_device
+from ...config import Config
+from ...data import to_device_float
+from ...errors import BadInput, ConfigError
+from ...utils.rng import seed_everything
+from ..shared.classifier import ImageClassifier, classifier_file, load_classifier
+from ..shared.predict import classifier_info
+from ..shared.reports import GradcamReport
+from ..shared.splits import labeled_splits
 
 
 def grad_cam(model: ImageClassifier, images: torch.Tensor, layer: str, target: torch.Tensor | None = None):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ProbeConfig
-from ..encoders import Encoder, EncoderSpec, encoder_from_spec
-from ..errors import ConfigError
-from ..registry import TASKS
-from ..tasks.patches import default_geometry
+from ...config import ProbeConfig
+from ...encoders import Encoder, EncoderSpec, encoder_from_spec
+from ...errors import ConfigError
+from ...registry import TASKS
+from ...tasks.patches import default_geometry
 from .feature_view import FeatureView
 from .layer_view import LayerView, available_layers
 

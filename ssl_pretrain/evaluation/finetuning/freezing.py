@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..encoders import Encoder
-from ..errors import ConfigError
-from ..utils.optim import nesterov_sgd
+from ...encoders import Encoder
+from ...errors import ConfigError
+from ...utils.optim import nesterov_sgd
 
 
 def strategy_name(freeze_until: str | None) -> str:

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
-from ..build import prepare_device
-from ..config import Config
-from ..errors import BadInput, ConfigError
-from ..runs import write_json
-from ..utils.files import atomic_torch_save
-from ..utils.rng import seed_everything
-from .classifier import classifier_file, load_classifier
-from .metrics import percent_correct
-from .predict import accuracy, predict_logits
-from .reports import EnsembleReport
-from .splits import labeled_splits, validation_split
+from ...build import prepare_device
+from ...config import Config
+from ...errors import BadInput, ConfigError
+from ...runs import write_json
+from ...utils.files import atomic_torch_save
+from ...utils.rng import seed_everything
+from ..shared.classifier import classifier_file, load_classifier
+from ..shared.metrics import percent_correct
+from ..shared.predict import accuracy, predict_logits
+from ..shared.reports import EnsembleReport
+from ..shared.splits import labeled_splits, validation_split
 from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
 
 

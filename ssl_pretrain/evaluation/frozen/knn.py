@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, listed
+from ...config import Config, listed
+from ..shared.reports import FrozenReport
 from .probe import evaluate_frozen, fit_device
-from .reports import FrozenReport
 
 
 def weighted_knn_predict(

@@ -6,8 +6,8 @@ import contextlib
 
 import torch
 
-from ..data import DataInfo, EpochBatchSampler, make_loader, to_device_float
-from ..utils.precision import Precision
+from ...data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...utils.precision import Precision
 
 
 @torch.no_grad()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..config import DataConfig
-from ..data import open_split
-from ..errors import BadInput
+from ...config import DataConfig
+from ...data import open_split
+from ...errors import BadInput
 
 
 def _shuffled_classes(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:

@@ -1,0 +1,1 @@
+"""Beyond one encoder's score: ensembles of fine-tuned models, Grad-CAM."""
