@@ -93,8 +93,12 @@ HEAD = {"pretrained": ["finetune.head=flatten", "finetune.head_init=probe"], "ra
 # sample, the multi-task encoder) it fell below plain fine-tuning: 81.29% (weight 1), 81.73% (weight 0.25),
 # against 82.44% plain and 83.52% with FixMatch; from scratch 79.14% against 80.57% plain.
 SEMI_RECIPES = {
-    "fixmatch": ["finetune.unlabeled=fixmatch", "finetune.unlabeled_ratio=2", "finetune.threshold=0.95"],
-    "pretext": ["finetune.unlabeled=pretext", "finetune.unlabeled_ratio=2", "finetune.pretext=[{name: rotation}]"],
+    "fixmatch": ["finetune.unlabeled=fixmatch", "finetune.unlabeled.ratio=2", "finetune.unlabeled.threshold=0.95"],
+    "pretext": [
+        "finetune.unlabeled=pretext",
+        "finetune.unlabeled.ratio=2",
+        "finetune.unlabeled.tasks=[{name: rotation}]",
+    ],
 }
 SEMI_NAMES = {"fixmatch": "FixMatch", "pretext": "S4L rotation"}
 SEMI_AUGMENT = "finetune.augment=crop_flip"

@@ -6,8 +6,9 @@ The Python API (the ``ssl-pretrain`` command is a thin layer over it):
 - ``probe(run)``, ``knn(run)``, ``finetune(run)``: evaluate it; each returns a result object
   (``FrozenReport``, ``FinetuneReport``: typed fields, also readable as the JSON record it writes);
 - ``load_encoder(path)``, ``load_config(config, overrides)``, ``Run.open(path)``;
-- ``register_task``, ``register_encoder``, ``register_dataset``: plug in your own (or use the entry point
-  groups ``ssl_pretrain.tasks``, ``ssl_pretrain.encoders``, ``ssl_pretrain.datasets``);
+- ``register_task``, ``register_encoder``, ``register_dataset``, ``register_unlabeled_method``: plug in your
+  own (or use the entry point groups ``ssl_pretrain.tasks``, ``ssl_pretrain.encoders``,
+  ``ssl_pretrain.datasets``, ``ssl_pretrain.unlabeled_methods``);
 - ``PretextTask``, ``Encoder``, ``DatasetSpec``, ``TensorImages``: the classes to build them from;
   ``wrap_trunk(module, ...)``: any ``nn.Module`` as an encoder, to use a pretext task in your own loop.
 
@@ -27,7 +28,7 @@ from .data import DatasetSpec, TensorImages
 from .encoders import Encoder, wrap_trunk
 from .errors import BadInput, ConfigError
 from .evaluation.shared.reports import FinetuneReport, FrozenReport
-from .registry import register_dataset, register_encoder, register_task
+from .registry import register_dataset, register_encoder, register_task, register_unlabeled_method
 from .tasks import PretextTask
 
 __version__ = "0.2.0"
@@ -51,5 +52,6 @@ __all__ = [
     "register_dataset",
     "register_encoder",
     "register_task",
+    "register_unlabeled_method",
     "wrap_trunk",
 ]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import BadInput, ConfigError, OptionError
-from .options import resolve_options
+from .options import option_signature, resolve_options
 from .typecheck import check_value
 
 
@@ -136,6 +136,15 @@ Augment = Literal["none", "flip", "crop_flip", "strong"]
 
 
 @dataclass
+class UnlabeledConfig:
+    """``finetune.unlabeled``: how fine-tuning also learns from the unlabeled images (``method``, a name in
+    :data:`~ssl_pretrain.registry.UNLABELED_METHODS`) and that method's own options."""
+
+    method: str = "none"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
 class FinetuneConfig:
     freeze_until: str | None = None
     epochs: int = _positive(10)
@@ -160,16 +169,8 @@ class FinetuneConfig:
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     auto_probe_images: int = _positive(5000)
     small_per_class: int = _positive(100)
-    unlabeled: Literal["none", "fixmatch", "pretext"] = "none"
-    unlabeled_ratio: float | list[float] = _ranged(
-        3.0, lambda v: _numbers(v) and all(x > 0 for x in listed(v)), "> 0, or a non-empty list of them"
-    )
-    threshold: float | list[float] = _ranged(
-        0.95, lambda v: _numbers(v) and all(0 < x < 1 for x in listed(v)), "in (0, 1), or a non-empty list of them"
-    )
-    unlabeled_weight: float = _non_negative(1.0)
     pseudo_label_accuracy: bool = False
-    pretext: list[dict] = field(default_factory=lambda: [{"name": "rotation", "weight": 1.0}])
+    unlabeled: UnlabeledConfig = field(default_factory=lambda: UnlabeledConfig())
 
 
 @dataclass
@@ -234,6 +235,7 @@ class Config:
         out = dataclasses.asdict(self)
         out["model"] = {"backbone": self.model.backbone, **self.model.options}
         out["task"] = {"name": self.task.name, **self.task.options}
+        out["finetune"]["unlabeled"] = {"method": self.finetune.unlabeled.method, **self.finetune.unlabeled.options}
         return out
 
 
@@ -283,12 +285,24 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             key = current_key(key)
         node = raw
         parts = key.split(".")
-        for part in parts[:-1]:
+        if key in NAMED_SECTIONS and isinstance(value, str) and isinstance(_lookup(raw, parts), dict):
+            value = {**_lookup(raw, parts), NAMED_SECTIONS[key]: value}  # the method, its options kept
+        for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
+            name_key = NAMED_SECTIONS.get(".".join(parts[: i + 1]))
+            if isinstance(child, str) and name_key:  # finetune.unlabeled=fixmatch, then one of its options
+                child = node[part] = {name_key: child}
             if not isinstance(child, dict):
                 raise ConfigError(key, f"{part} is not a section")
             node = child
         node[parts[-1]] = value
+    return raw
+
+
+def _lookup(raw: dict, parts: list[str]) -> Any:
+    """The value at ``parts`` in nested ``raw``, None where a level is missing."""
+    for part in parts:
+        raw = raw.get(part) if isinstance(raw, dict) else None
     return raw
 
 
@@ -390,6 +404,7 @@ def _move_deprecated(raw: dict) -> dict:
 def build_config(raw: dict) -> Config:
     """Validate a raw nested mapping into a :class:`Config`; raises ConfigError naming the bad key."""
     raw = _move_deprecated(dict(raw))
+    raw["finetune"], unlabeled = _unlabeled_section(raw.get("finetune"))
     sections = {name: _build_section(cls, raw.pop(name, None), f"{name}.") for name, cls in _FIXED_SECTIONS.items()}
     from .registry import DATASETS, ENCODERS, TASKS
 
@@ -397,7 +412,10 @@ def build_config(raw: dict) -> Config:
         raise ConfigError("data.name", f"unknown dataset {sections['data'].name!r}; accepted: {', '.join(DATASETS)}")
     model = ModelConfig(*_build_registered(raw.pop("model", None), "model", "backbone", "small_resnet", ENCODERS))
     task = TaskConfig(*_build_registered(raw.pop("task", None), "task", "name", "dae", TASKS))
-    sections["finetune"].pretext = _finetune_pretext(sections["finetune"].pretext, TASKS)
+    from .registry import UNLABELED_METHODS
+
+    method, options = _build_registered(unlabeled, "finetune.unlabeled", "method", "none", UNLABELED_METHODS)
+    sections["finetune"].unlabeled = UnlabeledConfig(method, options)
     top = _build_section(_TopLevel, raw, "")
     config = Config(**dataclasses.asdict(top), model=model, task=task, **sections)
     if config.run_name is None:
@@ -406,14 +424,46 @@ def build_config(raw: dict) -> Config:
     return config
 
 
-def _finetune_pretext(entries: list[dict], registry: dict) -> list[dict]:
-    """``finetune.pretext`` checked and completed as ``task.tasks`` entries are (each task's defaults
-    filled, by the registered ``multi`` task); errors name the entry: ``finetune.pretext[0].name``."""
-    try:
-        return registry["multi"].complete_options({"tasks": list(entries)})["tasks"]
-    except OptionError as err:
-        # multi names its keys tasks, tasks[i].name, tasks[i].<option>
-        raise ConfigError("finetune.pretext" + err.option[len("tasks") :], str(err).split(": ", 1)[1]) from None
+# Sections a bare name may stand for: ``finetune.unlabeled=fixmatch`` is ``{method: fixmatch}``.
+NAMED_SECTIONS = {"finetune.unlabeled": "method"}
+# The semi-supervised options before they had their own section: finetune.<old> -> finetune.unlabeled.<new>.
+FLAT_UNLABELED_KEYS = {
+    "unlabeled_ratio": "ratio",
+    "threshold": "threshold",
+    "unlabeled_weight": "weight",
+    "pretext": "tasks",
+}
+
+
+def _unlabeled_section(finetune: Any) -> tuple[Any, Any]:
+    """``(finetune section without unlabeled, the finetune.unlabeled mapping)``: a bare method name becomes
+    ``{method: name}``; the flat keys of older versions (``finetune.threshold``) move in with a notice when
+    the method takes them and they differ from its default, and are dropped otherwise (older runs'
+    config.yaml lists them all)."""
+    if not isinstance(finetune, dict):
+        return finetune, None
+    finetune = dict(finetune)
+    unlabeled = finetune.pop("unlabeled", None)
+    if isinstance(unlabeled, str):
+        unlabeled = {"method": unlabeled}
+    old = {key: finetune.pop(key) for key in FLAT_UNLABELED_KEYS if key in finetune}
+    if not old or not isinstance(unlabeled, dict):
+        return finetune, unlabeled
+    from .registry import UNLABELED_METHODS
+
+    unlabeled = dict(unlabeled)
+    method = UNLABELED_METHODS.get(unlabeled.get("method", "none"))
+    accepted = option_signature(method) if method is not None else {}
+    for key, value in old.items():
+        new = FLAT_UNLABELED_KEYS[key]
+        if new not in accepted or value == accepted[new][1]:
+            continue
+        if unlabeled.get(new, value) != value:
+            message = f"finetune.unlabeled.{new}={unlabeled[new]!r} disagree; give the second alone"
+            raise ConfigError(f"finetune.{key}", f"finetune.{key}={value!r} and {message}")
+        unlabeled[new] = value
+        print(f"ssl-pretrain: note: finetune.{key} is deprecated, use finetune.unlabeled.{new}", file=sys.stderr)
+    return finetune, unlabeled
 
 
 @dataclass

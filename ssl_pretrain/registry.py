@@ -1,13 +1,15 @@
 """The extension points: named pretext tasks, encoders and datasets, built in or added by plugins.
 
-Each registry maps a config name (``task.name``, ``model.backbone``, ``data.name``) to an object: a task
-class, an encoder factory, a :class:`~ssl_pretrain.data.DatasetSpec`. Built-in entries are given as
+Each registry maps a config name (``task.name``, ``model.backbone``, ``data.name``,
+``finetune.unlabeled.method``) to an object: a task class, an encoder factory, a
+:class:`~ssl_pretrain.data.DatasetSpec`, a semi-supervised method class. Built-in entries are given as
 ``"module:attribute"`` and imported the first time they are used. Others come from
 
-- :func:`register_task` / :func:`register_encoder` / :func:`register_dataset`, called from your own code;
-- Python entry points of the groups ``ssl_pretrain.tasks``, ``ssl_pretrain.encoders`` and
-  ``ssl_pretrain.datasets`` in any installed package, discovered on first use, so that after
-  ``pip install your-plugin`` a config can say ``task.name: your_task``.
+- :func:`register_task` / :func:`register_encoder` / :func:`register_dataset` /
+  :func:`register_unlabeled_method`, called from your own code;
+- Python entry points of the groups ``ssl_pretrain.tasks``, ``ssl_pretrain.encoders``,
+  ``ssl_pretrain.datasets`` and ``ssl_pretrain.unlabeled_methods`` in any installed package, discovered on
+  first use, so that after ``pip install your-plugin`` a config can say ``task.name: your_task``.
 
 A name may be registered once: a clash, or a plugin that fails to import, is an error naming the plugin.
 """
@@ -127,10 +129,24 @@ DATASETS = Registry(
     },
 )
 
+UNLABELED_METHODS = Registry(
+    "unlabeled method",
+    "ssl_pretrain.unlabeled_methods",
+    {
+        "none": "ssl_pretrain.evaluation.finetuning.unlabeled.base:LabelsOnly",
+        "fixmatch": "ssl_pretrain.evaluation.finetuning.unlabeled.fixmatch:FixMatch",
+        "pretext": "ssl_pretrain.evaluation.finetuning.unlabeled.s4l:S4L",
+    },
+)
+
+
+def _class_origin(name: str, cls: Any) -> str:
+    return f"{name!r} ({getattr(cls, '__module__', '?')}.{getattr(cls, '__name__', cls)})"
+
 
 def register_task(name: str, cls: type) -> None:
     """Make ``cls`` (a :class:`~ssl_pretrain.tasks.PretextTask` subclass) available as ``task.name: name``."""
-    TASKS.register(name, cls, f"{name!r} ({getattr(cls, '__module__', '?')}.{getattr(cls, '__name__', cls)})")
+    TASKS.register(name, cls, _class_origin(name, cls))
 
 
 def register_encoder(name: str, factory: Any) -> None:
@@ -141,3 +157,9 @@ def register_encoder(name: str, factory: Any) -> None:
 def register_dataset(name: str, spec: Any) -> None:
     """Make a :class:`~ssl_pretrain.data.DatasetSpec` available as ``data.name: name``."""
     DATASETS.register(name, spec, f"{name!r} ({getattr(spec, 'description', type(spec).__name__)})")
+
+
+def register_unlabeled_method(name: str, cls: type) -> None:
+    """Make ``cls`` (an :class:`~ssl_pretrain.evaluation.finetuning.unlabeled.UnlabeledMethod` subclass)
+    available as ``finetune.unlabeled.method: name``."""
+    UNLABELED_METHODS.register(name, cls, _class_origin(name, cls))

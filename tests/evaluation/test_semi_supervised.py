@@ -1,6 +1,7 @@
 """Semi-supervised fine-tuning (FixMatch, S4L pretext tasks): no label leaks, the losses, the options, the runs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,16 +14,11 @@ from ssl_pretrain.data import DataInfo, open_split
 from ssl_pretrain.data.sources import TensorImages
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.evaluation.finetuning.semi_supervised import (
-    build_pretext,
-    fixmatch_loss,
-    pretext_head_parameters,
-    pretext_loss,
-    pseudo_label_accuracy,
-    strong_augmentation,
-    unlabeled_batches,
-    unlabeled_pool,
-)
+from ssl_pretrain.evaluation.finetuning.augment import strong_augmentation
+from ssl_pretrain.evaluation.finetuning.study import pseudo_label_accuracy
+from ssl_pretrain.evaluation.finetuning.unlabeled import unlabeled_batches, unlabeled_pool
+from ssl_pretrain.evaluation.finetuning.unlabeled.fixmatch import fixmatch_loss
+from ssl_pretrain.evaluation.finetuning.unlabeled.s4l import build_pretext, pretext_head_parameters, pretext_loss
 from ssl_pretrain.evaluation.shared.classifier import ImageClassifier
 from ssl_pretrain.evaluation.shared.splits import labeled_splits, validation_split
 from ssl_pretrain.utils.files import safe_torch_load
@@ -106,35 +102,46 @@ def test_pseudo_label_study_counts_confident_right_kept_and_every_prediction():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("finetune.threshold=1.0", "finetune.threshold"),
-        ("finetune.threshold=0", "finetune.threshold"),
-        ("finetune.threshold=[0.9,1.5]", "finetune.threshold"),
-        ("finetune.unlabeled_ratio=0", "finetune.unlabeled_ratio"),
-        ("finetune.unlabeled_ratio=-2", "finetune.unlabeled_ratio"),
-        ("finetune.unlabeled=mixmatch", "finetune.unlabeled"),
+        ("finetune.unlabeled.threshold=1.0", "finetune.unlabeled.threshold"),
+        ("finetune.unlabeled.threshold=0", "finetune.unlabeled.threshold"),
+        ("finetune.unlabeled.threshold=[0.9,1.5]", "finetune.unlabeled.threshold"),
+        ("finetune.unlabeled.ratio=0", "finetune.unlabeled.ratio"),
+        ("finetune.unlabeled.ratio=-2", "finetune.unlabeled.ratio"),
+        ("finetune.unlabeled.weight=-1", "finetune.unlabeled.weight"),
+        ("finetune.unlabeled.tasks=[]", "finetune.unlabeled.tasks"),  # S4L's option, not FixMatch's
+        ("finetune.unlabeled=mixmatch", "finetune.unlabeled.method"),
+        ("finetune.threshold=1.0", "finetune.unlabeled.threshold"),  # the old flat key, read as the new one
     ],
 )
 def test_bad_semi_supervised_options_are_exit_2_naming_the_key(image_folder, tmp_path, capsys, override, key):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     assert main(["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.unlabeled=fixmatch", override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"error: {key}:" in err[0]
+    notes = ["note: finetune.threshold is deprecated"] if override.startswith("finetune.threshold") else []
+    assert len(err) == 1 + len(notes) and f"error: {key}:" in err[-1]
+    assert all(note in line for note, line in zip(notes, err, strict=False))
 
 
 def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_folder, tmp_path, capsys):
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     common = ["finetune.unlabeled=fixmatch", "finetune.steps=6", "finetune.batch_size=8", "trainer.log_every=1"]
-    common += ["trainer.progress=false", "finetune.unlabeled_ratio=2"]
+    common += ["trainer.progress=false", "finetune.unlabeled.ratio=2"]
     # All the labels: the unlabeled stream is then every training image outside the validation split.
-    args = ["finetune", f"evaluation.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=semi", *common]
+    args = [
+        "finetune",
+        f"evaluation.encoder={run}",
+        "finetune.unlabeled.threshold=[0.3,0.9]",
+        "finetune.name=semi",
+        *common,
+    ]
     assert main([*args, "finetune.pseudo_label_accuracy=true"]) == 0
     assert "(study only)" in capsys.readouterr().out, "the command's summary names the last pseudo-label check"
     out = run / "finetune" / "semi"
     report = json.loads((out / "finetune.json").read_text())
     assert [c["threshold"] for c in report["selected"]["candidates"]] == [0.3, 0.9]
     semi = report["protocol"]["semi_supervised"]
-    assert semi["threshold"] == report["selected"]["chosen"]["threshold"] and semi["unlabeled_ratio"] == 2
+    assert semi["threshold"] == report["selected"]["chosen"]["threshold"] and semi["ratio"] == 2
     tb = out / "candidates" / "threshold0.3" / "tb"
     tags = EventAccumulator(str(tb)).Reload().Tags()["scalars"]
     assert {"unlabeled/pseudo_label_rate", "unlabeled/confidence", "study/pseudo_label_accuracy"} <= set(tags)
@@ -143,7 +150,13 @@ def test_semi_supervised_run_logs_pseudo_labels_and_chooses_on_validation(image_
     assert [row["epoch"] for row in study] == [e for e in range(1, epochs + 1) if e % every == 0 or e == epochs]
     assert set(study[-1]) == {"epoch", "pseudo_label_accuracy", "pseudo_label_coverage", "prediction_accuracy"}
     # The study-only check changes nothing in training: the same run without it ends with the same weights.
-    plain = ["finetune", f"evaluation.encoder={run}", "finetune.threshold=[0.3,0.9]", "finetune.name=plain", *common]
+    plain = [
+        "finetune",
+        f"evaluation.encoder={run}",
+        "finetune.unlabeled.threshold=[0.3,0.9]",
+        "finetune.name=plain",
+        *common,
+    ]
     assert main(plain) == 0
     tags = EventAccumulator(str(run / "finetune" / "plain" / "candidates" / "threshold0.3" / "tb")).Reload()
     assert not any(t.startswith("study/") for t in tags.Tags()["scalars"])
@@ -185,19 +198,19 @@ def test_pretext_loss_is_supervised_plus_weighted_pretext_on_labeled_and_unlabel
 
 def test_pretext_refuses_a_task_that_trains_on_a_subset_of_the_images():
     entries = [{"name": "exemplar", "weight": 1.0, "num_seeds": 8, "loss": "classifier"}]
-    with pytest.raises(ConfigError, match=r"finetune\.pretext\[0\]"):
+    with pytest.raises(ConfigError, match=r"finetune\.unlabeled\.tasks\[0\]"):
         build_pretext(entries, _tiny_classifier().encoder, pool_size=100, seed=0)
 
 
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("finetune.pretext=[{name: jigsaw}]", "finetune.pretext[0].name"),
-        ("finetune.pretext=[{name: rotation, weight: 0}]", "finetune.pretext[0].weight"),
-        ("finetune.pretext=[{name: rotation, level: 3}]", "finetune.pretext[0].level"),
-        ("finetune.pretext=[{name: multi}]", "finetune.pretext[0].name"),
-        ("finetune.pretext=[]", "finetune.pretext"),
-        ("finetune.pretext=[{name: exemplar, num_seeds: 8, loss: classifier}]", "finetune.pretext[0]"),
+        ("finetune.unlabeled.tasks=[{name: jigsaw}]", "finetune.unlabeled.tasks[0].name"),
+        ("finetune.unlabeled.tasks=[{name: rotation, weight: 0}]", "finetune.unlabeled.tasks[0].weight"),
+        ("finetune.unlabeled.tasks=[{name: rotation, level: 3}]", "finetune.unlabeled.tasks[0].level"),
+        ("finetune.unlabeled.tasks=[{name: multi}]", "finetune.unlabeled.tasks[0].name"),
+        ("finetune.unlabeled.tasks=[]", "finetune.unlabeled.tasks"),
+        ("finetune.unlabeled.tasks=[{name: exemplar, num_seeds: 8, loss: classifier}]", "finetune.unlabeled.tasks[0]"),
     ],
 )
 def test_bad_pretext_options_are_exit_2_naming_the_key_and_write_nothing(image_folder, tmp_path, capsys, override, key):
@@ -213,25 +226,56 @@ def test_pretext_run_logs_every_task_and_trains_the_encoder_with_it(image_folder
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     common = ["finetune.steps=4", "finetune.batch_size=8", "trainer.log_every=1", "trainer.progress=false"]
-    s4l = ["finetune.unlabeled=pretext", "finetune.unlabeled_ratio=[1,2]", "finetune.threshold=[0.5,0.9]"]
-    s4l += ["finetune.pretext=[{name: rotation, weight: 1.0}, {name: relative_patch, weight: 0.5}]"]
+    s4l = ["finetune.unlabeled=pretext", "finetune.unlabeled.ratio=[1,2]"]
+    s4l += ["finetune.unlabeled.tasks=[{name: rotation, weight: 1.0}, {name: relative_patch, weight: 0.5}]"]
     assert main(["finetune", f"evaluation.encoder={run}", "finetune.name=s4l", *common, *s4l]) == 0
     out = run / "finetune" / "s4l"
     report = json.loads((out / "finetune.json").read_text())
     # The threshold is FixMatch's alone: the candidates are the unlabeled ratios only.
     candidates = report["selected"]["candidates"]
-    assert [c["unlabeled_ratio"] for c in candidates] == [1.0, 2.0] and not any("threshold" in c for c in candidates)
+    assert [c["ratio"] for c in candidates] == [1.0, 2.0] and not any("threshold" in c for c in candidates)
     semi = report["protocol"]["semi_supervised"]
     assert semi["method"].startswith("S4L") and "threshold" not in semi
     assert [t["name"] for t in semi["pretext"]] == ["rotation", "relative_patch"]
-    tb = out / "candidates" / "unlabeled_ratio1" / "tb"
+    tb = out / "candidates" / "ratio1" / "tb"
     tags = set(EventAccumulator(str(tb)).Reload().Tags()["scalars"])
     expected = ["pretext_loss", "pretext/rotation/accuracy", "pretext/relative_patch/loss", "supervised_loss"]
     assert {f"unlabeled/{name}" for name in expected} <= tags
     # The pretext loss reaches the encoder: the same run without it ends with other weights.
     plain = ["finetune", f"evaluation.encoder={run}", "finetune.name=plain", *common]
     assert main(plain) == 0
-    with_pretext = safe_torch_load(out / "candidates" / "unlabeled_ratio1" / "checkpoints" / "last.pt")
+    with_pretext = safe_torch_load(out / "candidates" / "ratio1" / "checkpoints" / "last.pt")
     without = safe_torch_load(run / "finetune" / "plain" / "checkpoints" / "last.pt")
     encoders = with_pretext["classifier"]["encoder"], without["classifier"]["encoder"]
     assert any(not torch.equal(value, encoders[1][key]) for key, value in encoders[0].items())
+
+
+def test_the_documented_semi_supervised_method_is_one_class_and_one_registration(image_folder, tmp_path):
+    """docs/evaluation.md's Pi-model example, run as written: registered, configured, chosen on validation."""
+    from ssl_pretrain.registry import UNLABELED_METHODS
+
+    docs = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text()
+    section = docs[docs.index("### Adding a semi-supervised method") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    exec(compile(code, "docs/evaluation.md", "exec"), {})
+    try:
+        assert (
+            main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+        )
+        run = tmp_path / "run"
+        args = [
+            "finetune",
+            f"evaluation.encoder={run}",
+            "finetune.unlabeled.ratio=[1,2]",
+            "finetune.unlabeled=pi_model",
+        ]
+        args += ["finetune.steps=3", "finetune.batch_size=8", "trainer.log_every=1", "trainer.progress=false"]
+        assert main([*args, "finetune.name=pi"]) == 0
+        report = json.loads((run / "finetune" / "pi" / "finetune.json").read_text())
+        assert [c["ratio"] for c in report["selected"]["candidates"]] == [1.0, 2.0]
+        assert report["protocol"]["semi_supervised"]["method"].startswith("Pi-model")
+        tags = EventAccumulator(str(run / "finetune" / "pi" / "candidates" / "ratio1" / "tb")).Reload()
+        assert "unlabeled/consistency" in tags.Tags()["scalars"]
+        assert main([*args, "finetune.name=bad", "finetune.unlabeled.threshold=0.9"]) == 2  # not its option
+    finally:
+        UNLABELED_METHODS.unregister("pi_model")

@@ -8,8 +8,7 @@ most in float32, on the CPU) draws them on the images' device too.
 import pytest
 import torch
 
-from ssl_pretrain.evaluation.finetuning.loop import finetune_augmentation
-from ssl_pretrain.evaluation.finetuning.semi_supervised import strong_augmentation
+from ssl_pretrain.evaluation.finetuning.augment import finetune_augmentation, strong_augmentation
 from ssl_pretrain.tasks.draws import augment_on_device
 from ssl_pretrain.tasks.exemplar import exemplar_augmentation
 

@@ -1,6 +1,6 @@
-"""The training loop of one fine-tuning candidate: encoder + head on the labeled images, optionally with
-FixMatch consistency or pretext tasks (S4L) on the unlabeled ones; validation top-1 after every epoch, the
-best (or the last) epoch kept.
+"""The training loop of one fine-tuning candidate: encoder + head on the labeled images, with the loss of
+its :class:`~.unlabeled.UnlabeledMethod` (labels only, FixMatch, S4L, ...); validation top-1 after every
+validated epoch, the best (or the last) epoch kept.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ...config import FinetuneConfig, listed
+from ...config import FinetuneConfig
 from ...data import EpochBatchSampler, make_loader, to_device_float
 from ...tasks.draws import augment_on_device
 from ...utils.files import atomic_torch_save
@@ -25,29 +23,10 @@ from ...utils.optim import warmup_cosine_factor
 from ...utils.precision import resolve_channels_last, resolve_precision, to_memory_format
 from ..shared.classifier import ImageClassifier, classifier_state
 from ..shared.predict import accuracy, classifier_info, predict_logits
+from .augment import finetune_augmentation
 from .freezing import FreezePlan, make_finetune_optimizer
-from .semi_supervised import (
-    build_pretext,
-    fixmatch_loss,
-    pretext_head_parameters,
-    pretext_loss,
-    pseudo_label_accuracy,
-    strong_augmentation,
-    unlabeled_batches,
-)
-
-
-def finetune_augmentation(kind: str, size: int) -> torch.nn.Module:
-    """Batched, per-sample random crop (padding size/8) and/or horizontal flip on the device; ``strong``: the
-    RandAugment-style ops with cutout of :func:`~.semi_supervised.strong_augmentation`."""
-    if kind == "strong":
-        return strong_augmentation()
-    ops = []
-    if kind == "crop_flip":
-        ops.append(K.RandomCrop((size, size), padding=max(1, size // 8), padding_mode="reflect"))
-    if kind in ("flip", "crop_flip"):
-        ops.append(K.RandomHorizontalFlip())
-    return K.AugmentationSequential(*ops) if ops else torch.nn.Identity()
+from .study import pseudo_label_accuracy
+from .unlabeled import Unlabeled, UnlabeledMethod, unlabeled_batches
 
 
 def warmup_steps(configured: int, total: int) -> int:
@@ -67,10 +46,13 @@ def validation_interval(val_every: int | None, epochs: int) -> int:
     return val_every if val_every is not None else max(1, epochs // 20)
 
 
-def encoder_lr_mult(cfg: FinetuneConfig) -> float:
+def encoder_lr_mult(backbone_lr_mult: float, init: str) -> float:
     """``finetune.backbone_lr_mult`` for pretrained layers; a randomly initialised encoder (the control)
     learns at the head's rate, as training from scratch would."""
-    return cfg.backbone_lr_mult if cfg.init == "pretrained" else 1.0
+    return backbone_lr_mult if init == "pretrained" else 1.0
+
+
+STUDY_THRESHOLD = 0.95  # the pseudo-label study's confidence floor when the method sets none
 
 
 @dataclass
@@ -88,12 +70,50 @@ class LoopOptions:
 
 
 @dataclass
-class Unlabeled:
-    """The unlabeled images of a semi-supervised candidate: the pool (labels removed) and, for studies only,
-    a labeled copy of part of it that pseudo-labels are checked against outside the training step."""
+class Recipe:
+    """The schedule every candidate trains with (the ``finetune`` section's values) and the method that
+    learns from the unlabeled images."""
 
-    pool: object
-    study: object | None = None
+    method: UnlabeledMethod
+    epochs: int = 10
+    steps: int | None = None
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    val_every: int | None = None
+    keep: str = "best"
+    encoder_lr_mult: float = 0.1
+
+    @classmethod
+    def from_config(cls, cfg: FinetuneConfig, method: UnlabeledMethod) -> Recipe:
+        names = ("epochs", "steps", "batch_size", "optimizer", "momentum", "weight_decay", "warmup_steps")
+        return cls(
+            method, **{n: getattr(cfg, n) for n in names}, val_every=cfg.val_every, keep=cfg.keep,
+            encoder_lr_mult=encoder_lr_mult(cfg.backbone_lr_mult, cfg.init),
+        )  # fmt: skip
+
+
+@dataclass
+class Candidate:
+    """One candidate: the classifier and its freeze plan, the chosen values (``lr``, ``augment`` and the
+    method's grid options), where it is written, its protocol record."""
+
+    model: ImageClassifier
+    plan: FreezePlan
+    setting: dict
+    out_dir: Path
+    protocol: dict
+
+
+@dataclass
+class LabeledData:
+    """The labeled training split, the validation split, the unlabeled images (None: the method uses none)."""
+
+    train: object
+    val: object
+    unlabeled: Unlabeled | None = None
 
 
 @dataclass
@@ -113,64 +133,48 @@ class History:
 
 
 def fit_candidate(
-    cfg: FinetuneConfig,
-    options: LoopOptions,
-    model: ImageClassifier,
-    plan: FreezePlan,
-    setting: dict,
-    train,
-    val,
-    unlabeled: Unlabeled | None,
-    device: torch.device,
-    out_dir: Path,
-    protocol: dict,
+    recipe: Recipe, options: LoopOptions, candidate: Candidate, data: LabeledData, device: torch.device
 ) -> History:
-    """Train one candidate, ``setting``: its ``lr`` and ``augment``, and ``unlabeled_ratio`` (with FixMatch
-    also ``threshold``) when semi-supervised (the weak view of the unlabeled images is always crop + flip).
-    Writes ``checkpoints/last.pt`` and ``checkpoints/best.pt``, the weights kept: the best validation epoch's,
-    or with ``finetune.keep=last`` the last epoch's (then its one validation score is not the highest of many
-    noisy looks)."""
-    model.to(device)
+    """Train one candidate. Writes ``checkpoints/last.pt`` and ``checkpoints/best.pt``, the weights kept: the
+    best validation epoch's, or with ``recipe.keep="last"`` the last epoch's (then its one validation score is
+    not the highest of many noisy looks)."""
+    model, setting = candidate.model.to(device), candidate.setting
     channels_last = resolve_channels_last(options.channels_last, device, model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     precision = resolve_precision(options.precision, device, warn=False)
-    lr = setting["lr"]
-    groups = plan.param_groups(lr, encoder_lr_mult(cfg), cfg.weight_decay)
-    pretext = None
-    if unlabeled is not None and cfg.unlabeled == "pretext":
-        pretext = build_pretext(cfg.pretext, model.encoder, len(unlabeled.pool), options.seed).to(device)
-        heads = pretext_head_parameters(pretext)
-        groups.append({"params": heads, "lr": lr, "weight_decay": cfg.weight_decay, "name": "pretext_heads"})
-    optimizer = make_finetune_optimizer(groups, cfg.optimizer, cfg.momentum, precision.needs_fused_optimizer)
-    sampler = EpochBatchSampler(len(train), cfg.batch_size, options.seed)
-    epochs = finetune_epochs(cfg.epochs, cfg.steps, len(sampler))
+    objective = recipe.method.objective(model, setting, options.seed, device)
+    groups = candidate.plan.param_groups(setting["lr"], recipe.encoder_lr_mult, recipe.weight_decay)
+    if objective.parameters:
+        groups.append(
+            {"params": objective.parameters, "lr": setting["lr"], "weight_decay": recipe.weight_decay, "name": "method"}
+        )
+    optimizer = make_finetune_optimizer(groups, recipe.optimizer, recipe.momentum, precision.needs_fused_optimizer)
+    sampler = EpochBatchSampler(len(data.train), recipe.batch_size, options.seed)
+    epochs = finetune_epochs(recipe.epochs, recipe.steps, len(sampler))
     steps = epochs * len(sampler)
-    warmup = warmup_steps(cfg.warmup_steps, steps)
+    warmup = warmup_steps(recipe.warmup_steps, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))
-    every = validation_interval(cfg.val_every, epochs)
-    protocol = {**protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last, "val_every": every}
-    protocol["precision"] = precision.name
+    every = validation_interval(recipe.val_every, epochs)
+    protocol = {**candidate.protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last}
+    protocol.update(val_every=every, precision=precision.name)
     protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
     info = classifier_info(model)
     augment = finetune_augmentation(setting["augment"], model.image_size).to(device)
     pin = device.type == "cuda"
-    loader = make_loader(train, sampler, options.num_workers, pin_memory=pin)
-    stream = strong = weak_view = None
-    if unlabeled is not None:
-        batch = max(1, round(setting["unlabeled_ratio"] * cfg.batch_size))
-        stream = unlabeled_batches(unlabeled.pool, batch, options.seed + 1, options.num_workers, pin)
-        strong = strong_augmentation().to(device) if pretext is None else None
-        weak_view = finetune_augmentation("crop_flip", model.image_size).to(device)
-    writer = SummaryWriter(str(out_dir / "tb"))
+    loader = make_loader(data.train, sampler, options.num_workers, pin_memory=pin)
+    stream = None
+    if recipe.method.uses_pool:
+        batch = max(1, round(setting["ratio"] * recipe.batch_size))
+        stream = unlabeled_batches(data.unlabeled.pool, batch, options.seed + 1, options.num_workers, pin)
+    writer = SummaryWriter(str(candidate.out_dir / "tb"))
     bar = tqdm(total=steps, disable=not options.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
-    history = History(out_dir, protocol, cfg.keep)
-    study_threshold = setting.get("threshold", listed(cfg.threshold)[0])
+    history = History(candidate.out_dir, protocol, recipe.keep)
     step = 0
     try:
         for epoch in range(1, epochs + 1):
             sampler.set_epoch(epoch - 1)
-            plan.train()
+            candidate.plan.train()
             t0 = time.perf_counter()
             for batch in loader:
                 if len(batch.images) == 0:
@@ -178,41 +182,44 @@ def fit_candidate(
                 images = to_device_float(batch.images, info, device)
                 images = to_memory_format(augment_on_device(augment, images), channels_last)
                 labels = batch.labels.to(device, non_blocking=True)  # pinned on CUDA: no wait
+                views = ()
                 if stream is not None:
                     pool = to_device_float(next(stream).images, info, device)
-                    weak = to_memory_format(augment_on_device(weak_view, pool), channels_last)
-                    if strong is not None:
-                        hard = to_memory_format(augment_on_device(strong, pool), channels_last)
+                    views = tuple(to_memory_format(v, channels_last) for v in objective.views(pool))
                 with precision.autocast():
-                    if stream is None:
-                        loss, stats = F.cross_entropy(model(images), labels), {}
-                    elif pretext is not None:
-                        loss, stats = pretext_loss(model, pretext, images, labels, weak, cfg.unlabeled_weight)
-                    else:
-                        loss, stats = fixmatch_loss(
-                            model, images, labels, weak, hard, setting["threshold"], cfg.unlabeled_weight
-                        )
+                    loss, stats = objective.loss(model, images, labels, views)
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward_and_step(loss, optimizer)
                 scheduler.step()
                 step += 1
                 bar.update(1)
                 if step % options.log_every == 0:
-                    writer.add_scalar("finetune/loss", loss.item(), step)
-                    writer.add_scalar("finetune/lr_head", optimizer.param_groups[0]["lr"], step)
-                    for name, value in stats.items():
-                        writer.add_scalar(f"unlabeled/{name}", float(value), step)
+                    _log_step(writer, step, loss, optimizer, stats)
             history.seconds = round(history.seconds + time.perf_counter() - t0, 1)
             if epoch % every == 0 or epoch == epochs:
-                _end_of_epoch(model, val, unlabeled, study_threshold, info, device, writer, epoch, history, bar)
-        _save(model, out_dir / "checkpoints" / "last.pt", epochs, history.val_top1[-1], protocol)
-        if cfg.keep == "last":
-            history.kept_epoch, history.kept_val_top1 = epochs, history.val_top1[-1]
-            _save(model, out_dir / "checkpoints" / "best.pt", epochs, history.val_top1[-1], protocol)
+                threshold = setting.get("threshold", STUDY_THRESHOLD)
+                _end_of_epoch(model, data.val, data.unlabeled, threshold, info, device, writer, epoch, history, bar)
+        _finish(model, history, epochs, recipe.keep)
     finally:
         bar.close()
         writer.close()
     return history
+
+
+def _log_step(writer: SummaryWriter, step: int, loss: torch.Tensor, optimizer, stats: dict) -> None:
+    """The loss, the head's learning rate and the method's statistics (``unlabeled/<name>``) at ``step``."""
+    writer.add_scalar("finetune/loss", loss.item(), step)
+    writer.add_scalar("finetune/lr_head", optimizer.param_groups[0]["lr"], step)
+    for name, value in stats.items():
+        writer.add_scalar(f"unlabeled/{name}", float(value), step)
+
+
+def _finish(model: ImageClassifier, history: History, epochs: int, keep: str) -> None:
+    """``last.pt``, and with ``keep="last"`` the last epoch as the kept one (``best.pt``)."""
+    _save(model, history.out_dir / "checkpoints" / "last.pt", epochs, history.val_top1[-1], history.protocol)
+    if keep == "last":
+        history.kept_epoch, history.kept_val_top1 = epochs, history.val_top1[-1]
+        _save(model, history.out_dir / "checkpoints" / "best.pt", epochs, history.val_top1[-1], history.protocol)
 
 
 def _end_of_epoch(model, val, unlabeled, threshold, info, device, writer, epoch: int, history: History, bar) -> None:

@@ -25,6 +25,7 @@ from ...config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, s
 from ...data import DataInfo, open_split
 from ...encoders import encoder_from_spec
 from ...errors import BadInput
+from ...registry import UNLABELED_METHODS
 from ...runs import write_json
 from ...utils.precision import announce_precision
 from ...utils.rng import seed_everything
@@ -42,19 +43,22 @@ from ..shared.splits import labeled_splits, validation_split
 from .auto_freeze import choose_freeze_point
 from .freezing import FreezePlan, frozen_stages, strategy_name
 from .head_init import init_head_from_probe
-from .loop import LoopOptions, Unlabeled, encoder_lr_mult, fit_candidate
-from .semi_supervised import STRONG_OPS, build_pretext, unlabeled_pool
-
-GRID_KEYS = ("lr", "augment", "threshold", "unlabeled_ratio")
+from .loop import Candidate, LabeledData, LoopOptions, Recipe, encoder_lr_mult, fit_candidate
+from .unlabeled import Unlabeled, UnlabeledMethod, unlabeled_pool
 
 
-def candidate_settings(cfg: FinetuneConfig) -> list[dict]:
-    """Every combination of the listed values of ``finetune.lr`` and ``finetune.augment`` (and,
-    semi-supervised, ``unlabeled_ratio`` and with FixMatch ``threshold``), in the order given: the candidates chosen
-    between on validation."""
-    keys = {"none": GRID_KEYS[:2], "fixmatch": GRID_KEYS, "pretext": (*GRID_KEYS[:2], "unlabeled_ratio")}[cfg.unlabeled]
-    values = [listed(getattr(cfg, key)) for key in keys]
-    return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
+def unlabeled_method(cfg: FinetuneConfig) -> UnlabeledMethod:
+    """The method of ``finetune.unlabeled`` (a registered class) with its options."""
+    return UNLABELED_METHODS[cfg.unlabeled.method](**cfg.unlabeled.options)
+
+
+def candidate_settings(lr, augment, method: UnlabeledMethod) -> list[dict]:
+    """Every combination of the listed values of ``finetune.lr``, ``finetune.augment`` and the method's grid
+    options (FixMatch: ``ratio``, ``threshold``), in the order given: the candidates chosen between on
+    validation."""
+    grid = {"lr": listed(lr), "augment": listed(augment)}
+    grid.update({key: listed(method.options[key]) for key in method.grid})
+    return [dict(zip(grid, combination, strict=True)) for combination in itertools.product(*grid.values())]
 
 
 def run_finetune(config: Config) -> FinetuneReport:
@@ -77,9 +81,8 @@ def run_finetune(config: Config) -> FinetuneReport:
     train, val = validation_split(train, cfg.val_fraction, config.seed)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     out_dir = _finetune_dir(cfg, config.data.label_fraction, Path(config.evaluation.encoder))
-    unlabeled = (
-        _unlabeled(config.data, config.seed, val, cfg.pseudo_label_accuracy) if cfg.unlabeled != "none" else None
-    )
+    method = unlabeled_method(cfg)
+    unlabeled = _unlabeled(config.data, config.seed, val, cfg.pseudo_label_accuracy) if method.uses_pool else None
     options = LoopOptions(
         config.seed, config.data.num_workers, config.trainer.channels_last, config.trainer.log_every,
         config.trainer.progress, config.trainer.precision,
@@ -91,11 +94,11 @@ def run_finetune(config: Config) -> FinetuneReport:
             cfg, config.probe, config.evaluation.batch_size, config.seed, pretrained, train, val, num_classes, device
         )
     frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
-    if cfg.unlabeled == "pretext":  # so is a pretext task that cannot train on the pool
-        build_pretext(cfg.pretext, pretrained, len(unlabeled.pool), config.seed)
+    method.check(pretrained, len(unlabeled.pool) if unlabeled else 0, config.seed)  # so is a method that cannot train
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
-    settings = candidate_settings(cfg)
+    settings = candidate_settings(cfg.lr, cfg.augment, method)
+    recipe, data = Recipe.from_config(cfg, method), LabeledData(train, val, unlabeled)
     histories = []
     for setting in settings:
         torch.manual_seed(config.seed)
@@ -104,14 +107,14 @@ def run_finetune(config: Config) -> FinetuneReport:
         plan = FreezePlan(model, freeze_until, cfg.freeze_bn)
         if cfg.head_init == "probe":
             init_head_from_probe(model, train, device, listed(config.probe.l2)[0], config.probe.max_iter)
-        protocol = _protocol(cfg, plan, model, freeze_until, reason, (train, val, test), setting, unlabeled)
+        protocol = _protocol(cfg, method, plan, model, freeze_until, reason, (train, val, test), setting, unlabeled)
         protocol.update(label_fraction=config.data.label_fraction, encoder_source=str(config.evaluation.encoder))
         protocol["seed"] = config.seed
         if layer_top1 is not None:
             protocol["auto_probe_val_top1"] = layer_top1
         run_dir = out_dir if len(settings) == 1 else out_dir / "candidates" / _candidate_name(setting, settings)
-        history = fit_candidate(cfg, options, model, plan, setting, train, val, unlabeled, device, run_dir, protocol)
-        histories.append(history)
+        candidate = Candidate(model, plan, setting, run_dir, protocol)
+        histories.append(fit_candidate(recipe, options, candidate, data, device))
     selection = Selection.from_scores(
         [{**setting, "epoch": h.kept_epoch} for setting, h in zip(settings, histories, strict=True)],
         [h.kept_val_top1 for h in histories],
@@ -247,23 +250,14 @@ def _auto_freeze_point(
     return freeze_until, reason, layer_top1
 
 
-def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, setting: dict, unlabeled) -> dict:
+def _protocol(
+    cfg: FinetuneConfig, method: UnlabeledMethod, plan, model, freeze_until, reason, splits, setting: dict, unlabeled
+) -> dict:
     """What a candidate does, as data: strategy, rates, splits, the semi-supervised settings."""
     train, val, test = splits
     lr = setting["lr"]
-    semi = None
-    if unlabeled is not None:
-        semi = {
-            "unlabeled_ratio": setting["unlabeled_ratio"],
-            "unlabeled_weight": cfg.unlabeled_weight,
-            "unlabeled_pool": f"{unlabeled.pool.description}, {len(unlabeled.pool)} images (validation split excluded)",
-        }
-        if cfg.unlabeled == "fixmatch":
-            semi["method"] = "FixMatch: confident weak-view predictions as targets of a strong view"
-            semi.update(threshold=setting["threshold"], strong_augmentation=STRONG_OPS)
-        else:
-            semi["method"] = "S4L: pretext tasks with fresh heads on the labeled and unlabeled images (weak view)"
-            semi["pretext"] = cfg.pretext
+    pool = unlabeled and f"{unlabeled.pool.description}, {len(unlabeled.pool)} images (validation split excluded)"
+    semi = method.record(setting, pool or "")
     return {
         "strategy": strategy_name(freeze_until),
         "freeze_until": freeze_until,
@@ -275,7 +269,7 @@ def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, se
         "head_init": cfg.head_init,
         "keep": cfg.keep,
         "lr_head": lr,
-        "lr_encoder": lr * encoder_lr_mult(cfg),
+        "lr_encoder": lr * encoder_lr_mult(cfg.backbone_lr_mult, cfg.init),
         "optimizer": cfg.optimizer,
         "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size,
@@ -288,6 +282,6 @@ def _protocol(cfg: FinetuneConfig, plan, model, freeze_until, reason, splits, se
         "test_split": f"{test.description}, {len(test)} images",
         "image_size": model.image_size,
         "backbone": model.encoder.spec.backbone,
-        "candidates": candidate_settings(cfg),
+        "candidates": candidate_settings(cfg.lr, cfg.augment, method),
         "semi_supervised": semi,
     }
