@@ -165,6 +165,7 @@ class FinetuneConfig:
     val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
     val_every: int | None = _positive(None)
     keep: Literal["best", "last"] = "best"
+    test_last_epoch: bool = False
     init: Literal["pretrained", "random"] = "pretrained"
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     auto_probe_images: int = _positive(5000)

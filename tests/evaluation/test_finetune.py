@@ -149,7 +149,7 @@ def test_keeping_the_last_epoch_scores_every_candidate_at_its_last_epoch(image_f
     report = json.loads((out_dir / "finetune.json").read_text())
     assert report["protocol"]["keep"] == "last" and report["best_epoch"] == 3
     assert report["val_top1"] == report["val_top1_per_epoch"][-1]
-    assert report["test_top1"] == report["diagnostics"]["test_top1_last_epoch"]
+    assert "test_top1_last_epoch" not in report["diagnostics"], "best.pt is the last epoch: no second test pass"
     assert "scored at its last epoch" in report["selected"]["validation"]
     # Each candidate's score is its last epoch's validation top-1 (saved in its last.pt), and its kept
     # weights (best.pt) are the last epoch's.
@@ -255,3 +255,23 @@ def test_fine_tuning_and_feature_extraction_run_in_the_runs_precision(image_fold
     conv.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     features, _ = extract_features(view, train, info, cpu, 64, precision=resolve_precision("bf16", cpu))
     assert set(dtypes) == {torch.bfloat16} and all(f.dtype == torch.float32 for f in features.values())
+
+
+def test_the_test_set_is_scored_once_unless_the_last_epoch_is_asked_for(image_folder, tmp_path, monkeypatch):
+    from ssl_pretrain.evaluation.finetuning import run as finetune_run
+
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    scored = []  # the checkpoint of every test pass
+    real = finetune_run._test_top1
+    monkeypatch.setattr(finetune_run, "_test_top1", lambda m, path, *a: scored.append(path.name) or real(m, path, *a))
+    args = ["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.epochs=2", "finetune.batch_size=8"]
+    args += ["trainer.progress=false"]
+    assert main([*args, "finetune.name=once"]) == 0
+    assert scored == ["best.pt"]
+    report = json.loads((tmp_path / "run" / "finetune" / "once" / "finetune.json").read_text())
+    assert "test_top1_last_epoch" not in report["diagnostics"]
+    scored.clear()
+    assert main([*args, "finetune.name=twice", "finetune.test_last_epoch=true"]) == 0
+    assert scored == ["best.pt", "last.pt"]
+    report = json.loads((tmp_path / "run" / "finetune" / "twice" / "finetune.json").read_text())
+    assert 0 <= report["diagnostics"]["test_top1_last_epoch"] <= 100

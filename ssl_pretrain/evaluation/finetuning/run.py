@@ -68,7 +68,7 @@ def run_finetune(config: Config) -> FinetuneReport:
     kept, unless ``finetune.keep=last`` keeps the end of the schedule), the learning rate (and with
     ``finetune.unlabeled=fixmatch`` the threshold and unlabeled ratio) when several are listed (one
     candidate run each, under ``candidates/``), the freeze point with ``auto``. The test set is scored
-    once, for the choice; the last epoch's test top-1 is a diagnostic only.
+    once, for the choice; with ``finetune.test_last_epoch`` the last epoch's test top-1 too, a diagnostic.
     """
     cfg = config.finetune
     if config.evaluation.encoder is None:
@@ -115,39 +115,42 @@ def run_finetune(config: Config) -> FinetuneReport:
         run_dir = out_dir if len(settings) == 1 else out_dir / "candidates" / _candidate_name(setting, settings)
         candidate = Candidate(model, plan, setting, run_dir, protocol)
         histories.append(fit_candidate(recipe, options, candidate, data, device))
+    validation = f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})"
+    report = _choose_and_test(settings, histories, validation, model, out_dir, test, device, cfg.test_last_epoch)
+    write_json(out_dir / "finetune.json", report.to_dict())
+    return report
+
+
+def _choose_and_test(
+    settings: list[dict], histories: list, validation: str, model, out_dir: Path, test, device, test_last: bool
+) -> FinetuneReport:
+    """The candidate with the best kept validation top-1 becomes the run's (its checkpoints adopted), its
+    kept weights scored on ``test`` once; with ``test_last`` (and the best epoch kept) also the last
+    epoch's, as a diagnostic."""
+    keep = histories[0].keep
     selection = Selection.from_scores(
         [{**setting, "epoch": h.kept_epoch} for setting, h in zip(settings, histories, strict=True)],
         [h.kept_val_top1 for h in histories],
-        f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})"
-        + ("; each candidate scored at its last epoch" if cfg.keep == "last" else ""),
+        validation + ("; each candidate scored at its last epoch" if keep == "last" else ""),
     )
     chosen = histories[first_best([h.kept_val_top1 for h in histories])]
     if len(settings) > 1:
         _adopt_candidate(chosen.out_dir, out_dir)
     selection.test_top1 = _test_top1(model, out_dir / "checkpoints" / "best.pt", test, device)
-    # With the last epoch kept, best.pt holds the last epoch's weights: no second pass over the test set.
-    last_top1 = (
-        selection.test_top1
-        if cfg.keep == "last"
-        else _test_top1(model, out_dir / "checkpoints" / "last.pt", test, device)
-    )
-    report = FinetuneReport(
+    diagnostics = {"pseudo_label_study": chosen.pseudo_label_study} if chosen.pseudo_label_study else {}
+    if test_last and keep == "best":  # with the last epoch kept, best.pt already is the last epoch
+        diagnostics["test_top1_last_epoch"] = _test_top1(model, out_dir / "checkpoints" / "last.pt", test, device)
+    return FinetuneReport(
         test_top1=selection.test_top1,
         val_top1=selection.val_top1,
         best_epoch=chosen.kept_epoch,
         val_top1_per_epoch=chosen.val_top1,
         selected=selection.to_dict(),
-        diagnostics={
-            "test_top1_last_epoch": last_top1,
-            **({"pseudo_label_study": chosen.pseudo_label_study} if chosen.pseudo_label_study else {}),
-            "note": "not used for any choice",
-        },
+        diagnostics={**diagnostics, "note": "not used for any choice"},
         train_seconds=round(sum(h.seconds for h in histories), 1),
         protocol=chosen.protocol,
         report_file=str(out_dir / "finetune.json"),
     )
-    write_json(out_dir / "finetune.json", report.to_dict())
-    return report
 
 
 def format_finetune(report: FinetuneReport) -> str:
@@ -158,12 +161,11 @@ def format_finetune(report: FinetuneReport) -> str:
     if protocol["auto_reason"]:
         lines.append(f"finetune.freeze_until=auto -> {protocol['freeze_until']}: {protocol['auto_reason']}")
     chosen = ", ".join(f"{k} {_text(v).lstrip('-')}" for k, v in selected["chosen"].items() if k != "epoch")
-    last = report.diagnostics["test_top1_last_epoch"]
+    last = report.diagnostics.get("test_top1_last_epoch")
     lines.append(
         f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
         f"{report.test_top1:.2f}% at the {_kept_text(protocol['keep'])} {report.best_epoch} "
-        f"(validation {report.val_top1:.2f}%)"
-        + ("" if protocol["keep"] == "last" else f"; last epoch {last:.2f}% (diagnostic)")
+        f"(validation {report.val_top1:.2f}%)" + ("" if last is None else f"; last epoch {last:.2f}% (diagnostic)")
     )
     study = report.diagnostics.get("pseudo_label_study")
     if study:
