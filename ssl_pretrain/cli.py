@@ -144,10 +144,10 @@ def run(argv: list[str]) -> int:
         print(_function(evaluation.show)(report))
     elif args.command == "export":
         from .encoders.export import export_encoder
-        from .evaluation.shared.encoder_source import task_from_checkpoint
+        from .evaluation.shared.encoder_source import encoder_from_checkpoint
 
-        task, _ = task_from_checkpoint(Path(args.checkpoint))
-        print(f"encoder written to {export_encoder(task.encoder, Path(args.out))}")
+        encoder = encoder_from_checkpoint(Path(args.checkpoint))
+        print(f"encoder written to {export_encoder(encoder, Path(args.out))}")
     elif args.command == "shard":
         from .data.shards import write_shards
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...build import make_task
-from ...config import DataConfig, build_config
+from ...config import DataConfig
 from ...data.image_folder import resolved_root
 from ...encoders import Encoder, encoder_from_spec
 from ...encoders.export import load_exported_encoder
@@ -23,13 +22,22 @@ def run_dir_of(source: Path) -> Path | None:
     return None
 
 
-def task_from_checkpoint(path: Path):
-    """Rebuild the pretext task (encoder + head) saved in a training checkpoint, loaded strictly."""
+def encoder_state(task_state: dict, source: str) -> dict:
+    """The encoder's entries (``encoder.*``) of a pretext task's ``state_dict``, without the prefix."""
+    state = {key[len("encoder.") :]: value for key, value in task_state.items() if key.startswith("encoder.")}
+    if not state:
+        raise BadInput(f"evaluation.encoder: {source} holds no encoder weights")
+    return state
+
+
+def encoder_from_checkpoint(path: Path) -> Encoder:
+    """The encoder of a training checkpoint: built from its stored spec, its weights loaded strictly (the
+    pretext task and the run's config are not rebuilt)."""
     ckpt = load_checkpoint(path)
-    config = build_config(ckpt["config"])
-    task = make_task(config, encoder_from_spec(ckpt["encoder_spec"]))
-    load_state_strict(task, ckpt["model"], path, f"its own config ({config.model.backbone} + {config.task.name})")
-    return task, ckpt
+    encoder = encoder_from_spec(ckpt["encoder_spec"])
+    spec = ckpt["encoder_spec"]
+    load_state_strict(encoder, encoder_state(ckpt["model"], str(path)), path, f"its encoder spec ({spec['backbone']})")
+    return encoder
 
 
 def load_encoder(source: str | Path) -> Encoder:
@@ -39,13 +47,13 @@ def load_encoder(source: str | Path) -> Encoder:
         if (source / "encoder.pt").is_file():
             return load_exported_encoder(source / "encoder.pt")
         if checkpoint_path(source).is_file():
-            return task_from_checkpoint(checkpoint_path(source))[0].encoder
+            return encoder_from_checkpoint(checkpoint_path(source))
         raise BadInput(f"evaluation.encoder: {source} holds neither encoder.pt nor checkpoints/last.pt")
     if not source.is_file():
         raise BadInput(f"evaluation.encoder: {source} does not exist")
     content = safe_torch_load(source, "evaluation.encoder")
     if isinstance(content, dict) and content.get("format") == FORMAT:
-        return task_from_checkpoint(source)[0].encoder
+        return encoder_from_checkpoint(source)
     return load_exported_encoder(source)
 
 
