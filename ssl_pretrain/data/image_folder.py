@@ -20,20 +20,32 @@ from .sources import FolderImages, scan_folder
 from .spec import DatasetSpec, Split, data_info
 
 
+def _root_key(cfg: DataConfig, split: Split) -> str:
+    return "data.test_root" if split == "test" and cfg.test_root else "data.root"
+
+
 def load_image_folder(cfg: DataConfig, split: Split, size: int, channels: int) -> FolderImages:
-    """Every image below ``data.root`` (or ``data.test_root`` for the test split)."""
+    """Every image file below ``data.root`` (or ``data.test_root`` for the test split), found by name: none
+    is opened here."""
     if cfg.root is None:
         raise BadInput("data.root: image_folder needs data.root, a folder of images")
     root = Path(cfg.test_root if split == "test" and cfg.test_root else cfg.root).expanduser()
-    key = "data.test_root" if split == "test" and cfg.test_root else "data.root"
+    key = _root_key(cfg, split)
     if not root.is_dir():
         raise BadInput(f"{key}: {root} is not a folder")
     files, labels, classes = scan_folder(root)
     if not files:
         raise BadInput(f"{key}: no image files in {root} (looked for .jpg, .png, .bmp, .webp, ... recursively)")
-    if not any(decode_image(f, 8, channels) is not None for f in files):
-        raise BadInput(f"{key}: none of the {len(files)} image files in {root} could be read (e.g. {files[0]})")
     return FolderImages(files, labels, classes, size, channels, f"image folder {root}", root)
+
+
+def _check_readable(dataset: FolderImages, key: str) -> None:
+    """Bad input unless one of the split's own files decodes (files of other splits are never opened)."""
+    if not any(decode_image(f, 8, dataset.channels) is not None for f in dataset.files):
+        raise BadInput(
+            f"{key}: none of the {len(dataset)} image files of {dataset.description} could be read "
+            f"(e.g. {dataset.files[0]})"
+        )
 
 
 def holds_out_test(cfg: DataConfig, dataset) -> bool:
@@ -60,7 +72,9 @@ def _without_held_out(cfg: DataConfig, split: Split, dataset: FolderImages) -> F
 
 def open_image_folder(cfg: DataConfig, split: Split) -> FolderImages:
     info = data_info(cfg)
-    return _without_held_out(cfg, split, load_image_folder(cfg, split, info.image_size, info.channels))
+    part = _without_held_out(cfg, split, load_image_folder(cfg, split, info.image_size, info.channels))
+    _check_readable(part, _root_key(cfg, split))
+    return part
 
 
 def folder_stats(cfg: DataConfig, channels: int) -> tuple[list[float], list[float]]:

@@ -7,6 +7,7 @@ from PIL import Image
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.config import DataConfig
+from ssl_pretrain.data import image_folder as image_folder_module
 from ssl_pretrain.data import open_split, sources
 from ssl_pretrain.data.holdout import hash_position, held_out_mask
 
@@ -56,13 +57,14 @@ def test_pretraining_never_reads_the_probes_test_files(image_folder, tmp_path, m
         return decode(path, size, channels)
 
     with monkeypatch.context() as patch:
-        patch.setattr(sources, "decode_image", recording_decode)
+        patch.setattr(sources, "decode_image", recording_decode)  # the images pretraining trains on
+        patch.setattr(image_folder_module, "decode_image", recording_decode)  # statistics, readability check
         args = folder_overrides(image_folder, tmp_path) + ["trainer.max_steps=20", "trainer.epochs=5"]
         assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *args]) == 0
     run = tmp_path / "run"
     cfg = DataConfig(name="image_folder", root=str(image_folder), image_size=16)
     test_files = set(open_split(cfg, "test").files)
-    assert len(set(read)) == 36 - len(test_files) and not set(read) & test_files
+    assert len(set(read)) == 36 - len(test_files) and not set(read) & test_files, "no test file is ever opened"
     record = json.loads((run / "data_split.json").read_text())
     listed = (run / "held_out_test_files.txt").read_text().split()
     assert sorted(listed) == sorted(f.relative_to(image_folder).as_posix() for f in test_files)
@@ -91,3 +93,21 @@ def test_held_out_mask_matches_the_hash_rule(tmp_path):
     mask = held_out_mask(files, tmp_path, 0.25)
     assert mask.dtype == torch.bool and 25 < int(mask.sum()) < 75  # about a quarter
     assert mask.tolist() == [hash_position(f"a/{i}.png") < 0.25 for i in range(200)]
+
+
+def test_shard_statistics_leave_the_held_out_samples_unread(image_folder, tmp_path, monkeypatch):
+    from ssl_pretrain.data import shards as shards_module
+    from ssl_pretrain.data.builtin import shard_stats
+
+    write_shards = shards_module.write_shards
+    paths, _ = write_shards(image_folder, str(tmp_path / "shards" / "train-%06d.tar"), 36)
+    decoded = []
+    decode = shards_module.decode_sample
+    monkeypatch.setattr(shards_module, "decode_sample", lambda s, *a: decoded.append(s["__key__"]) or decode(s, *a))
+    cfg = DataConfig(name="shards", root=str(paths[0]), test_fraction=0.3)
+    shard_stats(cfg, 3)
+    assert decoded and all(hash_position(str(key)) >= 0.3 for key in decoded)
+    assert len(decoded) < 36, "some samples are held out at 0.3"
+    decoded.clear()
+    shard_stats(DataConfig(name="shards", root=str(paths[0]), test_fraction=0.3, test_root=str(tmp_path)), 3)
+    assert len(decoded) == 36, "with data.test_root nothing in data.root is held out"
