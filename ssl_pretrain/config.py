@@ -58,6 +58,7 @@ class DataConfig:
     label_fraction: float = _ranged(1.0, lambda v: 0 < v <= 1, "in (0, 1] (share of training labels, stratified)")
     test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1) (image_folder without test_root)")
     pretrain_on_test: bool = False
+    development: int | None = _positive(None)
 
 
 @dataclass

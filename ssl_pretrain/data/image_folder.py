@@ -121,6 +121,7 @@ def split_record(cfg: DataConfig, pretrain_set) -> tuple[dict, list[str]]:
         "test_split": "the dataset's own test split, never read by pretraining",
         "held_out_fraction": None,
         "pretrain_read_test": False,
+        "development": cfg.development,
     }
     held: list[str] = []
     if getattr(pretrain_set, "streaming", False):

@@ -89,13 +89,38 @@ def existing_root(cfg: DataConfig) -> Path | None:
 
 
 def open_split(cfg: DataConfig, split: Split):
-    """The dataset of one split, with ``data.limit`` applied to ``pretrain``."""
-    ds = dataset_spec(cfg.name).open(cfg, split)
+    """The dataset of one split, with ``data.limit`` applied to ``pretrain`` (and ``data.development``: the
+    last N training images are the test split, the dataset's own test split is never opened)."""
+    if cfg.development is None:
+        ds = dataset_spec(cfg.name).open(cfg, split)
+    else:
+        ds = development_split(
+            dataset_spec(cfg.name).open(cfg, "pretrain" if split == "pretrain" else "train"), split, cfg.development
+        )
     if split == "pretrain" and cfg.limit is not None and getattr(ds, "streaming", False):
         raise BadInput("data.limit: a streamed dataset cannot be cut to its first N images; list fewer shards")
     if split == "pretrain" and cfg.limit is not None and cfg.limit < len(ds):
         ds = ds.subset(torch.arange(cfg.limit))
     return ds
+
+
+def development_split(train, split: Split, held: int):
+    """``data.development=N``: a development split cut from the training images, for decisions about a recipe
+    or the protocol that must not read the test set. The last ``held`` training images are its test split;
+    pretraining and the labeled training split are the images before them."""
+    if getattr(train, "streaming", False):
+        raise BadInput("data.development: a streamed dataset cannot be cut by position; write separate shards")
+    if not 0 < held < len(train):
+        raise BadInput(f"data.development: {held} must be below the {len(train)} training images")
+    first = len(train) - held
+    part = train.subset(torch.arange(first, len(train)) if split == "test" else torch.arange(first))
+    which = (
+        f"images {first}..{len(train) - 1}, the development test split"
+        if split == "test"
+        else f"its first {first} images"
+    )
+    part.description = f"{train.description}, {which} (data.development={held})"
+    return part
 
 
 def data_info(cfg: DataConfig) -> DataInfo:

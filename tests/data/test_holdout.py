@@ -111,3 +111,25 @@ def test_shard_statistics_leave_the_held_out_samples_unread(image_folder, tmp_pa
     decoded.clear()
     shard_stats(DataConfig(name="shards", root=str(paths[0]), test_fraction=0.3, test_root=str(tmp_path)), 3)
     assert len(decoded) == 36, "with data.test_root nothing in data.root is held out"
+
+
+def test_a_development_split_tests_on_the_last_training_images_and_pretraining_never_reads_them(
+    fashion_mnist_root, tmp_path
+):
+    cfg = DataConfig(root=str(fashion_mnist_root), download=False, development=16)
+    train, test, pretrain = (open_split(cfg, split) for split in ("train", "test", "pretrain"))
+    assert test.origin.tolist() == list(range(48, 64)) and "development" in test.description
+    assert train.origin.tolist() == pretrain.origin.tolist() == list(range(48))
+    everything = open_split(DataConfig(root=str(fashion_mnist_root), download=False), "train")
+    assert torch.equal(test.images, everything.images[48:]), "the test split is training images, not the test set"
+    data = [f"data.root={fashion_mnist_root}", "data.download=false", "data.development=16", f"output_dir={tmp_path}"]
+    tiny = ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.progress=false", "trainer.precision=fp32"]
+    assert main(["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *data, *tiny, "run_name=dev"]) == 0
+    assert json.loads((tmp_path / "dev" / "data_split.json").read_text())["pretrain_images"] == 48
+    probe = ["probe", f"evaluation.encoder={tmp_path / 'dev'}", "probe.max_iter=5", "data.development=16"]
+    assert main([*probe, f"data.root={fashion_mnist_root}", "data.download=false"]) == 0
+    report = json.loads((tmp_path / "dev" / "probe.json").read_text())
+    assert report["protocol"]["encoder_saw_test_images"] is False
+    assert main([*probe[:-1], "data.development=20", f"data.root={fashion_mnist_root}", "data.download=false"]) == 0
+    assert json.loads((tmp_path / "dev" / "probe.json").read_text())["protocol"]["encoder_saw_test_images"] is True
+    assert main([*probe[:-1], "data.development=64", f"data.root={fashion_mnist_root}", "data.download=false"]) == 2

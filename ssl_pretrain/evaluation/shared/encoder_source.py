@@ -79,6 +79,8 @@ def pretraining_saw_test(source: Path, data: DataConfig) -> tuple[bool | None, s
     root = resolved_root(data.root)
     if record.get("dataset") != data.name or (data.name in HOLDS_OUT and record.get("root") != root):
         return None, f"unknown: pretrained on {record.get('dataset')} ({record.get('root')}), evaluated on {data.name}"
+    if data.development is not None:
+        return _saw_development_test(record.get("development"), data.development)
     if data.name not in HOLDS_OUT:
         return False, f"pretraining read {record.get('pretrain_split')}; the test split is the dataset's own"
     if data.test_root is not None:
@@ -92,3 +94,10 @@ def pretraining_saw_test(source: Path, data: DataConfig) -> tuple[bool | None, s
         f"pretraining held out data.test_fraction={fraction:g} by path, this evaluation tests on "
         f"{data.test_fraction:g}: the difference was seen"
     )
+
+
+def _saw_development_test(pretrained_with: int | None, evaluated_with: int) -> tuple[bool, str]:
+    """Whether the test images of a development split (the last training images) were pretrained on."""
+    if pretrained_with is not None and pretrained_with >= evaluated_with:
+        return False, f"pretraining left out the last {pretrained_with} training images (data.development)"
+    return True, f"pretraining read training images this development split (data.development={evaluated_with}) tests on"
