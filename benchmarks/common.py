@@ -4,11 +4,13 @@ measurement in a fresh process, device synchronisation."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +76,22 @@ def append_results(title: str, body: str) -> None:
         f.write(f"\n## {title}\n\n{header}\n\n{body.rstrip()}\n")
 
 
-def report(title: str, body: str, smoke: bool) -> None:
-    """Print ``body``; append it to RESULTS.md under ``title`` unless this is a ``--smoke`` run."""
+RECORDS = Path(__file__).parent / "records"
+
+
+def report(title: str, body: str, smoke: bool, record: dict | None = None, record_dir: Path | None = None) -> None:
+    """Print ``body``; append it to RESULTS.md under ``title`` unless this is a ``--smoke`` run. ``record``
+    (every cell's choice, validation and test score) is written as JSON beside the printout: into
+    ``benchmarks/records/`` (named by the script and the time, cited in the entry), or with ``--smoke`` into
+    ``record_dir``."""
+    if record is not None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = RECORDS if not smoke else record_dir or Path(tempfile.gettempdir())
+        path = folder / f"{Path(sys.argv[0]).stem}-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"command": command_line(), "commit": commit(), **record}, indent=1))
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        body = f"{body.rstrip()}\n\nEvery cell's choice, validation and test score: `{shown}`."
     print(body)
     if not smoke:
         append_results(title, body)

@@ -1,0 +1,152 @@
+"""The shipped fine-tuning recipe's choices, made again on a development split of the training images.
+
+    python benchmarks/recipe_dev.py [--runs DIR] [--config multi] [--fraction 0.01] [--seed 0]
+                                    [--held-out 10000] [--decisions head lr steps semi keep] [--smoke]
+                                    [KEY=VALUE ...]
+
+Every option of ``benchmarks/low_label.py``'s recipe that was decided (the head each start is fine-tuned
+with, the learning rate, the step budget, how the unlabeled images are used, keeping the last or the best
+epoch) is decided here without the test set: with ``data.development=10000`` the last 10k of Fashion-MNIST's
+60k training images are the test split, the config is pretrained on the first 50k (a finished run in
+``--runs DIR`` is reused), the labels are sampled from those 50k, and the real test set is never opened. Each
+candidate is one fine-tuning run with the low-label benchmark's recipe, changed in the one option the decision
+is about, from the pretrained encoder and from random initialisation (training from scratch: the control,
+whose options are tuned as carefully). A decision's table prints each candidate's validation top-1 (its
+60-image hold-out) and development-test top-1 (10k images): the choice is the higher development-test score.
+``keep`` compares how far each kept epoch's validation score runs above its development-test score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import report  # noqa: E402
+from low_label import FINETUNE_RECIPE, FINETUNE_STEPS, HEAD, SEMI_AUGMENT, SEMI_RECIPES  # noqa: E402
+
+import ssl_pretrain as ssl  # noqa: E402
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
+GAP_RANDOM_HEAD: list[str] = []  # a random linear head on global average pooling (the default)
+HEADS = {"flatten, probe-started": HEAD["pretrained"], "GAP, random": GAP_RANDOM_HEAD}
+SMOKE_PRETRAIN = ["data.limit=256", "trainer.max_steps=2", "trainer.batch_size=16"]
+SMOKE_FINETUNE = ["finetune.batch_size=8", "probe.max_iter=10"]
+
+
+def candidates(decision: str, init: str, steps: int) -> dict[str, list[str]]:
+    """``{candidate name: overrides}`` of one decision for one start; the shipped choice is among them."""
+    head = HEAD[init]
+    if decision == "head":
+        return {name: [f"finetune.steps={steps}", *overrides] for name, overrides in HEADS.items()}
+    if decision == "lr":
+        return {f"lr {lr}": [f"finetune.steps={steps}", *head, f"finetune.lr={lr}"] for lr in (0.003, 0.01)}
+    if decision == "steps":
+        return {f"{n} steps": [f"finetune.steps={n}", *head] for n in (steps, 3 * steps)}
+    if decision == "semi":
+        plain = {"labels only": [f"finetune.steps={steps}", *head]}
+        semi = {
+            name: [f"finetune.steps={steps}", *head, *recipe, SEMI_AUGMENT] for name, recipe in SEMI_RECIPES.items()
+        }
+        return plain | semi
+    if decision == "keep":
+        return {"best epoch": [f"finetune.steps={steps}", *head, "finetune.keep=best", "finetune.test_last_epoch=true"]}
+    raise ValueError(decision)
+
+
+def fine_tune(run: ssl.Run, overrides: list[str], name: str, done: dict) -> dict:
+    """One fine-tuning run on the development split; its report as a dict. A candidate whose resolved config
+    ran already (the shipped choice appears in several decisions) is read from ``done``, not trained again."""
+    config = ssl.load_config(run.config, overrides).to_dict()
+    config["finetune"].pop("name")
+    key = json.dumps(config, sort_keys=True)
+    if key not in done:
+        start = time.perf_counter()
+        result = ssl.finetune(run, [*overrides, f"finetune.name={name}-{int(time.time() * 1000)}"]).to_dict()
+        done[key] = {**result, "minutes": (time.perf_counter() - start) / 60}
+    return done[key]
+
+
+def decision_rows(decision: str, run: ssl.Run, base: list[str], steps: int, record: list, done: dict) -> list[str]:
+    """Markdown rows of one decision, both starts; each cell also appended to ``record``."""
+    rows = []
+    for init in ("pretrained", "random"):
+        results = {}
+        for name, overrides in candidates(decision, init, steps).items():
+            keep = [] if decision == "keep" else ["finetune.keep=last"]
+            full = [*base, f"finetune.init={init}", *FINETUNE_RECIPE, *keep, *overrides]
+            result = fine_tune(run, full, decision, done)
+            results[name] = result
+            record.append({"decision": decision, "start": init, "candidate": name, "overrides": overrides,
+                           "val_top1": result["val_top1"], "dev_test_top1": result["test_top1"],
+                           "chosen": result["selected"]["chosen"], "minutes": round(result["minutes"], 2),
+                           "diagnostics": result["diagnostics"]})  # fmt: skip
+        rows += _rows(decision, init, results)
+    return rows
+
+
+def _rows(decision: str, init: str, results: dict[str, dict]) -> list[str]:
+    if decision == "keep":
+        (result,) = results.values()
+        last_val = result["val_top1_per_epoch"][-1]
+        last_test = result["diagnostics"]["test_top1_last_epoch"]
+        best_gap = result["val_top1"] - result["test_top1"]
+        return [
+            f"| keep | {init} | best epoch ({result['best_epoch']}) | {result['val_top1']:.2f}% | "
+            f"{result['test_top1']:.2f}% | validation - test {best_gap:+.2f} | {result['minutes']:.1f} |",
+            f"| keep | {init} | last epoch | {last_val:.2f}% | {last_test:.2f}% | validation - test "
+            f"{last_val - last_test:+.2f} | (same run) |",
+        ]
+    best = max(results, key=lambda name: results[name]["test_top1"])
+    return [
+        f"| {decision} | {init} | {name} | {r['val_top1']:.2f}% | {r['test_top1']:.2f}% | "
+        f"{'**chosen**' if name == best else ''} | {r['minutes']:.1f} |"
+        for name, r in results.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=Path, help="where the development pretraining run goes (reused when finished)")
+    parser.add_argument("--config", default="multi")
+    parser.add_argument("--fraction", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", type=int, default=10000, help="training images held out as the test split")
+    parser.add_argument("--decisions", nargs="+", default=["head", "lr", "steps", "semi", "keep"])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="ssl_recipe_dev_"))
+    development = [f"data.development={args.held_out}", "trainer.progress=false"]
+    path = runs / f"{args.config}-dev{args.held_out}"
+    if not (path / "metrics.json").is_file():
+        smoke = SMOKE_PRETRAIN if args.smoke else []
+        extra = [f"output_dir={runs}", f"run_name={path.name}", *development, *smoke, *args.overrides]
+        ssl.pretrain(CONFIGS / f"{args.config}.yaml", extra)
+    run = ssl.Run.open(path)
+    base = [*development, f"data.label_fraction={args.fraction}", f"seed={args.seed}"]
+    base += [*(SMOKE_FINETUNE if args.smoke else []), *args.overrides]
+    steps = 4 if args.smoke else FINETUNE_STEPS.get(args.fraction, FINETUNE_STEPS[1.0])
+    record: list[dict] = []
+    done: dict[str, dict] = {}  # the runs so far, by resolved config
+    lines = ["| decision | start | candidate | validation top-1 | development-test top-1 | | minutes |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for decision in args.decisions:
+        lines += decision_rows(decision, run, base, steps, record, done)
+    minutes = run.metrics["train_seconds"] / 60
+    body = (
+        f"Development split: the last {args.held_out} of the training images are the test split; {args.config} "
+        f"pretrained on the others ({minutes:.1f} min, {run.metrics['precision']}); {args.fraction:g} of their "
+        f"labels (seed {args.seed}); the low-label recipe ({steps} steps unless the decision is the budget), "
+        "each candidate changed in one option. The real test set was not opened.\n\n" + "\n".join(lines)
+    )
+    title = "Recipe choices on a development split of the training images (benchmarks/recipe_dev.py)"
+    report(title, body, args.smoke, {"held_out": args.held_out, "config": args.config, "cells": record}, runs)
+
+
+if __name__ == "__main__":
+    main()
