@@ -1,8 +1,8 @@
 """The shipped fine-tuning recipe's choices, made again on a development split of the training images.
 
     python benchmarks/recipe_dev.py [--runs DIR] [--config multi] [--fraction 0.01] [--seed 0]
-                                    [--held-out 10000] [--decisions head lr steps semi keep] [--smoke]
-                                    [KEY=VALUE ...]
+                                    [--held-out 10000] [--smoke] [KEY=VALUE ...]
+                                    [--decisions head lr steps semi keep]
 
 Every option of ``benchmarks/low_label.py``'s recipe that was decided (the head each start is fine-tuned
 with, the learning rate, the step budget, how the unlabeled images are used, keeping the last or the best
@@ -116,7 +116,8 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--held-out", type=int, default=10000, help="training images held out as the test split")
-    parser.add_argument("--decisions", nargs="+", default=["head", "lr", "steps", "semi", "keep"])
+    decisions = ["head", "lr", "steps", "semi", "keep"]
+    parser.add_argument("--decisions", nargs="+", default=decisions, choices=decisions)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()

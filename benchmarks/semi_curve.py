@@ -16,6 +16,7 @@ how many of all the model's predictions on the pool are right. What limits the c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -40,10 +41,12 @@ def main() -> None:
     if args.study:
         columns += ["pool confident (study)", "confident right (study)", "predictions right (study)"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    cells = []
     for steps in [2] if args.smoke else args.steps:
         for init in ("pretrained", "random"):
             extra = ["finetune.keep=last", *smoke, *study, *args.overrides, f"finetune.steps={steps}"]
             cell = finetune_cell(args.run, args.fraction, args.seed, init, "null", extra, semi="fixmatch")
+            cells.append({"steps": steps, "start": init, **dataclasses.asdict(cell)})
             row = [steps, init, f"{cell.test:.2f}%", f"{cell.val:.2f}%", cell.note, f"{cell.minutes:.1f}"]
             if args.study:
                 keys = ("pseudo_label_coverage", "pseudo_label_accuracy", "prediction_accuracy")
@@ -53,7 +56,8 @@ def main() -> None:
         f"FixMatch fine-tuning with {args.fraction:g} of the labels (seed {args.seed}), encoder {args.run}; "
         "each row a separate run.\n\n" + "\n".join(lines)
     )
-    report("Semi-supervised learning curve (benchmarks/semi_curve.py)", body, args.smoke)
+    title = "Semi-supervised learning curve (benchmarks/semi_curve.py)"
+    report(title, body, args.smoke, {"cells": cells}, args.run / "finetune")
 
 
 if __name__ == "__main__":

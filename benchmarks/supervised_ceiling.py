@@ -15,8 +15,10 @@ expected to pass, and the room between it and the pretrained encoder is what a b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -32,8 +34,8 @@ from low_label import (  # noqa: E402
     probe_cells,
 )
 
+import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.encoders.export import export_encoder  # noqa: E402
-from ssl_pretrain.evaluation.finetuning.run import run_finetune  # noqa: E402
 from ssl_pretrain.evaluation.shared.classifier import load_classifier  # noqa: E402
 
 SUPERVISED_NAME = "supervised-all-labels"
@@ -48,7 +50,7 @@ def supervised_encoder(run: Path, steps: int, extra: list[str]) -> tuple[Path, d
     if not (out / "encoder.pt").is_file():
         recipe = [*FINETUNE_RECIPE, *HEAD["random"], "finetune.augment=crop_flip", "finetune.init=random"]
         overrides = ["data.label_fraction=1.0", f"finetune.steps={steps}", *recipe, *extra]
-        run_finetune(run_config(run, [*overrides, f"finetune.name={SUPERVISED_NAME}"]))
+        ssl.finetune(run, config=run_config(run, [*overrides, f"finetune.name={SUPERVISED_NAME}"]))
         model, _ = load_classifier(finetuned / "checkpoints" / "best.pt")
         out.mkdir(exist_ok=True)
         for record in ("config.yaml", "data_split.json"):
@@ -87,13 +89,22 @@ def main() -> None:
         layers = ", ".join(c.setting["layer"] for c in cells["best"])
         gap, best = mean_spread([c.test for c in cells["gap"]]), mean_spread([c.test for c in cells["best"]])
         lines.append(f"| {name} | {gap} | {best} ({layers}) |")
+    (pretrained, supervised_cells) = rows.values()
+    room = {m: statistics.mean(c.test for c in supervised_cells[m]) - statistics.mean(c.test for c in pretrained[m])
+            for m in ("gap", "best")}  # fmt: skip
+    lines.append(
+        f"\nLike with like, supervised minus pretrained: GAP probe {room['gap']:+.2f} points, best-layer probe "
+        f"{room['best']:+.2f} points."
+    )
     body = (
         f"Architecture of {args.config} ({how}: {run}); the supervised encoder trained {trained['protocol']['steps']} "
         f"steps on every training label ({trained['train_seconds'] / 60:.1f} min), its own test top-1 "
         f"{trained['test_top1']:.2f}%. Probes: {args.fraction:g} of the labels, {args.seeds} label seeds, 5-fold "
         "cross-validation, test top-1 mean +- std.\n\n" + "\n".join(lines)
     )
-    report("Supervised ceiling for frozen encoders (benchmarks/supervised_ceiling.py)", body, args.smoke)
+    record = {name: {m: [dataclasses.asdict(c) for c in cs] for m, cs in cells.items()} for name, cells in rows.items()}
+    title = "Supervised ceiling for frozen encoders (benchmarks/supervised_ceiling.py)"
+    report(title, body, args.smoke, {"rows": record, "supervised_training": trained}, args.runs)
 
 
 if __name__ == "__main__":

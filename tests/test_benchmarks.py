@@ -114,6 +114,12 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
         ("pretrained", "linear on the flattened last stage", "probe"),
         ("random", "linear on global average pooling", "random"),
     }, "each start with its own head (benchmarks/low_label.py HEAD)"
+    (record_file,) = runs.glob("low_label-*.json")  # every cell as data, beside the printout
+    record = json.loads(record_file.read_text())["fractions"]
+    cell = record["0.5"]["multi"]["ft_full"][0]
+    assert {"val", "test", "note", "holdout"} <= set(cell) and len(record["0.5"]["multi"]["picked"]) == 2
+    assert record["0.5"]["multi"]["best"][0]["holdout"] is not None, "the probe's hold-out score the pick compared"
+    assert f"{cell['test']:.2f}%" in out
     probe = json.loads((runs / "multi" / "probe-labels0.5.json").read_text())
     assert probe["protocol"]["val_folds"] == 2 and "2-fold" in probe["selected"]["pretrained"]["validation"]
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
@@ -195,6 +201,9 @@ def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert [row.split(" | ")[1] for row in rows] == ["pretrained", "random"]
     runs = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "finetune").glob("*/finetune.json")]
     assert len(runs) == 2 and {r["protocol"]["keep"] for r in runs} == {"last"}, "each budget scored at its end"
+    (record_file,) = (tmp_path / "tiny" / "finetune").glob("semi_curve-*.json")
+    cells = json.loads(record_file.read_text())["cells"]
+    assert [(c["steps"], c["start"]) for c in cells] == [(2, "pretrained"), (2, "random")]
     # --study: the last pseudo-label check of each run, as its three columns.
     for row, report in zip(rows, sorted(runs, key=lambda r: r["protocol"]["init"] != "pretrained"), strict=True):
         last = report["diagnostics"]["pseudo_label_study"][-1]
@@ -325,6 +334,10 @@ def test_supervised_ceiling_benchmark_smoke(fashion_mnist_root, tmp_path):
     names = [row.split(" | ")[0].lstrip("| ") for row in rows]
     assert names == ["rotation (pretrained, no labels)", "supervised on every label"]
     assert all(row.count("+-") == 2 for row in rows), "mean and spread over the two label seeds, both probes"
+    assert "Like with like, supervised minus pretrained: GAP probe " in done.stdout
+    (record_file,) = runs.glob("supervised_ceiling-*.json")
+    record = json.loads(record_file.read_text())["rows"]
+    assert [len(record["supervised on every label"][m]) for m in ("gap", "best")] == [2, 2]
 
 
 def test_cpu_bf16_benchmark_smoke(fashion_mnist_root, tmp_path):
@@ -355,3 +368,26 @@ def test_gpu_check_runs_its_path_at_toy_size_on_the_cpu(fashion_mnist_root):
     assert all("| 0 (" in row for row in rows), "no step waits for the device"
     assert "torchrun --nproc_per_node=1 (gloo): 3 steps" in done.stdout and "1%-label GAP probe" in done.stdout
     assert "CUDA tests (`pytest -m cuda`):" in done.stdout
+
+
+def test_recipe_dev_benchmark_decides_on_the_training_images_only(fashion_mnist_root, tmp_path):
+    args = ["benchmarks/recipe_dev.py", "--smoke", "--runs", str(tmp_path), "--config", "rotation"]
+    args += ["--held-out", "16", "--fraction", "0.5", *_tiny_fashion_mnist(fashion_mnist_root)]
+    done = _run(*args, "--decisions", "head", "keep")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| head |")]
+    assert [(r[1], r[2]) for r in rows] == [(s, h) for s in ("pretrained", "random") for h in HEAD_NAMES]
+    assert [r[5] for r in rows].count("**chosen**") == 2, "one head chosen per start"
+    keep = [line for line in done.stdout.splitlines() if line.startswith("| keep |")]
+    assert len(keep) == 4 and all("validation - test" in line for line in keep)
+    run = tmp_path / "rotation-dev16"
+    assert json.loads((run / "data_split.json").read_text())["pretrain_images"] == 48
+    reports = [json.loads(p.read_text()) for p in (run / "finetune").glob("*/finetune.json")]
+    assert len(reports) == 6, "two heads and one keep run per start"
+    assert all("data.development=16" in r["protocol"]["test_split"] for r in reports), "never the real test set"
+    (record_file,) = tmp_path.glob("recipe_dev-*.json")
+    cells = json.loads(record_file.read_text())["cells"]
+    assert len(cells) == 6 and {"val_top1", "dev_test_top1", "chosen"} <= set(cells[0])
+
+
+HEAD_NAMES = ["flatten, probe-started", "GAP, random"]
