@@ -115,10 +115,9 @@ def _evaluation_config(source, key: str, config: ConfigLike, overrides: Override
     if source is not None:
         extra = [f"{key}={source.directory if isinstance(source, Run) else source}", *extra]
         if config is None:
-            from .evaluation.shared.encoder_source import run_dir_of
+            from .evaluation.shared.encoder_source import saved_run_config
 
-            run = run_dir_of(Path(source.directory if isinstance(source, Run) else source).expanduser())
-            config = run / "config.yaml" if run is not None else None
+            config = saved_run_config(source.directory if isinstance(source, Run) else source)
     return load_config(config, extra)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .config import Config, current_key, load_config, read_yaml
+from .config import Config, current_key, load_config
 from .errors import BadInput
 
 
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 def _evaluation_config(args, key: str) -> Config:
     """``-c`` may be left out when the command's model source belongs to a run (a directory holding
     ``config.yaml``): that config gives the defaults (for ``ensemble``, the first member's)."""
-    from .evaluation.shared.encoder_source import run_dir_of
+    from .evaluation.shared.encoder_source import saved_run_config
 
     base = None
     given = (o.split("=", 1) for o in args.overrides if "=" in o)
@@ -106,9 +106,7 @@ def _evaluation_config(args, key: str) -> Config:
         members = yaml.safe_load(value)
         value = members[0] if isinstance(members, list) and members and isinstance(members[0], str) else None
     if value:
-        run = run_dir_of(Path(value).expanduser())
-        if run is not None:
-            base = read_yaml(run / "config.yaml")
+        base = saved_run_config(value)
     if args.config is None and base is None:
         raise BadInput(f"{args.command}: give -c CONFIG or {key}=PATH inside a run directory (one with config.yaml)")
     return load_config(args.config, args.overrides, base=base)

@@ -58,7 +58,7 @@ def interrupt_after_checkpoint(monkeypatch, step: int) -> None:
 
     def save_then_interrupt(run):
         save(run)
-        if run.progress.step == step:
+        if run.state.progress.step == step:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "_save_checkpoint", save_then_interrupt)

@@ -68,3 +68,16 @@ def test_the_layering_catches_an_upward_import(tmp_path, monkeypatch):
         assert _layer("evaluation") < _layer("data")
     finally:
         bad.unlink()
+
+
+def test_the_whole_config_reaches_at_most_ten_evaluation_functions():
+    """Evaluation's entry points take the Config; the functions under them take the values they use."""
+    takers = []
+    for path in sorted((PACKAGE / "evaluation").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation]
+                if any(isinstance(a, ast.Name) and a.id == "Config" for a in annotations):
+                    takers.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert len(takers) <= 10, takers
+    assert "evaluation/finetuning/run.py:run_finetune" in takers, "the scan sees the entry points"

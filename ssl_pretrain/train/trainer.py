@@ -73,9 +73,9 @@ class Progress:
 
 
 @dataclass
-class TrainingRun:
-    """Everything the loop touches. ``model`` is what the forward pass calls: the task itself, or the
-    task wrapped in DDP and/or ``torch.compile``; ``writer`` is None off rank 0."""
+class Wiring:
+    """What the loop is built from, fixed for the run. ``model`` is what the forward pass calls: the task
+    itself, or the task wrapped in DDP and/or ``torch.compile``."""
 
     config: Config
     world: World
@@ -89,22 +89,44 @@ class TrainingRun:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     precision: Precision
     channels_last: bool
-    progress: Progress
     steps: int
     run_dir: Path
-    writer: SummaryWriter | None = None
-    bar: tqdm | None = None
-    online: OnlineEvaluator | None = None
     dataset_size: int = 0
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: the progress a checkpoint keeps, and what only this process's loop needs."""
+
+    progress: Progress
     compiling: bool = False  # the next step is this process's first of a compiled model
-    timer: StepTimer | None = None
-    watch: NonFiniteWatch | None = None
-    sync_check: SyncCheck | None = None
     window_images: int = 0
     window_start: float = 0.0
     last_values: dict = field(default_factory=dict)  # the last step's metrics, still on the device
     last_batch: tuple | None = None
     previous_batch: Batch | None = None  # this process's last full batch (fills one a source left empty)
+
+
+@dataclass
+class Reporters:
+    """What watches and reports the loop: TensorBoard (None off rank 0), the progress bar, online
+    evaluation, step timing, the non-finite and host-sync checks."""
+
+    writer: SummaryWriter | None = None
+    bar: tqdm | None = None
+    online: OnlineEvaluator | None = None
+    timer: StepTimer | None = None
+    watch: NonFiniteWatch | None = None
+    sync_check: SyncCheck | None = None
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop touches, in three parts: the wiring, the loop's state, the reporters."""
+
+    wiring: Wiring
+    state: LoopState
+    reporters: Reporters
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -189,11 +211,14 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
         desc=f"pretrain {config.task.name}",
         file=sys.stderr,
     )
-    run = TrainingRun(
-        config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision,
-        channels_last, progress, steps, run_dir, writer, bar, online, len(dataset), config.trainer.compile,
-        StepTimer(device), NonFiniteWatch(device), SyncCheck(config.trainer.sync_debug, device),
+    wiring = Wiring(
+        config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision, channels_last,
+        steps, run_dir, len(dataset),
     )  # fmt: skip
+    reporters = Reporters(
+        writer, bar, online, StepTimer(device), NonFiniteWatch(device), SyncCheck(config.trainer.sync_debug, device)
+    )
+    run = TrainingRun(wiring, LoopState(progress, compiling=config.trainer.compile), reporters)
     try:
         _train(run)
     finally:
@@ -203,7 +228,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     distributed.broadcast_buffers(task, world)
     _save_checkpoint(run)
     digests = distributed.gather_objects(weights_digest(task.state_dict()), world)
-    syncs = distributed.gather_objects(run.sync_check.counts, world)
+    syncs = distributed.gather_objects(run.reporters.sync_check.counts, world)
     if world.is_main:
         export_encoder(task.encoder, run_dir)
         metrics = _final_metrics(run, len(dataset), digests, syncs)
@@ -238,49 +263,53 @@ def _train(run: TrainingRun) -> None:
     try:
         _loop(run)
     finally:
-        run.progress.loop_seconds += time.perf_counter() - loop_start
-        run.progress.train_seconds += run.timer.collect()
+        run.state.progress.loop_seconds += time.perf_counter() - loop_start
+        run.state.progress.train_seconds += run.reporters.timer.collect()
 
 
 def _loop(run: TrainingRun) -> None:
     """Epochs of steps. A step makes no host synchronisation (no ``.item()``, no blocking collective, no
     device wait) unless it logs, saves a checkpoint or ends the run: metrics and the non-finite check stay on
     the device until then (``trainer.nonfinite=skip`` is the exception: it decides every step, on the host)."""
-    cfg, progress = run.config.trainer, run.progress
-    run.window_start = time.perf_counter()
-    run.task.train()
-    while progress.step < run.steps:
-        run.sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
-        seed_workers(run.loader, run.sampler)
-        for batch in run.loader:
-            batch = decode_on_device(batch, run.device)  # data.decode=gpu; otherwise the batch as it is
+    cfg, progress = run.wiring.config.trainer, run.state.progress
+    run.state.window_start = time.perf_counter()
+    run.wiring.task.train()
+    while progress.step < run.wiring.steps:
+        run.wiring.sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
+        seed_workers(run.wiring.loader, run.wiring.sampler)
+        for batch in run.wiring.loader:
+            batch = decode_on_device(batch, run.wiring.device)  # data.decode=gpu; otherwise the batch as it is
             progress.batch_in_epoch += 1
             progress.epoch_skipped.extend(batch.skipped)
-            with run.sync_check.step(run.optimizer, progress.step + 1):
+            with run.reporters.sync_check.step(run.wiring.optimizer, progress.step + 1):
                 stepped = _train_step(run, batch)
             if not stepped:
                 continue
-            logging = progress.step % cfg.log_every == 0 or progress.step == run.steps
-            saving = progress.step % cfg.checkpoint_every == 0 and progress.step < run.steps
+            logging = progress.step % cfg.log_every == 0 or progress.step == run.wiring.steps
+            saving = progress.step % cfg.checkpoint_every == 0 and progress.step < run.wiring.steps
             if logging or saving:
                 _check_finite(run)  # before anything is logged or saved
             if logging:
                 _log_window(run)
-            if run.world.is_main and (progress.step % cfg.image_every == 0 or progress.step == 1):
-                _log_images(run.writer, run.task, run.last_batch, progress.step)
-            if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=False):
+            if run.wiring.world.is_main and (progress.step % cfg.image_every == 0 or progress.step == 1):
+                _log_images(run.reporters.writer, run.wiring.task, run.state.last_batch, progress.step)
+            if run.reporters.online is not None and run.reporters.online.due(
+                progress.step, progress.epoch, epoch_ended=False
+            ):
                 _online_eval(run)
             if saving:
                 _save_checkpoint(run)
-            if progress.step >= run.steps:
+            if progress.step >= run.wiring.steps:
                 break
-        if progress.batch_in_epoch >= len(run.sampler):
+        if progress.batch_in_epoch >= len(run.wiring.sampler):
             _report_dropped(run)
             _report_skipped(progress.epoch_skipped, run)
             progress.epoch_skipped = []
             progress.epoch += 1
             progress.batch_in_epoch = 0
-            if run.online is not None and run.online.due(progress.step, progress.epoch, epoch_ended=True):
+            if run.reporters.online is not None and run.reporters.online.due(
+                progress.step, progress.epoch, epoch_ended=True
+            ):
                 _online_eval(run)
     _check_finite(run)
     _report_skipped(progress.epoch_skipped, run)  # a run that ends inside an epoch counts that part too
@@ -290,63 +319,68 @@ def _loop(run: TrainingRun) -> None:
 def _train_step(run: TrainingRun, batch) -> bool:
     """One optimizer step on ``batch``; False when the batch was left out (one process, none of its files
     readable)."""
-    progress, world = run.progress, run.world
+    progress, world = run.state.progress, run.wiring.world
     if world.distributed:
         # Every process steps on a full batch of the same shape, whatever files its source dropped: no
         # agreement between processes (a collective read on the host) is needed, and gathers know the sizes.
-        batch = full_batch(batch, run.sampler.batch_size, run.previous_batch)
-        run.previous_batch = batch
+        batch = full_batch(batch, run.wiring.sampler.batch_size, run.state.previous_batch)
+        run.state.previous_batch = batch
     elif len(batch.images) == 0:
         return False
     step_images = len(batch.images) * world.size
-    timer = run.timer.start()
+    timer = run.reporters.timer.start()
     inputs, targets, outputs, loss, metrics, loss_scale = _forward(run, batch)
-    if run.config.trainer.nonfinite == "skip" and distributed.sum_across([float(not torch.isfinite(loss))], world)[0]:
+    if (
+        run.wiring.config.trainer.nonfinite == "skip"
+        and distributed.sum_across([float(not torch.isfinite(loss))], world)[0]
+    ):
         _non_finite(run, loss)
         return False
-    run.watch.observe(loss, progress.step + 1)
-    run.optimizer.zero_grad(set_to_none=True)
-    run.precision.backward_and_step(loss * loss_scale, run.optimizer)
-    run.scheduler.step()
-    seconds = run.timer.stop(timer, wait=run.compiling)
-    if run.compiling:  # this process's first compiled step: compile time, not training throughput
+    run.reporters.watch.observe(loss, progress.step + 1)
+    run.wiring.optimizer.zero_grad(set_to_none=True)
+    run.wiring.precision.backward_and_step(loss * loss_scale, run.wiring.optimizer)
+    run.wiring.scheduler.step()
+    seconds = run.reporters.timer.stop(timer, wait=run.state.compiling)
+    if run.state.compiling:  # this process's first compiled step: compile time, not training throughput
         progress.compile_seconds += seconds
         progress.compile_images += int(step_images)
-        run.compiling = False
+        run.state.compiling = False
     progress.step += 1
     progress.images_seen += int(step_images)
-    run.window_images += int(step_images)
-    run.last_values = {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}}
-    run.last_batch = (inputs, targets, outputs)
-    run.bar.update(1)
+    run.state.window_images += int(step_images)
+    run.state.last_values = {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}}
+    run.state.last_batch = (inputs, targets, outputs)
+    run.reporters.bar.update(1)
     return True
 
 
 def _read_metrics(run: TrainingRun) -> dict[str, float]:
     """The last step's metrics as numbers (a host synchronisation: logging steps, checkpoints, the end)."""
-    if run.last_values:
-        run.progress.last_metrics = {k: float(v) for k, v in run.last_values.items()}
-    return run.progress.last_metrics
+    if run.state.last_values:
+        run.state.progress.last_metrics = {k: float(v) for k, v in run.state.last_values.items()}
+    return run.state.progress.last_metrics
 
 
 def _log_window(run: TrainingRun) -> None:
     """Scalars of the last step (averaged over processes) and images/s of the steps since the last log."""
-    progress, world = run.progress, run.world
-    progress.train_seconds += run.timer.collect()
+    progress, world = run.state.progress, run.wiring.world
+    progress.train_seconds += run.reporters.timer.collect()
     logged = distributed.mean_across(_read_metrics(run), world)
-    rate = run.window_images / max(1e-9, time.perf_counter() - run.window_start)
+    rate = run.state.window_images / max(1e-9, time.perf_counter() - run.state.window_start)
     if world.is_main:
-        _log_scalars(run.writer, progress.step, logged, run.optimizer, rate)
-        if run.precision.skipped is not None:  # fp16: the steps the gradient scaler skipped, read now
-            run.writer.add_scalar("train/fp16_overflow_steps", int(run.precision.skipped), progress.step)
-        run.bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{rate:.0f}")
-    run.window_images, run.window_start = 0, time.perf_counter()
+        _log_scalars(run.reporters.writer, progress.step, logged, run.wiring.optimizer, rate)
+        if run.wiring.precision.skipped is not None:  # fp16: the steps the gradient scaler skipped, read now
+            run.reporters.writer.add_scalar(
+                "train/fp16_overflow_steps", int(run.wiring.precision.skipped), progress.step
+            )
+        run.reporters.bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{rate:.0f}")
+    run.state.window_images, run.state.window_start = 0, time.perf_counter()
 
 
 def _check_finite(run: TrainingRun) -> None:
     """``trainer.nonfinite=stop``: if any step since the last check had a non-finite loss (on any process),
     stop naming the first; nothing after it is logged or saved, so the last checkpoint is a good one."""
-    bad = run.watch.first_bad(run.world)
+    bad = run.reporters.watch.first_bad(run.wiring.world)
     if bad is not None:
         step, value = bad
         raise TrainingError(
@@ -363,54 +397,60 @@ def _forward(run: TrainingRun, batch):
     outputs and targets in its loss; each rank's loss is then the global one, and ``loss_scale = world
     size`` makes DDP's gradient average equal to its gradient.
     """
-    images = to_device_float(batch.images, run.info, run.device)
-    inputs, targets = run.task.make_batch(images, batch.indices.to(run.device, non_blocking=True))
-    inputs = to_memory_format(inputs, run.channels_last)
+    images = to_device_float(batch.images, run.wiring.info, run.wiring.device)
+    inputs, targets = run.wiring.task.make_batch(images, batch.indices.to(run.wiring.device, non_blocking=True))
+    inputs = to_memory_format(inputs, run.wiring.channels_last)
     loss_scale = 1
-    with run.precision.autocast():
-        outputs = run.model(inputs)
-        if run.world.distributed and run.task.needs_whole_batch:
-            everyones = distributed.gather_tree(outputs, run.world), distributed.gather_tree(targets, run.world)
-            loss_scale = run.world.size
+    with run.wiring.precision.autocast():
+        outputs = run.wiring.model(inputs)
+        if run.wiring.world.distributed and run.wiring.task.needs_whole_batch:
+            everyones = (
+                distributed.gather_tree(outputs, run.wiring.world),
+                distributed.gather_tree(targets, run.wiring.world),
+            )
+            loss_scale = run.wiring.world.size
         else:
             everyones = outputs, targets
-        loss, metrics = run.task.loss(*everyones)
+        loss, metrics = run.wiring.task.loss(*everyones)
     return inputs, targets, outputs, loss.float(), metrics, loss_scale
 
 
 def _non_finite(run: TrainingRun, loss: torch.Tensor) -> None:
     """``trainer.nonfinite=skip``: no update for this step; count it and say so."""
-    progress = run.progress
+    progress = run.state.progress
     value = f"{loss.item()}" if not torch.isfinite(loss) else "non-finite on another process"
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
+    run.wiring.optimizer.zero_grad(set_to_none=True)
+    run.wiring.scheduler.step()
     progress.step += 1
     progress.skipped_steps += 1
-    run.bar.update(1)
-    if run.world.is_main:
+    run.reporters.bar.update(1)
+    if run.wiring.world.is_main:
         tqdm.write(
             f"warning: loss became {value} at step {progress.step}; step skipped "
             f"({progress.skipped_steps} so far, trainer.nonfinite=skip)",
             file=sys.stderr,
         )
-        run.writer.add_scalar("train/skipped_steps", progress.skipped_steps, progress.step)
+        run.reporters.writer.add_scalar("train/skipped_steps", progress.skipped_steps, progress.step)
 
 
 def _online_eval(run: TrainingRun) -> None:
     start = time.perf_counter()
-    results = run.online.run(run.task.encoder, run.progress.step, run.writer)
-    run.progress.loop_seconds -= time.perf_counter() - start
-    run.window_start += time.perf_counter() - start
-    run.bar.set_postfix(loss=f"{_read_metrics(run)['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()})
+    results = run.reporters.online.run(run.wiring.task.encoder, run.state.progress.step, run.reporters.writer)
+    run.state.progress.loop_seconds -= time.perf_counter() - start
+    run.state.window_start += time.perf_counter() - start
+    run.reporters.bar.set_postfix(
+        loss=f"{_read_metrics(run)['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()}
+    )
 
 
 def _report_dropped(run: TrainingRun) -> None:
     """A streamed epoch trims what would leave workers or processes with unequal batches: say how much."""
-    dropped = run.sampler.dropped(run.progress.epoch) if hasattr(run.sampler, "dropped") else 0
-    if dropped and run.world.is_main:
-        run.writer.add_scalar("data/dropped_samples", dropped, run.progress.step)
+    sampler, progress = run.wiring.sampler, run.state.progress
+    dropped = sampler.dropped(progress.epoch) if hasattr(sampler, "dropped") else 0
+    if dropped and run.wiring.world.is_main:
+        run.reporters.writer.add_scalar("data/dropped_samples", dropped, progress.step)
         tqdm.write(
-            f"note: epoch {run.progress.epoch + 1}: {dropped} streamed sample(s) in no batch (every loader worker "
+            f"note: epoch {progress.epoch + 1}: {dropped} streamed sample(s) in no batch (every loader worker "
             "and process takes the same number of batches; docs/data.md)",
             file=sys.stderr,
         )
@@ -418,17 +458,17 @@ def _report_dropped(run: TrainingRun) -> None:
 
 def _report_skipped(skipped: list[str], run: TrainingRun) -> None:
     """One warning per epoch (from rank 0) with the count of unreadable files over all ranks."""
-    total = int(distributed.sum_across([len(skipped)], run.world)[0])
+    total = int(distributed.sum_across([len(skipped)], run.wiring.world)[0])
     if not total:
         return
-    run.progress.skipped_images += total
-    size = run.dataset_size
+    run.state.progress.skipped_images += total
+    size = run.wiring.dataset_size
     example = f" (e.g. {skipped[0]})" if skipped else ""
     if total >= size:
         raise BadInput(f"data.root: none of the {size} image files could be read{example}")
-    if run.world.is_main:
+    if run.wiring.world.is_main:
         tqdm.write(
-            f"warning: skipped {total} unreadable image file(s) in epoch {run.progress.epoch + 1}{example}",
+            f"warning: skipped {total} unreadable image file(s) in epoch {run.state.progress.epoch + 1}{example}",
             file=sys.stderr,
         )
 
@@ -452,21 +492,21 @@ def _save_checkpoint(run: TrainingRun) -> None:
     """Every rank hands its RNG state and its unreadable files of the epoch so far to rank 0, which writes
     ``last.pt`` atomically."""
     _read_metrics(run)
-    run.progress.train_seconds += run.timer.collect()
-    rng_states = distributed.gather_objects(rng_state(run.device), run.world)
-    epoch_skipped = distributed.gather_objects(run.progress.epoch_skipped, run.world)
-    if not run.world.is_main:
+    run.state.progress.train_seconds += run.reporters.timer.collect()
+    rng_states = distributed.gather_objects(rng_state(run.wiring.device), run.wiring.world)
+    epoch_skipped = distributed.gather_objects(run.state.progress.epoch_skipped, run.wiring.world)
+    if not run.wiring.world.is_main:
         return
-    progress = run.progress
+    progress = run.state.progress
     state = {
         "format": FORMAT,
-        "config": run.config.to_dict(),
-        "encoder_spec": run.task.encoder.spec.to_dict(),
-        "model": run.task.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.precision.scaler.state_dict() if run.precision.scaler is not None else None,
-        "fp16_overflow_steps": _overflow_steps(run.precision),
+        "config": run.wiring.config.to_dict(),
+        "encoder_spec": run.wiring.task.encoder.spec.to_dict(),
+        "model": run.wiring.task.state_dict(),
+        "optimizer": run.wiring.optimizer.state_dict(),
+        "scheduler": run.wiring.scheduler.state_dict(),
+        "scaler": run.wiring.precision.scaler.state_dict() if run.wiring.precision.scaler is not None else None,
+        "fp16_overflow_steps": _overflow_steps(run.wiring.precision),
         "step": progress.step,
         "epoch": progress.epoch,
         "batch_in_epoch": progress.batch_in_epoch,
@@ -478,13 +518,13 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "skipped_images": progress.skipped_images,
         "skipped_steps": progress.skipped_steps,
         "epoch_skipped_per_rank": epoch_skipped,
-        "world_size": run.world.size,
+        "world_size": run.wiring.world.size,
         "rng": rng_states[0],
         "rng_other_ranks": rng_states[1:],
         "metrics": progress.last_metrics,
     }
-    atomic_torch_save(state, checkpoint_path(run.run_dir))
-    keep_snapshot(checkpoint_path(run.run_dir), progress.step, run.config.trainer.keep_last)
+    atomic_torch_save(state, checkpoint_path(run.wiring.run_dir))
+    keep_snapshot(checkpoint_path(run.wiring.run_dir), progress.step, run.wiring.config.trainer.keep_last)
 
 
 def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world: World) -> Progress:
@@ -538,7 +578,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str], syncs: list[dict]) -> dict:
-    config, progress = run.config, run.progress
+    config, progress = run.wiring.config, run.state.progress
     metrics = {
         "task": config.task.name,
         "backbone": config.model.backbone,
@@ -550,18 +590,18 @@ def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str], sync
         "compile_seconds": round(progress.compile_seconds, 2),
         "loop_seconds": round(progress.loop_seconds, 2),
         "loop_images_per_s": round(progress.images_seen / max(1e-9, progress.loop_seconds), 1),
-        "peak_memory_mb": round(peak_memory_mb(run.device), 1),
+        "peak_memory_mb": round(peak_memory_mb(run.wiring.device), 1),
         "skipped_images": progress.skipped_images,
         "skipped_steps": progress.skipped_steps,
-        "processes": run.world.size,
-        "global_batch_size": run.sampler.global_batch_size,
-        "precision": run.precision.name,
+        "processes": run.wiring.world.size,
+        "global_batch_size": run.wiring.sampler.global_batch_size,
+        "precision": run.wiring.precision.name,
         "weights_sha256_per_rank": digests,
         "sync_debug": config.trainer.sync_debug,
-        "sync_checked_steps": run.sync_check.checked,
+        "sync_checked_steps": run.reporters.sync_check.checked,
         "step_host_syncs_per_rank": syncs,
     }
-    if run.precision.scaler is not None:
-        metrics["fp16_overflow_steps"] = _overflow_steps(run.precision)
+    if run.wiring.precision.scaler is not None:
+        metrics["fp16_overflow_steps"] = _overflow_steps(run.wiring.precision)
     metrics.update({f"pretext_{k}": v for k, v in progress.last_metrics.items()})
     return metrics

@@ -81,6 +81,7 @@ def test_ensemble_command_combines_finetuned_and_probed_members(image_folder, tm
         assert main(args) == 0
         report = json.loads((out / f"ensemble-{method}.json").read_text())
         assert len(report["members"]) == 3 and 0 <= report["ensemble_top1"] <= 100
+        assert 0 <= report["ensemble_val_top1"] <= 100, "the ensemble's own validation score is recorded"
     assert [m["member_saw_validation"] for m in report["members"]] == [False, False, True]
     weighted = json.loads((out / "ensemble-weighted.json").read_text())["protocol"]
     assert weighted["weights_from"] == "validation top-1" and sum(weighted["weights"]) == pytest.approx(1.0, abs=1e-3)

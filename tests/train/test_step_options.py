@@ -50,7 +50,7 @@ def test_skip_policy_skips_the_update_and_counts_it(image_folder, tmp_path, caps
     save = trainer._save_checkpoint
 
     def record(run):
-        steps.append((run.progress.step, run.progress.skipped_steps))
+        steps.append((run.state.progress.step, run.state.progress.skipped_steps))
         save(run)
 
     monkeypatch.setattr(trainer, "_save_checkpoint", record)

@@ -27,15 +27,14 @@ from ..shared.splits import labeled_splits, validation_split
 from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
 
 
-def _saw_validation(info: dict, config: Config) -> bool | None:
+def _saw_validation(info: dict, split: tuple[int, float, float]) -> bool | None:
+    """Whether a member trained on the ensemble's validation images: a probe did (every training image);
+    a fine-tuned model held out the same ones when its ``split`` (seed, label fraction, validation fraction)
+    is the ensemble's; None when that cannot be told."""
     protocol = info.get("protocol", {})
     if info.get("kind") == "linear probe":
         return True
-    same = (
-        protocol.get("seed") == config.seed
-        and protocol.get("label_fraction") == config.data.label_fraction
-        and protocol.get("val_fraction") == config.ensemble.val_fraction
-    )
+    same = (protocol.get("seed"), protocol.get("label_fraction"), protocol.get("val_fraction")) == split
     return False if same else None
 
 
@@ -51,6 +50,7 @@ def run_ensemble(config: Config) -> EnsembleReport:
     loaded = [(path, *load_classifier(path, "ensemble member")) for path in paths]
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     _, val = validation_split(train, cfg.val_fraction, config.seed)
+    split = (config.seed, config.data.label_fraction, cfg.val_fraction)
 
     members, val_probs, test_probs = [], [], []
     for path, model, info in loaded:
@@ -66,7 +66,7 @@ def run_ensemble(config: Config) -> EnsembleReport:
                 "kind": info.get("kind"),
                 "val_top1": accuracy(v_logits, val_y),
                 "test_top1": accuracy(t_logits, test_y),
-                "member_saw_validation": _saw_validation(info, config),
+                "member_saw_validation": _saw_validation(info, split),
             }
         )
     classes = {p.shape[1] for p in test_probs}
@@ -83,18 +83,15 @@ def run_ensemble(config: Config) -> EnsembleReport:
             else accuracy_weights([m["val_top1"] for m in members])
         )
     out_dir = Path(cfg.output) if cfg.output else Path(config.output_dir) / "ensemble"
-    if cfg.method == "stacking":
-        head = fit_stacking(val_probs, val_y)
-        predicted = head.predict(stacking_features(test_probs))
+    head = fit_stacking(val_probs, val_y) if cfg.method == "stacking" else None
+    if head is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(head.__dict__, out_dir / "stacking_head.pt")
-    elif cfg.method == "hard":
-        predicted = hard_vote(test_probs)
-    else:
-        predicted = soft_vote(test_probs, weights)
-    top1 = percent_correct(predicted, test_y)
+    top1 = percent_correct(_combine(cfg.method, test_probs, weights, head), test_y)
+    val_top1 = percent_correct(_combine(cfg.method, val_probs, weights, head), val_y)
     report = EnsembleReport(
         ensemble_top1=top1,
+        ensemble_val_top1=val_top1,
         members=members,
         protocol={
             "method": cfg.method,
@@ -112,10 +109,20 @@ def run_ensemble(config: Config) -> EnsembleReport:
     return report
 
 
+def _combine(method: str, probs: torch.Tensor, weights: torch.Tensor | None, head) -> torch.Tensor:
+    """The ensemble's predicted classes ``(N,)`` from the members' probabilities ``(M, N, K)``."""
+    if method == "stacking":
+        return head.predict(stacking_features(probs))
+    if method == "hard":
+        return hard_vote(probs)
+    return soft_vote(probs, weights)
+
+
 def format_ensemble(report: EnsembleReport) -> str:
     lines = [f"{'model':<60} {'val top-1':>9} {'test top-1':>10}"]
     for m in report.members:
         lines.append(f"{m['model'][-60:]:<60} {m['val_top1']:>9.2f} {m['test_top1']:>10.2f}")
-    lines.append(f"{'ensemble (' + report.protocol['method'] + ')':<60} {'':>9} {report.ensemble_top1:>10.2f}")
+    method, val = report.protocol["method"], report.ensemble_val_top1
+    lines.append(f"{'ensemble (' + method + ')':<60} {val:>9.2f} {report.ensemble_top1:>10.2f}")
     lines.append(f"{Path(report.report_file).name} written to {Path(report.report_file).parent}")
     return "\n".join(lines)

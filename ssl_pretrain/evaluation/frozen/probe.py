@@ -46,9 +46,8 @@ def fit_device(name: str) -> torch.device | None:
     return device if device.type == "cuda" else None
 
 
-def result_stem(command: str, config: Config) -> str:
+def result_stem(command: str, fraction: float) -> str:
     """``probe``, or ``probe-labels0.1`` when evaluated on a fraction of the labels (runs do not clash)."""
-    fraction = config.data.label_fraction
     return command if fraction >= 1 else f"{command}-labels{fraction:g}"
 
 
@@ -113,7 +112,7 @@ def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol
         if selection is not None:
             selected[name] = selection.to_dict()
     out_dir = results_dir(Path(config.evaluation.encoder))
-    stem = result_stem(command, config)
+    stem = result_stem(command, config.data.label_fraction)
     report = FrozenReport(
         results=rows,
         selected=selected,

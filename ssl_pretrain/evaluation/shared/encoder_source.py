@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...config import DataConfig
+from ...config import DataConfig, read_yaml
 from ...data.image_folder import resolved_root
 from ...encoders import Encoder, encoder_from_spec
 from ...encoders.export import load_exported_encoder
@@ -20,6 +20,14 @@ def run_dir_of(source: Path) -> Path | None:
         if (candidate / "config.yaml").is_file():
             return candidate
     return None
+
+
+def saved_run_config(source: str | Path) -> dict | None:
+    """The saved ``config.yaml`` (a raw mapping) of the run a source belongs to (the run directory, its
+    ``encoder.pt`` or a checkpoint): the defaults of an evaluation of it; None outside a run. The CLI and the
+    API both find an evaluation's config through this."""
+    run = run_dir_of(Path(source).expanduser())
+    return read_yaml(run / "config.yaml") if run is not None else None
 
 
 def encoder_state(task_state: dict, source: str) -> dict:

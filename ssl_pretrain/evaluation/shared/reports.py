@@ -81,12 +81,14 @@ class FinetuneReport(Report):
 
 @dataclass(eq=False)
 class EnsembleReport(Report):
-    """An ensemble's test top-1, each member's validation and test top-1, and how it combined them."""
+    """An ensemble's test top-1 and validation top-1 (for ``stacking``, on the images its head was fitted
+    on), each member's validation and test top-1, and how it combined them."""
 
     ensemble_top1: float
     members: list[dict]
     protocol: dict
     report_file: str
+    ensemble_val_top1: float | None = None
 
 
 @dataclass(eq=False)
