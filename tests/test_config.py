@@ -143,3 +143,28 @@ def test_an_old_and_a_new_key_that_disagree_in_one_file_are_refused_naming_both(
     assert build_config({"probe": {"control": "all"}, "evaluation": {"control": "all"}}).evaluation.control == "all"
     # On the command line the later override wins, whichever name it uses.
     assert load_config(None, ["probe.control=all", "evaluation.control=raw_pixels"]).evaluation.control == "raw_pixels"
+
+
+def test_older_runs_flat_semi_supervised_keys_read_as_the_nested_section(capsys):
+    from ssl_pretrain.config import build_config
+
+    old = {"finetune": {"unlabeled": "none", "unlabeled_ratio": 3.0, "threshold": 0.95, "unlabeled_weight": 1.0}}
+    assert build_config(old).finetune.unlabeled.method == "none"  # an older run's config.yaml: silently dropped
+    assert "deprecated" not in capsys.readouterr().err
+    old = {"finetune": {"unlabeled": "fixmatch", "threshold": 0.9, "unlabeled_ratio": 3.0, "pretext": []}}
+    unlabeled = build_config(old).finetune.unlabeled
+    assert unlabeled.method == "fixmatch" and unlabeled.options == {"ratio": 3.0, "threshold": 0.9, "weight": 1.0}
+    err = capsys.readouterr().err
+    assert "finetune.threshold is deprecated" in err and "unlabeled_ratio" not in err, "defaults move silently"
+    saved = build_config(old).to_dict()["finetune"]["unlabeled"]
+    assert saved == {"method": "fixmatch", "ratio": 3.0, "threshold": 0.9, "weight": 1.0}
+    assert build_config({"finetune": {"unlabeled": saved}}).finetune.unlabeled == unlabeled, "round trip"
+
+
+def test_a_method_name_keeps_the_options_given_before_it():
+    from ssl_pretrain.config import load_config
+
+    config = load_config(None, ["finetune.unlabeled.threshold=[0.8,0.9]", "finetune.unlabeled=fixmatch"])
+    assert config.finetune.unlabeled.options["threshold"] == [0.8, 0.9]
+    with pytest.raises(ConfigError, match="finetune.unlabeled.threshold: unknown key"):
+        load_config(None, ["finetune.unlabeled.threshold=0.9", "finetune.unlabeled=pretext"])
