@@ -316,7 +316,7 @@ def test_low_label_semi_method_sets_the_recipe_the_run_name_and_the_column(tmp_p
     assert fixmatch.unlabeled.method == "fixmatch" and fixmatch.name.startswith("lowlabel-0.01-s0-pretrained-semi-1")
     assert s4l.unlabeled.method == "pretext" and s4l.name.startswith("lowlabel-0.01-s0-pretrained-semi-pretext-")
     assert [t["name"] for t in s4l.unlabeled.options["tasks"]] == ["rotation"]
-    assert {(c.unlabeled.options["ratio"], c.augment, c.steps) for c in (fixmatch, s4l)} == {(2.0, "crop_flip", 600)}
+    assert {(c.unlabeled.options["ratio"], c.augment, c.steps) for c in (fixmatch, s4l)} == {(2.0, "crop_flip", 1800)}
     assert "| fine-tune + unlabeled images (S4L rotation) |" in low_label.fraction_table(0.01, {}, {}, "pretext")
     assert "(FixMatch) |" in low_label.fraction_table(0.01, {}, {})
 
