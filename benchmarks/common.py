@@ -64,14 +64,18 @@ def commit() -> str:
         return "unknown (git not found)"
     if head.returncode != 0:
         return "unknown (not a git checkout)"
-    changed = [line for line in status.stdout.splitlines() if not line.endswith("benchmarks/RESULTS.md")]
+    written = ("benchmarks/RESULTS.md", "benchmarks/records/")  # what the benchmarks themselves write
+    changed = [line for line in status.stdout.splitlines() if not any(w in line for w in written)]
     return head.stdout.strip() + (" with uncommitted changes" if changed else "")
+
+
+STARTED_AT = commit()  # the code a benchmark runs is the code at its start, whatever is committed meanwhile
 
 
 def append_results(title: str, body: str) -> None:
     """Append ``body`` verbatim to RESULTS.md under a heading with the command, date, commit and machine."""
     date = datetime.date.today().isoformat()
-    header = f"- Command: `{command_line()}`\n- Date: {date}, commit {commit()}\n- Machine: {machine()}"
+    header = f"- Command: `{command_line()}`\n- Date: {date}, commit {STARTED_AT}\n- Machine: {machine()}"
     with RESULTS.open("a") as f:
         f.write(f"\n## {title}\n\n{header}\n\n{body.rstrip()}\n")
 
@@ -89,7 +93,7 @@ def report(title: str, body: str, smoke: bool, record: dict | None = None, recor
         folder = RECORDS if not smoke else record_dir or Path(tempfile.gettempdir())
         path = folder / f"{Path(sys.argv[0]).stem}-{stamp}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": command_line(), "commit": commit(), **record}, indent=1))
+        path.write_text(json.dumps({"command": command_line(), "commit": STARTED_AT, **record}, indent=1))
         shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         body = f"{body.rstrip()}\n\nEvery cell's choice, validation and test score: `{shown}`."
     print(body)

@@ -123,15 +123,14 @@ def open_shards(cfg: DataConfig, split: Split):
 def shard_stats(cfg: DataConfig, channels: int) -> tuple[list[float], list[float]]:
     """Per-channel statistics of up to 256 training images of the first shard (0.5 / 0.25 without one): the
     samples held out for testing (labeled shards without ``data.test_root``) are not decoded."""
-    from .shards import decode_sample, members, scan, shard_paths
+    from .shards import decode_sample, members, shard_paths
 
     if cfg.root is None:
         return [0.5] * channels, [0.25] * channels
-    paths = shard_paths(cfg.root)
-    held = cfg.test_fraction if cfg.test_root is None and not cfg.pretrain_on_test and scan(paths[0]).labeled else 0.0
+    held = cfg.test_fraction if cfg.test_root is None and not cfg.pretrain_on_test else 0.0
     arrays = []
-    for sample in members(paths[0]):
-        if hash_position(str(sample["__key__"])) < held:
+    for sample in members(shard_paths(cfg.root)[0]):
+        if "cls" in sample and hash_position(str(sample["__key__"])) < held:  # a labeled sample held out
             continue
         array = decode_sample(sample, 32, channels)
         if array is not None:
