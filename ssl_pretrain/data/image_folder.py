@@ -29,8 +29,8 @@ def load_image_folder(cfg: DataConfig, split: Split, size: int, channels: int) -
     is opened here."""
     if cfg.root is None:
         raise BadInput("data.root: image_folder needs data.root, a folder of images")
-    root = Path(cfg.test_root if split == "test" and cfg.test_root else cfg.root).expanduser()
     key = _root_key(cfg, split)
+    root = Path(cfg.test_root if key == "data.test_root" else cfg.root).expanduser()
     if not root.is_dir():
         raise BadInput(f"{key}: {root} is not a folder")
     files, labels, classes = scan_folder(root)

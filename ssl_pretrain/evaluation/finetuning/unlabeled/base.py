@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....config import listed
 from ....data import EpochBatchSampler, make_loader
 from ....errors import check_option
 
@@ -83,7 +84,7 @@ class PoolMethod(UnlabeledMethod):
 
     @classmethod
     def complete_options(cls, options: dict) -> dict:
-        ratios = options["ratio"] if isinstance(options["ratio"], list) else [options["ratio"]]
+        ratios = listed(options["ratio"])
         check_option(bool(ratios) and all(r > 0 for r in ratios), "ratio", "must be > 0, or a non-empty list of them")
         check_option(options["weight"] >= 0, "weight", "must be >= 0")
         return options

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....config import listed
 from ....errors import check_option
 from ....tasks.draws import augment_on_device
 from ..augment import STRONG_OPS, finetune_augmentation, strong_augmentation
@@ -76,7 +77,7 @@ class FixMatch(PoolMethod):
 
     @classmethod
     def complete_options(cls, options: dict) -> dict:
-        values = options["threshold"] if isinstance(options["threshold"], list) else [options["threshold"]]
+        values = listed(options["threshold"])
         message = "must be in (0, 1), or a non-empty list of them"
         check_option(bool(values) and all(0 < v < 1 for v in values), "threshold", message)
         return super().complete_options(options)

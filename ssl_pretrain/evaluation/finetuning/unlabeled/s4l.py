@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....errors import ConfigError, OptionError
+from ....errors import ConfigError
 from ....tasks import MultiTask
 from ....tasks.draws import augment_on_device
 from ..augment import finetune_augmentation
@@ -90,10 +90,8 @@ class S4L(PoolMethod):
         """``tasks`` checked and completed as ``task.tasks`` entries are (each task's defaults filled)."""
         from ....registry import TASKS
 
-        try:
-            tasks = TASKS["multi"].complete_options({"tasks": list(options["tasks"])})["tasks"]
-        except OptionError as err:  # multi names its keys tasks, tasks[i].name, tasks[i].<option>
-            raise OptionError(err.option, str(err).split(": ", 1)[1]) from None
+        # multi's errors name tasks, tasks[i].name, tasks[i].<option>: this method's own option names
+        tasks = TASKS["multi"].complete_options({"tasks": list(options["tasks"])})["tasks"]
         return super().complete_options({**options, "tasks": tasks})
 
     def check(self, encoder, pool_size, seed):
