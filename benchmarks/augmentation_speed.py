@@ -31,7 +31,7 @@ from common import report, sync  # noqa: E402
 
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
 from ssl_pretrain.data.sources import TensorImages  # noqa: E402
-from ssl_pretrain.tasks.exemplar import exemplar_augmentation  # noqa: E402
+from ssl_pretrain.tasks.views import view_augmentation  # noqa: E402
 
 PIPELINE = dict(translate=0.2, scale=[0.7, 1.4], rotation=20.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 BATCH = 128
@@ -39,7 +39,7 @@ PASSES = 3  # timed passes over the images per measurement; the median is report
 
 
 def kornia_pipeline() -> torch.nn.Module:
-    return exemplar_augmentation(3, **PIPELINE)
+    return view_augmentation(3, **PIPELINE)
 
 
 class PerSample(Dataset):

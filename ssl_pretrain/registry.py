@@ -103,6 +103,8 @@ TASKS = Registry(
         "relative_patch": "ssl_pretrain.tasks.relative_patch:RelativePatchLocation",
         "rotation": "ssl_pretrain.tasks.rotation:RotationPrediction",
         "multi": "ssl_pretrain.tasks.multi:MultiTask",
+        "byol": "ssl_pretrain.tasks.byol:BYOL",
+        "vicreg": "ssl_pretrain.tasks.vicreg:VICReg",
     },
 )
 ENCODERS = Registry(

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from ..registry import TASKS
 from .base import PretextTask
+from .byol import BYOL
 from .dae import DenoisingAutoencoder
 from .exemplar import Exemplar
 from .multi import MultiTask
 from .relative_patch import RelativePatchLocation
 from .rotation import RotationPrediction
+from .vicreg import VICReg
 
 __all__ = [
+    "BYOL",
     "TASKS",
     "DenoisingAutoencoder",
     "Exemplar",
@@ -19,4 +22,5 @@ __all__ = [
     "PretextTask",
     "RelativePatchLocation",
     "RotationPrediction",
+    "VICReg",
 ]

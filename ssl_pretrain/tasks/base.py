@@ -58,6 +58,12 @@ class PretextTask(nn.Module):
         """Scalar loss and detached metrics (``{"accuracy": ...}`` where the task has one)."""
         raise NotImplementedError
 
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Called after optimizer step ``step`` (1-based) of ``total_steps``, outside autocast and without
+        gradients: where a momentum teacher moves. It must not make the host wait for the device. Returns
+        numbers to log with the step's metrics (e.g. ``{"teacher_momentum": m}``)."""
+        return {}
+
     def previews(self, inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image grids for TensorBoard: name -> ``(rows, cols, C, H, W)`` in ``[0, 1]``."""
         return {}

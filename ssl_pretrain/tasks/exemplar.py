@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,75 +25,11 @@ from torch import nn
 from ..encoders import Encoder
 from ..errors import BadInput, check_option
 from .base import PretextTask
-from .colour import RandomHueDirect
 from .draws import augment_on_device
 from .heads import accuracy
+from .losses import multi_positive_nt_xent
 from .preview import label_each
-
-
-def multi_positive_nt_xent(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float):
-    """Contrastive loss where every other sample with the same label is a positive.
-
-    Args:
-        embeddings: ``(M, d)``, normalised inside.
-        labels: ``(M,)``; every label must occur at least twice.
-
-    Returns:
-        (loss, accuracy): mean over anchors of ``-mean log p(positive)``; share of anchors whose
-        most similar other sample is a positive.
-    """
-    z = F.normalize(embeddings, dim=1)
-    similarity = z @ z.T / temperature
-    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    similarity = similarity.masked_fill(self_mask, float("-inf"))
-    log_prob = (similarity - similarity.logsumexp(dim=1, keepdim=True)).masked_fill(self_mask, 0.0)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
-    loss = -(log_prob * positives).sum(1) / positives.sum(1).clamp_min(1)
-    nearest = similarity.argmax(dim=1)
-    return loss.mean(), (labels[nearest] == labels).float().mean().detach()
-
-
-def exemplar_augmentation(
-    channels: int,
-    translate: float,
-    scale: list[float],
-    rotation: float,
-    brightness: float,
-    contrast: float,
-    saturation: float,
-    hue: float,
-    crop_scale: list[float] | None = None,
-    flip: bool = False,
-    erase: float = 0.0,
-    size: int | None = None,
-) -> nn.Sequential:
-    """Kornia pipeline with per-sample parameters; colour terms only for 3-channel images.
-
-    ``crop_scale``: first a random resized crop keeping that share of the area (SimCLR's crop); ``flip``: a
-    random horizontal flip; ``erase``: the probability of erasing a random rectangle (cutout) last. ``size``:
-    the images' side (the crop's output size).
-    """
-    ops: list[nn.Module] = []
-    if crop_scale is not None:
-        ops.append(K.RandomResizedCrop((size, size), scale=tuple(crop_scale), cropping_mode="resample"))
-    if flip:
-        ops.append(K.RandomHorizontalFlip())
-    ops.append(
-        K.RandomAffine(
-            degrees=rotation, translate=(translate, translate), scale=tuple(scale), p=1.0, padding_mode="reflection"
-        )
-    )
-    if brightness > 0:
-        ops.append(K.RandomBrightness((1 - brightness, 1 + brightness), p=1.0))
-    if contrast > 0:
-        ops.append(K.RandomContrast((1 - contrast, 1 + contrast), p=1.0))
-    if channels == 3 and saturation > 0:
-        ops.append(K.RandomSaturation((1 - saturation, 1 + saturation), p=1.0))
-    if channels == 3 and hue > 0:
-        ops.append(RandomHueDirect((-hue, hue), p=1.0))  # Kornia's RandomHue, ~2x faster
-    if erase > 0:
-        ops.append(K.RandomErasing(scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.5, p=erase))
-    return nn.Sequential(*ops)
+from .views import check_jitter, check_local_crops, local_side, view_augmentation
 
 
 class Exemplar(PretextTask):
@@ -114,6 +49,9 @@ class Exemplar(PretextTask):
             crop, stronger than the affine scale alone); null: no such crop.
         flip: a random horizontal flip of each copy.
         erase: probability of erasing a random rectangle of each copy (cutout), applied last.
+        local_crops, local_size, local_scale: multi-crop: this many extra copies of each seed at a reduced
+            resolution, each a crop of ``local_scale`` of the area resized to ``local_size`` px (null: 4/7 of
+            the image's side), with the same jitter; they are positives of their seed's other copies.
     """
 
     def __init__(
@@ -135,6 +73,9 @@ class Exemplar(PretextTask):
         crop_scale: list[float] | None = None,
         flip: bool = False,
         erase: float = 0.0,
+        local_crops: int = 0,
+        local_size: int | None = None,
+        local_scale: list[float] = (0.1, 0.4),
     ):
         super().__init__(encoder)
         check_option(num_seeds is None or num_seeds >= 2, "num_seeds", f"must be >= 2 or null, got {num_seeds}")
@@ -144,28 +85,23 @@ class Exemplar(PretextTask):
             "null (every image) needs loss: contrastive; the classifier needs a fixed number of classes",
         )
         check_option(copies >= 2, "copies", f"must be >= 2, got {copies}")
-        check_option(0 <= translate <= 0.5, "translate", f"must be in [0, 0.5], got {translate}")
-        check_option(len(scale) == 2 and 0 < scale[0] <= scale[1], "scale", f"must be [low, high] > 0, got {scale}")
-        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
-            check_option(0 <= value < 1, name, f"must be in [0, 1), got {value}")
-        check_option(0 <= hue <= 0.5, "hue", f"must be in [0, 0.5], got {hue}")
+        check_jitter(translate, list(scale), brightness, contrast, saturation, hue, crop_scale, erase)
         check_option(temperature > 0, "temperature", f"must be > 0, got {temperature}")
-        check_option(
-            crop_scale is None or (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1),
-            "crop_scale",
-            f"must be [low, high] with 0 < low <= high <= 1, or null, got {crop_scale}",
-        )
-        check_option(0 <= erase <= 1, "erase", f"must be in [0, 1], got {erase}")
+        size = encoder.spec.image_size
+        check_local_crops(local_crops, local_size, list(local_scale), size)
         self.num_seeds = num_seeds
         self.copies = copies
         self.loss_kind = loss
         self.needs_whole_batch = loss == "contrastive"
         self.temperature = temperature
         channels = encoder.spec.in_channels
-        self.augment = exemplar_augmentation(
-            channels, translate, list(scale), rotation, brightness, contrast, saturation, hue,
-            crop_scale=crop_scale, flip=flip, erase=erase, size=encoder.spec.image_size,
-        )  # fmt: skip
+        jitter = (channels, translate, list(scale), rotation, brightness, contrast, saturation, hue)
+        self.augment = view_augmentation(*jitter, crop_scale=crop_scale, flip=flip, erase=erase, size=size)
+        self.local_crops = local_crops
+        if local_crops:
+            self.local_augment = view_augmentation(
+                *jitter, crop_scale=list(local_scale), flip=flip, erase=erase, size=local_side(local_size, size)
+            )
         d = encoder.num_features
         if loss == "classifier":
             self.head = nn.Linear(d, num_seeds)
@@ -185,15 +121,25 @@ class Exemplar(PretextTask):
         return order[: self.num_seeds].sort().values
 
     def make_batch(self, images: torch.Tensor, indices: torch.Tensor):
-        """``(B, C, H, W)`` seeds -> ``(B * copies, C, H, W)`` transformed copies and their seed ids."""
+        """``(B, C, H, W)`` seeds -> ``(B * copies, C, H, W)`` transformed copies and their seed ids; with local
+        crops, ``{"global": those copies, "local": (B * local_crops, C, s, s)}`` and the ids of each."""
         self._last_seeds = images[:4].detach()
         copies = augment_on_device(self.augment, images.repeat_interleave(self.copies, dim=0))
-        return copies, indices.repeat_interleave(self.copies)
+        ids = indices.repeat_interleave(self.copies)
+        if not self.local_crops:
+            return copies, ids
+        local = augment_on_device(self.local_augment, images.repeat_interleave(self.local_crops, dim=0))
+        return {"global": copies, "local": local}, {"global": ids, "local": indices.repeat_interleave(self.local_crops)}
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Head outputs of every copy; the encoder runs once per resolution (global copies, local crops)."""
+        if isinstance(inputs, dict):
+            return {name: self.head(self.encoder.forward_features(x)) for name, x in inputs.items()}
         return self.head(self.encoder.forward_features(inputs))
 
     def loss(self, outputs, targets):
+        if isinstance(outputs, dict):  # multi-crop: every copy of a seed, at either resolution, is its positive
+            outputs, targets = torch.cat(list(outputs.values())), torch.cat(list(targets.values()))
         if self.loss_kind == "classifier":
             return F.cross_entropy(outputs, targets), {"accuracy": accuracy(outputs, targets)}
         loss, acc = multi_positive_nt_xent(outputs, targets, self.temperature)
@@ -203,6 +149,8 @@ class Exemplar(PretextTask):
         """Each row: a seed image, then its transformed copies, each marked with its surrogate class."""
         if self._last_seeds is None:
             return {}
+        if isinstance(inputs, dict):
+            inputs, targets = inputs["global"], targets["global"]
         n = len(self._last_seeds)
         rows = []
         for i in range(n):

@@ -117,6 +117,12 @@ class MultiTask(PretextTask):
             metrics.update({f"{name}/{key}": value for key, value in sub_metrics.items()})
         return total, metrics
 
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        logged = {}
+        for name, sub in self.subtasks.items():
+            logged.update({f"{name}/{key}": value for key, value in sub.after_step(step, total_steps).items()})
+        return logged
+
     def previews(self, inputs, targets, outputs):
         grids = {}
         for name, sub in self.subtasks.items():

@@ -10,11 +10,11 @@ import torch
 
 from ssl_pretrain.evaluation.finetuning.augment import finetune_augmentation, strong_augmentation
 from ssl_pretrain.tasks.draws import augment_on_device
-from ssl_pretrain.tasks.exemplar import exemplar_augmentation
+from ssl_pretrain.tasks.views import view_augmentation
 
 
 def _exemplar():
-    return exemplar_augmentation(
+    return view_augmentation(
         3, 0.1, [0.9, 1.1], 10, 0.2, 0.2, 0.2, 0.05, crop_scale=[0.5, 1.0], flip=True, erase=0.5, size=16
     )
 
