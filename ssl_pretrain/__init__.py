@@ -23,7 +23,7 @@ Layers, top to bottom; a module imports only from its own layer or those below (
 5. ``utils``, ``config``, ``registry``, ``options``, ``typecheck``, ``errors``: shared helpers.
 """
 
-from .api import Run, finetune, knn, load_config, load_encoder, pretrain, probe
+from .api import Run, finetune, knn, load_config, load_encoder, pretrain, probe, rank
 from .data import DatasetSpec, TensorImages
 from .encoders import Encoder, wrap_trunk
 from .errors import BadInput, ConfigError
@@ -49,6 +49,7 @@ __all__ = [
     "load_encoder",
     "pretrain",
     "probe",
+    "rank",
     "register_dataset",
     "register_encoder",
     "register_task",

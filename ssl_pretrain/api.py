@@ -28,6 +28,7 @@ import yaml
 from .config import Config, apply_overrides, build_config, read_yaml
 from .encoders import Encoder
 from .errors import BadInput
+from .evaluation.frozen.label_free import RankedEncoder
 from .evaluation.shared.reports import FinetuneReport, FrozenReport
 
 ConfigLike = str | Path | Mapping | Config | None
@@ -141,6 +142,34 @@ def finetune(encoder: Source = None, overrides: Overrides = None, *, config: Con
     from .evaluation.finetuning.run import run_finetune
 
     return run_finetune(_evaluation_config(encoder, "evaluation.encoder", config, overrides))
+
+
+def rank(
+    sources: Iterable[Source], overrides: Overrides = None, *, config: ConfigLike = None, snapshots: bool = False
+) -> list[RankedEncoder]:
+    """Rank runs, ``encoder.pt`` files or checkpoints by RankMe on unlabeled images, highest first; no label is
+    read. The images are ``gauges.images`` pretraining images of ``data`` drawn by ``seed`` (from ``config``,
+    else the first source's run). ``snapshots``: a run directory also stands for its kept checkpoints."""
+    from .build import prepare_device
+    from .data import data_info, open_split
+    from .evaluation.frozen.label_free import expand_sources, gauge_images, rank_encoders
+
+    paths = [str(s.directory if isinstance(s, Run) else s) for s in sources]
+    if not paths:
+        raise BadInput("rank: give at least one run directory, encoder.pt or checkpoint")
+    found = expand_sources(paths, snapshots)
+    cfg = _evaluation_config(None, "evaluation.encoder", config or _saved_config(paths[0]), overrides)
+    images = gauge_images(open_split(cfg.data, "pretrain"), cfg.gauges.images, cfg.seed)
+    return rank_encoders(found, images, data_info(cfg.data), prepare_device(cfg), cfg.evaluation.batch_size)
+
+
+def _saved_config(path: str) -> dict:
+    from .evaluation.shared.encoder_source import saved_run_config
+
+    saved = saved_run_config(path)
+    if saved is None:
+        raise BadInput(f"rank: {path} is not inside a run directory; give a config (-c) naming the data")
+    return saved
 
 
 def load_encoder(path: str | Path | Run) -> Encoder:

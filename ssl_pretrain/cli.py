@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=evaluation.help)
         p.add_argument("-c", "--config", help="YAML config file (default: the config of the run the model is in)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. probe.layers=all")
+    p = sub.add_parser("rank", help="rank runs or checkpoints by RankMe on unlabeled images (no labels read)")
+    p.add_argument("-c", "--config", help="YAML config naming the data (default: the first run's config)")
+    p.add_argument("items", nargs="+", metavar="PATH|KEY=VALUE", help="run directories, encoder.pt or checkpoints")
+    p.add_argument("--snapshots", action="store_true", help="a run directory also stands for its kept checkpoints")
+    p.add_argument("--output", help="also write the ranking as JSON to this file")
+    p.epilog = "options (--snapshots, --output) go before the paths"
     p = sub.add_parser("export", help="encoder-only weights (encoder.pt + encoder.yaml) from a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("out", help="a directory, or a path ending in .pt")
@@ -140,6 +147,8 @@ def run(argv: list[str]) -> int:
         evaluation = EVALUATIONS[args.command]
         report = _function(evaluation.run)(_evaluation_config(args, evaluation.source_key))
         print(_function(evaluation.show)(report))
+    elif args.command == "rank":
+        _rank(args)
     elif args.command == "export":
         from .encoders.export import export_encoder
         from .evaluation.shared.encoder_source import encoder_from_checkpoint
@@ -159,6 +168,19 @@ def run(argv: list[str]) -> int:
 
         run_demo(args.overrides)
     return 0
+
+
+def _rank(args) -> None:
+    from .api import rank
+    from .evaluation.frozen.label_free import format_ranking, ranking_record
+    from .utils.files import atomic_write_bytes
+
+    paths = [item for item in args.items if "=" not in item]
+    overrides = [item for item in args.items if "=" in item]
+    ranked = rank(paths, overrides, config=args.config, snapshots=args.snapshots)
+    print(format_ranking(ranked))
+    if args.output:
+        atomic_write_bytes(Path(args.output), json.dumps(ranking_record(ranked), indent=2).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

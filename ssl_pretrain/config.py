@@ -133,6 +133,17 @@ class OnlineEvalConfig:
     probe_iter: int = _positive(50)
 
 
+@dataclass
+class GaugesConfig:
+    """Label-free gauges of the encoder during pretraining (RankMe and the normalised embeddings' spread) on a
+    fixed set of pretraining images; a value under its floor warns once that the representation collapsed."""
+
+    every: int | None = _positive(500)
+    images: int = _ranged(2048, lambda v: v >= 2, ">= 2")
+    min_rank: float = _non_negative(2.0)
+    min_std: float = _non_negative(0.05)
+
+
 Augment = Literal["none", "flip", "crop_flip", "strong"]
 
 
@@ -225,6 +236,7 @@ class Config:
     knn: KnnConfig = field(default_factory=KnnConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     online: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
+    gauges: GaugesConfig = field(default_factory=GaugesConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
 
@@ -249,6 +261,7 @@ _FIXED_SECTIONS = {
     "knn": KnnConfig,
     "finetune": FinetuneConfig,
     "online": OnlineEvalConfig,
+    "gauges": GaugesConfig,
     "ensemble": EnsembleConfig,
     "gradcam": GradcamConfig,
 }

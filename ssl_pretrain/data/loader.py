@@ -70,6 +70,14 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield order[start : start + self.batch_size].tolist()
 
 
+def seeded_subset(dataset, count: int, seed: int):
+    """``count`` images of ``dataset`` drawn by ``seed`` (in dataset order), or all of them if it has fewer."""
+    if count >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return dataset.subset(order[:count].sort().values)
+
+
 def on_device(dataset, device: torch.device, share: float = 0.25):
     """An in-memory dataset moved, as uint8, to a CUDA ``device`` whose free memory it fits in ``share`` of:
     batches are then cut there, with no copy from the host per step. Anything else as it is."""

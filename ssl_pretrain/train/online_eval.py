@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import Config, listed
 from ..data import DataInfo
+from ..data.loader import seeded_subset
 from ..errors import BadInput
 from ..evaluation.frozen.feature_view import FeatureView
 from ..evaluation.frozen.features import extract_features
@@ -22,14 +23,7 @@ from ..evaluation.frozen.logistic import fit_logistic_regression, top1
 from ..evaluation.shared.metrics import percent_correct
 from ..evaluation.shared.splits import labeled_splits, validation_split
 from ..utils.precision import resolve_precision
-from ..utils.rng import rng_state, set_rng_state
-
-
-def _seeded_subset(dataset, count: int, seed: int):
-    if count >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return dataset.subset(order[:count].sort().values)
+from .observe import observing
 
 
 class OnlineEvaluator:
@@ -43,8 +37,8 @@ class OnlineEvaluator:
         except BadInput as err:
             raise BadInput(f"online.every: online evaluation needs labeled data ({err})") from None
         train, val = validation_split(train, config.evaluation.val_fraction, config.seed)
-        self.train = _seeded_subset(train, cfg.train_images, config.seed)
-        self.val = _seeded_subset(val, cfg.val_images, config.seed + 1)
+        self.train = seeded_subset(train, cfg.train_images, config.seed)
+        self.val = seeded_subset(val, cfg.val_images, config.seed + 1)
         self.last: dict[str, float] = {}
 
     def due(self, step: int, epochs_done: int, epoch_ended: bool) -> bool:
@@ -54,14 +48,8 @@ class OnlineEvaluator:
 
     def run(self, encoder: nn.Module, step: int, writer) -> dict[str, float]:
         """Evaluate ``encoder`` now; returns and logs ``{"knn_top1": ..., "probe_top1": ...}``."""
-        modes = {module: module.training for module in encoder.modules()}
-        saved_rng = rng_state(self.device)
-        try:
+        with observing(encoder, self.device):
             results = self._evaluate(encoder)
-        finally:
-            for module, training in modes.items():
-                module.train(training)
-            set_rng_state(saved_rng, self.device)
         for name, value in results.items():
             writer.add_scalar(f"online/{name}", value, step)
         self.last = results

@@ -52,6 +52,7 @@ from ..utils.rng import rng_state, seed_everything, set_rng_state
 from . import distributed
 from .checkpoint import keep_snapshot
 from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
+from .gauges import RepresentationGauge, collapse_warning, gauge_summary
 from .online_eval import OnlineEvaluator
 from .step_watch import NonFiniteWatch, StepTimer, SyncCheck, TrainingError
 
@@ -62,6 +63,7 @@ class Progress:
     epoch: int = 0
     batch_in_epoch: int = 0
     images_seen: int = 0
+    views_seen: int = 0  # what the encoder ran on: every view, global or local, of every image
     train_seconds: float = 0.0
     skipped_images: int = 0
     last_metrics: dict = field(default_factory=dict)
@@ -70,6 +72,8 @@ class Progress:
     compile_seconds: float = 0.0  # first steps of compiled models, kept out of images/s
     compile_images: int = 0
     epoch_skipped: list[str] = field(default_factory=list)  # this process's unreadable files, this epoch so far
+    gauges: list[dict] = field(default_factory=list)  # every gauge measurement so far (rank 0)
+    collapse_warning_step: int | None = None
 
 
 @dataclass
@@ -110,7 +114,7 @@ class LoopState:
 @dataclass
 class Reporters:
     """What watches and reports the loop: TensorBoard (None off rank 0), the progress bar, online
-    evaluation, step timing, the non-finite and host-sync checks."""
+    evaluation, the representation gauges (rank 0), step timing, the non-finite and host-sync checks."""
 
     writer: SummaryWriter | None = None
     bar: tqdm | None = None
@@ -118,6 +122,7 @@ class Reporters:
     timer: StepTimer | None = None
     watch: NonFiniteWatch | None = None
     sync_check: SyncCheck | None = None
+    gauge: RepresentationGauge | None = None
 
 
 @dataclass
@@ -166,6 +171,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     task = make_task(config, make_encoder(config, info)).to(device)
     dataset = open_split(config.data, "pretrain")
     decode_here = decodes_on_device(config.data.decode, device, dataset)
+    gauge = _make_gauge(config, dataset, info, device, world)
     chosen = task.select_images(len(dataset), config.seed)
     if chosen is not None:
         dataset = dataset.subset(chosen)
@@ -216,8 +222,9 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
         steps, run_dir, len(dataset),
     )  # fmt: skip
     reporters = Reporters(
-        writer, bar, online, StepTimer(device), NonFiniteWatch(device), SyncCheck(config.trainer.sync_debug, device)
-    )
+        writer, bar, online, StepTimer(device), NonFiniteWatch(device), SyncCheck(config.trainer.sync_debug, device),
+        gauge,
+    )  # fmt: skip
     run = TrainingRun(wiring, LoopState(progress, compiling=config.trainer.compile), reporters)
     try:
         _train(run)
@@ -232,11 +239,24 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     if world.is_main:
         export_encoder(task.encoder, run_dir)
         metrics = _final_metrics(run, len(dataset), digests, syncs)
+        if gauge is not None:
+            metrics.update(gauge_summary(run.state.progress.gauges, run.state.progress.collapse_warning_step))
         if online is not None:
             metrics.update({f"online_{k}": v for k, v in online.last.items()})
         write_json(run_dir / "metrics.json", metrics)
     distributed.barrier(world)  # the run directory is complete when any process returns
     return run_dir
+
+
+def _make_gauge(config: Config, dataset, info: DataInfo, device: torch.device, world: World):
+    """Rank 0's :class:`RepresentationGauge` over the pretraining images, or None (``gauges.every: null``; a
+    streamed dataset, which has no fixed set of images to come back to, says so)."""
+    if not (config.gauges.every and world.is_main):
+        return None
+    if getattr(dataset, "streaming", False):
+        print("note: gauges: streamed shards have no fixed image set to measure on; gauges off", file=sys.stderr)
+        return None
+    return RepresentationGauge(config.gauges, dataset, info, device, config.seed, config.evaluation.batch_size)
 
 
 def _record_split(config: Config, dataset, run_dir: Path) -> None:
@@ -297,6 +317,8 @@ def _loop(run: TrainingRun) -> None:
                 progress.step, progress.epoch, epoch_ended=False
             ):
                 _online_eval(run)
+            if run.reporters.gauge is not None and run.reporters.gauge.due(progress.step, run.wiring.steps):
+                _measure_gauges(run)
             if saving:
                 _save_checkpoint(run)
             if progress.step >= run.wiring.steps:
@@ -346,9 +368,11 @@ def _train_step(run: TrainingRun, batch) -> bool:
         progress.compile_images += int(step_images)
         run.state.compiling = False
     progress.step += 1
+    after = run.wiring.task.after_step(progress.step, run.wiring.steps)  # a momentum teacher moves
     progress.images_seen += int(step_images)
+    progress.views_seen += count_views(inputs) * world.size
     run.state.window_images += int(step_images)
-    run.state.last_values = {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}}
+    run.state.last_values = {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}, **after}
     run.state.last_batch = (inputs, targets, outputs)
     run.reporters.bar.update(1)
     return True
@@ -443,6 +467,23 @@ def _online_eval(run: TrainingRun) -> None:
     )
 
 
+def _measure_gauges(run: TrainingRun) -> None:
+    """RankMe and the normalised spread now (rank 0); the collapse warning once. Not counted as training time."""
+    start = time.perf_counter()
+    progress = run.state.progress
+    gauge = run.reporters.gauge
+    figures = gauge.measure(run.wiring.task.encoder)
+    progress.gauges.append({"step": progress.step, **figures})
+    run.reporters.writer.add_scalar("gauges/rankme", figures["rankme"], progress.step)
+    run.reporters.writer.add_scalar("gauges/std", figures["std"], progress.step)
+    warning = collapse_warning(progress.step, figures["rankme"], figures["std"], gauge.cfg)
+    if warning is not None and progress.collapse_warning_step is None:
+        progress.collapse_warning_step = progress.step
+        tqdm.write(warning, file=sys.stderr)
+    run.state.progress.loop_seconds -= time.perf_counter() - start
+    run.state.window_start += time.perf_counter() - start
+
+
 def _report_dropped(run: TrainingRun) -> None:
     """A streamed epoch trims what would leave workers or processes with unequal batches: say how much."""
     sampler, progress = run.wiring.sampler, run.state.progress
@@ -511,6 +552,7 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "epoch": progress.epoch,
         "batch_in_epoch": progress.batch_in_epoch,
         "images_seen": progress.images_seen,
+        "views_seen": progress.views_seen,
         "train_seconds": progress.train_seconds,
         "loop_seconds": progress.loop_seconds,
         "compile_seconds": progress.compile_seconds,
@@ -522,6 +564,8 @@ def _save_checkpoint(run: TrainingRun) -> None:
         "rng": rng_states[0],
         "rng_other_ranks": rng_states[1:],
         "metrics": progress.last_metrics,
+        "gauges": progress.gauges,
+        "collapse_warning_step": progress.collapse_warning_step,
     }
     atomic_torch_save(state, checkpoint_path(run.wiring.run_dir))
     keep_snapshot(checkpoint_path(run.wiring.run_dir), progress.step, run.wiring.config.trainer.keep_last)
@@ -554,6 +598,7 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         epoch=ckpt["epoch"],
         batch_in_epoch=ckpt["batch_in_epoch"],
         images_seen=ckpt["images_seen"],
+        views_seen=ckpt.get("views_seen", 0),
         train_seconds=ckpt["train_seconds"],
         skipped_images=ckpt["skipped_images"],
         last_metrics=dict(ckpt["metrics"]),
@@ -562,12 +607,22 @@ def _restore(path: Path, task, optimizer, scheduler, precision: Precision, world
         compile_seconds=ckpt.get("compile_seconds", 0.0),
         compile_images=ckpt.get("compile_images", 0),
         epoch_skipped=list(ckpt.get("epoch_skipped_per_rank", [[]] * world.size)[world.rank]),
+        gauges=list(ckpt.get("gauges", [])),
+        collapse_warning_step=ckpt.get("collapse_warning_step"),
     )
 
 
 def _overflow_steps(precision: Precision) -> int:
     """fp16: the steps the gradient scaler has skipped in this run (read from the device)."""
     return int(precision.skipped) if precision.skipped is not None else 0
+
+
+def count_views(inputs) -> int:
+    """How many images the step's encoder input holds: rows of a tensor, summed over a mapping's entries
+    (multi-crop's global and local views, a multi-task's sub-tasks). Shapes only: no wait for the device."""
+    if isinstance(inputs, dict):
+        return sum(count_views(value) for value in inputs.values())
+    return len(inputs)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -579,14 +634,19 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str], syncs: list[dict]) -> dict:
     config, progress = run.wiring.config, run.state.progress
+    images_per_s = (progress.images_seen - progress.compile_images) / max(1e-9, progress.train_seconds)
+    views_per_image = progress.views_seen / max(1, progress.images_seen)
     metrics = {
         "task": config.task.name,
         "backbone": config.model.backbone,
         "steps": progress.step,
         "epochs": round(progress.images_seen / dataset_size, 3),
         "images_seen": progress.images_seen,
+        "views_seen": progress.views_seen,
         "train_seconds": round(progress.train_seconds, 2),
-        "images_per_s": round((progress.images_seen - progress.compile_images) / max(1e-9, progress.train_seconds), 1),
+        "images_per_s": round(images_per_s, 1),
+        "views_per_image": round(views_per_image, 3),
+        "views_per_s": round(images_per_s * views_per_image, 1),
         "compile_seconds": round(progress.compile_seconds, 2),
         "loop_seconds": round(progress.loop_seconds, 2),
         "loop_images_per_s": round(progress.images_seen / max(1e-9, progress.loop_seconds), 1),

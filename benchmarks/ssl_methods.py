@@ -1,0 +1,158 @@
+"""The view-based methods side by side at one wall-clock budget, with and without multi-crop, on a development
+split of the training images; and whether the label-free RankMe ranking agrees with a 1%-label probe.
+
+    python benchmarks/ssl_methods.py [--runs DIR] [--methods exemplar byol vicreg] [--local-crops 0 4]
+                                     [--minutes 10] [--fraction 0.01] [--seed 0] [--held-out 10000] [--smoke]
+                                     [KEY=VALUE ...]
+
+With ``data.development=10000`` the last 10k of Fashion-MNIST's 60k training images are the test split, every
+method pretrains on the first 50k and the probes take their labels from those 50k: the real test set is never
+opened, so the figures may decide recipes. Each (method, local crops) pair gets the same wall-clock budget: a
+short calibration run of the shipped config measures its seconds per step on this machine (the whole loop:
+data, steps, logging), and the run gets ``--minutes`` worth of steps (printed, with the minutes it really took).
+Every run keeps three checkpoints (a third, two thirds, the end of its budget).
+
+Printed: per run, steps, minutes, images/s and views/s (multi-crop's local views counted), RankMe and the
+normalised spread of its embeddings (no labels), the GAP linear probe with ``--fraction`` of the labels (L2
+chosen on validation; development-test top-1) and kNN (k chosen on validation); then Spearman's rho between
+RankMe and that probe over every run and checkpoint, and over the final runs alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import report  # noqa: E402
+from low_label import K_GRID, L2_GRID  # noqa: E402
+
+import ssl_pretrain as ssl  # noqa: E402
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
+VIEW_METHODS = ["exemplar", "byol", "vicreg"]
+CALIBRATION_STEPS = 40
+SMOKE = ["data.limit=512", "trainer.batch_size=16", "gauges.images=64", "probe.max_iter=20"]
+SMOKE_DEFAULTS = {"methods": ["byol"], "local_crops": [0, 2], "minutes": 0.05, "held_out": 2000}
+
+
+def seconds_per_step(method: str, local_crops: int, runs: Path, base: list[str]) -> float:
+    """The loop's seconds per step of ``method``'s shipped config on this machine (a short calibration run;
+    its first steps, which warm caches up, are left out by timing two lengths)."""
+    times = []
+    for steps in (CALIBRATION_STEPS // 4, CALIBRATION_STEPS):
+        name = f"calibrate-{method}-{local_crops}-{steps}"
+        extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", "gauges.every=null"]
+        run = ssl.pretrain(CONFIGS / f"{method}.yaml", [*extra, f"task.local_crops={local_crops}"])
+        times.append(run.metrics["loop_seconds"])
+    return max(1e-3, (times[1] - times[0]) / (CALIBRATION_STEPS - CALIBRATION_STEPS // 4))
+
+
+def pretrain_at_budget(method: str, local_crops: int, steps: int, runs: Path, base: list[str]) -> ssl.Run:
+    name = f"{method}-local{local_crops}-{steps}steps"
+    if (runs / name / "metrics.json").is_file():
+        return ssl.Run.open(runs / name)
+    every = max(1, steps // 3)
+    extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", "trainer.keep_last=3"]
+    extra += [f"trainer.checkpoint_every={every}", f"gauges.every={every}", f"task.local_crops={local_crops}"]
+    return ssl.pretrain(CONFIGS / f"{method}.yaml", extra)
+
+
+def probe_top1(source, base: list[str], fraction: float, seed: int) -> tuple[float, float]:
+    """(validation, development-test) top-1 of the GAP linear probe of ``source``, L2 chosen on validation."""
+    overrides = [*base, f"data.label_fraction={fraction}", f"seed={seed}", L2_GRID]
+    selected = ssl.probe(source, overrides).selected["pretrained"]
+    return selected["val_top1"], selected["test_top1"]
+
+
+def knn_top1(run: ssl.Run, base: list[str], fraction: float, seed: int) -> float:
+    overrides = [*base, f"data.label_fraction={fraction}", f"seed={seed}", K_GRID]
+    return ssl.knn(run, overrides).selected["pretrained"]["test_top1"]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (no ties expected between measured floats)."""
+    ranks = [np.argsort(np.argsort(np.asarray(x))) for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1]) if len(a) > 2 else float("nan")
+
+
+def _rho(value: float) -> str:
+    return "n/a (fewer than 3)" if np.isnan(value) else f"{value:+.2f}"
+
+
+def measure(run: ssl.Run, base: list[str], fraction: float, seed: int) -> list[dict]:
+    """Every kept checkpoint of ``run`` (the last is the run's end): RankMe, spread and the probe."""
+    cells = []
+    for ranked in ssl.rank([run], base, snapshots=True):
+        if Path(ranked.path) == run.directory:
+            continue  # the run's encoder is its last snapshot
+        val, test = probe_top1(ranked.path, base, fraction, seed)
+        step = int(Path(ranked.path).stem.split("-")[1])
+        cells.append({"checkpoint": ranked.path, "step": step, "rankme": ranked.rankme, "std": ranked.std,
+                      "probe_val_top1": val, "probe_dev_test_top1": test})  # fmt: skip
+    return sorted(cells, key=lambda c: c["step"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=Path, help="where the runs go (finished ones are reused)")
+    parser.add_argument("--methods", nargs="+", choices=VIEW_METHODS, help=f"default: {' '.join(VIEW_METHODS)}")
+    parser.add_argument("--local-crops", nargs="+", type=int, help="default: 0 4")
+    parser.add_argument("--minutes", type=float, help="default: 10")
+    parser.add_argument("--fraction", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", type=int, help="default: 10000")
+    parser.add_argument("--smoke", action="store_true", help=f"defaults {SMOKE_DEFAULTS}, tiny runs")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    defaults = SMOKE_DEFAULTS if args.smoke else {"methods": VIEW_METHODS, "local_crops": [0, 4], "minutes": 10.0,
+                                                  "held_out": 10000}  # fmt: skip
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="ssl_methods_"))
+    base = [f"data.development={args.held_out}", "trainer.progress=false", *(SMOKE if args.smoke else [])]
+    base += args.overrides
+    lines = ["| method | local crops | steps | minutes | images/s | views/s | RankMe | std | GAP probe val | "
+             "GAP probe dev-test | kNN dev-test |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    record: list[dict] = []
+    for method in args.methods:
+        for local_crops in args.local_crops:
+            per_step = seconds_per_step(method, local_crops, runs, base)
+            steps = max(3, int(args.minutes * 60 / per_step))
+            run = pretrain_at_budget(method, local_crops, steps, runs, base)
+            cells = measure(run, base, args.fraction, args.seed)
+            knn = knn_top1(run, base, args.fraction, args.seed)
+            m, last = run.metrics, cells[-1]
+            lines.append(
+                f"| {method} | {local_crops} | {m['steps']} | {m['loop_seconds'] / 60:.1f} | {m['images_per_s']:.0f} | "
+                f"{m['views_per_s']:.0f} | {last['rankme']:.1f} | {last['std']:.3f} | {last['probe_val_top1']:.2f}% | "
+                f"{last['probe_dev_test_top1']:.2f}% | {knn:.2f}% |"
+            )
+            record.append({"method": method, "local_crops": local_crops, "seconds_per_step": per_step,
+                           "metrics": {k: m[k] for k in ("steps", "loop_seconds", "images_per_s", "views_per_s",
+                                                         "precision", "gauges")},
+                           "checkpoints": cells, "knn_dev_test_top1": knn})  # fmt: skip
+    every = [c for r in record for c in r["checkpoints"]]
+    finals = [r["checkpoints"][-1] for r in record]
+    rho_all = spearman([c["rankme"] for c in every], [c["probe_dev_test_top1"] for c in every])
+    rho_final = spearman([c["rankme"] for c in finals], [c["probe_dev_test_top1"] for c in finals])
+    body = (
+        f"Development split: the last {args.held_out} training images are the test split, every run pretrained on "
+        f"the others for {args.minutes:g} minutes of this machine (steps from a calibration run); probes and kNN "
+        f"with {args.fraction:g} of their labels (seed {args.seed}). The real test set was not opened.\n\n"
+        + "\n".join(lines)
+        + f"\n\nRankMe vs the {args.fraction:g}-label GAP probe (development test), Spearman's rho: "
+        f"{_rho(rho_all)} over all {len(every)} checkpoints, {_rho(rho_final)} over the {len(finals)} final runs."
+    )
+    title = "View-based methods at one wall-clock budget; RankMe vs the probe (benchmarks/ssl_methods.py)"
+    summary = {"rho_all_checkpoints": rho_all, "rho_final_runs": rho_final}
+    report(title, body, args.smoke, {"held_out": args.held_out, "runs": record, **summary}, runs)
+
+
+if __name__ == "__main__":
+    main()
