@@ -35,21 +35,23 @@ import ssl_pretrain as ssl  # noqa: E402
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "fashion_mnist"
 VIEW_METHODS = ["exemplar", "byol", "vicreg"]
-CALIBRATION_STEPS = 40
+CALIBRATION_STEPS = (10, 40)  # two lengths, so the first steps (caches warming up) cancel out
+SMOKE_CALIBRATION_STEPS = (2, 6)
+UNCAPPED = "trainer.epochs=100000"  # the budget's steps decide, not the config's epochs
 SMOKE = ["data.limit=512", "trainer.batch_size=16", "gauges.images=64", "probe.max_iter=20"]
 SMOKE_DEFAULTS = {"methods": ["byol"], "local_crops": [0, 2], "minutes": 0.05, "held_out": 2000}
 
 
-def seconds_per_step(method: str, local_crops: int, runs: Path, base: list[str]) -> float:
-    """The loop's seconds per step of ``method``'s shipped config on this machine (a short calibration run;
-    its first steps, which warm caches up, are left out by timing two lengths)."""
+def seconds_per_step(method: str, local_crops: int, runs: Path, base: list[str], lengths: tuple[int, int]) -> float:
+    """The loop's seconds per step of ``method``'s shipped config on this machine: two short calibration runs
+    of ``lengths`` steps, their difference (so the first steps, which warm caches up, cancel out)."""
     times = []
-    for steps in (CALIBRATION_STEPS // 4, CALIBRATION_STEPS):
+    for steps in lengths:
         name = f"calibrate-{method}-{local_crops}-{steps}"
-        extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", "gauges.every=null"]
-        run = ssl.pretrain(CONFIGS / f"{method}.yaml", [*extra, f"task.local_crops={local_crops}"])
+        extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", UNCAPPED]
+        run = ssl.pretrain(CONFIGS / f"{method}.yaml", [*extra, "gauges.every=null", f"task.local_crops={local_crops}"])
         times.append(run.metrics["loop_seconds"])
-    return max(1e-3, (times[1] - times[0]) / (CALIBRATION_STEPS - CALIBRATION_STEPS // 4))
+    return max(1e-3, (times[1] - times[0]) / (lengths[1] - lengths[0]))
 
 
 def pretrain_at_budget(method: str, local_crops: int, steps: int, runs: Path, base: list[str]) -> ssl.Run:
@@ -57,7 +59,8 @@ def pretrain_at_budget(method: str, local_crops: int, steps: int, runs: Path, ba
     if (runs / name / "metrics.json").is_file():
         return ssl.Run.open(runs / name)
     every = max(1, steps // 3)
-    extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", "trainer.keep_last=3"]
+    extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", UNCAPPED]
+    extra.append("trainer.keep_last=3")
     extra += [f"trainer.checkpoint_every={every}", f"gauges.every={every}", f"task.local_crops={local_crops}"]
     return ssl.pretrain(CONFIGS / f"{method}.yaml", extra)
 
@@ -122,7 +125,8 @@ def main() -> None:
     record: list[dict] = []
     for method in args.methods:
         for local_crops in args.local_crops:
-            per_step = seconds_per_step(method, local_crops, runs, base)
+            lengths = SMOKE_CALIBRATION_STEPS if args.smoke else CALIBRATION_STEPS
+            per_step = seconds_per_step(method, local_crops, runs, base, lengths)
             steps = max(3, int(args.minutes * 60 / per_step))
             run = pretrain_at_budget(method, local_crops, steps, runs, base)
             cells = measure(run, base, args.fraction, args.seed)

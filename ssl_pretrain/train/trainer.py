@@ -48,6 +48,7 @@ from ..utils.precision import (
     resolve_precision,
     to_memory_format,
 )
+from ..utils.progress import PlainProgress, progress_bar
 from ..utils.rng import rng_state, seed_everything, set_rng_state
 from . import distributed
 from .checkpoint import keep_snapshot
@@ -117,7 +118,7 @@ class Reporters:
     evaluation, the representation gauges (rank 0), step timing, the non-finite and host-sync checks."""
 
     writer: SummaryWriter | None = None
-    bar: tqdm | None = None
+    bar: tqdm | PlainProgress | None = None
     online: OnlineEvaluator | None = None
     timer: StepTimer | None = None
     watch: NonFiniteWatch | None = None
@@ -209,13 +210,8 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
         save_config(config, run_dir / "config.yaml")  # on resume: only once the checkpoint has loaded
         _record_split(config, dataset, run_dir)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step + 1 if resume else None)
-    bar = tqdm(
-        total=steps,
-        initial=progress.step,
-        disable=not (config.trainer.progress and world.is_main),
-        dynamic_ncols=True,
-        desc=f"pretrain {config.task.name}",
-        file=sys.stderr,
+    bar = progress_bar(
+        steps, f"pretrain {config.task.name}", config.trainer.progress and world.is_main, initial=progress.step
     )
     wiring = Wiring(
         config, world, device, info, task, model, loader, sampler, optimizer, scheduler, precision, channels_last,
@@ -239,10 +235,6 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     if world.is_main:
         export_encoder(task.encoder, run_dir)
         metrics = _final_metrics(run, len(dataset), digests, syncs)
-        if gauge is not None:
-            metrics.update(gauge_summary(run.state.progress.gauges, run.state.progress.collapse_warning_step))
-        if online is not None:
-            metrics.update({f"online_{k}": v for k, v in online.last.items()})
         write_json(run_dir / "metrics.json", metrics)
     distributed.barrier(world)  # the run directory is complete when any process returns
     return run_dir
@@ -362,13 +354,13 @@ def _train_step(run: TrainingRun, batch) -> bool:
     run.wiring.optimizer.zero_grad(set_to_none=True)
     run.wiring.precision.backward_and_step(loss * loss_scale, run.wiring.optimizer)
     run.wiring.scheduler.step()
+    after = run.wiring.task.after_step(progress.step + 1, run.wiring.steps)  # a momentum teacher moves, timed
     seconds = run.reporters.timer.stop(timer, wait=run.state.compiling)
     if run.state.compiling:  # this process's first compiled step: compile time, not training throughput
         progress.compile_seconds += seconds
         progress.compile_images += int(step_images)
         run.state.compiling = False
     progress.step += 1
-    after = run.wiring.task.after_step(progress.step, run.wiring.steps)  # a momentum teacher moves
     progress.images_seen += int(step_images)
     progress.views_seen += count_views(inputs) * world.size
     run.state.window_images += int(step_images)
@@ -664,4 +656,8 @@ def _final_metrics(run: TrainingRun, dataset_size: int, digests: list[str], sync
     if run.wiring.precision.scaler is not None:
         metrics["fp16_overflow_steps"] = _overflow_steps(run.wiring.precision)
     metrics.update({f"pretext_{k}": v for k, v in progress.last_metrics.items()})
+    if run.reporters.online is not None:
+        metrics.update({f"online_{k}": v for k, v in run.reporters.online.last.items()})
+    if run.reporters.gauge is not None:
+        metrics.update(gauge_summary(progress.gauges, progress.collapse_warning_step))
     return metrics

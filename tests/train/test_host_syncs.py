@@ -51,7 +51,8 @@ def test_no_training_step_waits_for_the_device(config, precision, fashion_mnist_
 def test_no_step_waits_under_torchrun_with_two_processes(fashion_mnist_root, image_folder, tmp_path):
     """Every shipped config in fp32 and the Fashion-MNIST ones in every precision, in one torchrun launch (the
     driver keeps its process group across the runs): gathered batches, DDP's all-reduce and the fp16 scaler
-    included. (The colour configs' ResNet-18 in emulated fp16 is slow on 2 cores; one process covers them.)"""
+    included; each run's two replicas end bit-identical (BYOL's momentum teacher with them). (The colour
+    configs' ResNet-18 in emulated fp16 is slow on 2 cores; one process covers them.)"""
     combinations = [(c, p) for c in SHIPPED for p in PRECISIONS if p == "fp32" or "fashion_mnist" in c]
     runs = [
         [*config_args(config, fashion_mnist_root, image_folder, tmp_path, f"{Path(config).parent.name}-"
@@ -64,6 +65,8 @@ def test_no_step_waits_under_torchrun_with_two_processes(fashion_mnist_root, ima
     for args in runs:
         name = next(a for a in args if a.startswith("run_name=")).split("=", 1)[1]
         assert syncs_of(tmp_path / name) == (STEPS, [{}, {}]), name
+        digests = json.loads((tmp_path / name / "metrics.json").read_text())["weights_sha256_per_rank"]
+        assert len(digests) == 2 and digests[0] == digests[1], f"{name}: the replicas (a teacher too) are bit-identical"
 
 
 def test_the_count_catches_a_read_added_to_the_step(fashion_mnist_root, image_folder, tmp_path, monkeypatch):

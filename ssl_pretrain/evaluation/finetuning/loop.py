@@ -6,14 +6,12 @@ validated epoch, the best (or the last) epoch kept.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from ...config import FinetuneConfig
 from ...data import EpochBatchSampler, make_loader, to_device_float
@@ -21,6 +19,7 @@ from ...tasks.draws import augment_on_device
 from ...utils.files import atomic_torch_save
 from ...utils.optim import warmup_cosine_factor
 from ...utils.precision import resolve_channels_last, resolve_precision, to_memory_format
+from ...utils.progress import progress_bar
 from ..shared.classifier import ImageClassifier, classifier_state
 from ..shared.predict import accuracy, classifier_info, predict_logits
 from .augment import finetune_augmentation
@@ -168,7 +167,7 @@ def fit_candidate(
         batch = max(1, round(setting["ratio"] * recipe.batch_size))
         stream = unlabeled_batches(data.unlabeled.pool, batch, options.seed + 1, options.num_workers, pin)
     writer = SummaryWriter(str(candidate.out_dir / "tb"))
-    bar = tqdm(total=steps, disable=not options.progress, dynamic_ncols=True, desc="finetune", file=sys.stderr)
+    bar = progress_bar(steps, "finetune", options.progress)
     history = History(candidate.out_dir, protocol, recipe.keep)
     step = 0
     try:
