@@ -23,7 +23,20 @@ Layers, top to bottom; a module imports only from its own layer or those below (
 5. ``utils``, ``config``, ``registry``, ``options``, ``typecheck``, ``errors``: shared helpers.
 """
 
-from .api import Run, finetune, knn, load_config, load_encoder, pretrain, probe, rank
+from .api import (
+    Run,
+    embed,
+    finetune,
+    knn,
+    load_config,
+    load_encoder,
+    near_duplicates,
+    nearest,
+    neighbours,
+    pretrain,
+    probe,
+    rank,
+)
 from .data import DatasetSpec, TensorImages
 from .encoders import Encoder, wrap_trunk
 from .errors import BadInput, ConfigError
@@ -43,10 +56,14 @@ __all__ = [
     "PretextTask",
     "Run",
     "TensorImages",
+    "embed",
     "finetune",
     "knn",
     "load_config",
     "load_encoder",
+    "near_duplicates",
+    "nearest",
+    "neighbours",
     "pretrain",
     "probe",
     "rank",

@@ -28,6 +28,8 @@ import yaml
 from .config import Config, apply_overrides, build_config, read_yaml
 from .encoders import Encoder
 from .errors import BadInput
+from .evaluation.embedding.embed import EmbedSummary
+from .evaluation.embedding.run import NeighboursSummary
 from .evaluation.frozen.label_free import RankedEncoder
 from .evaluation.shared.reports import FinetuneReport, FrozenReport
 
@@ -161,6 +163,91 @@ def rank(
     cfg = _evaluation_config(None, "evaluation.encoder", config or _saved_config(paths[0]), overrides)
     images = gauge_images(open_split(cfg.data, "pretrain"), cfg.gauges.images, cfg.seed)
     return rank_encoders(found, images, data_info(cfg.data), prepare_device(cfg), cfg.evaluation.batch_size)
+
+
+def embed(
+    encoder: Source = None, overrides: Overrides = None, *, config: ConfigLike = None, force: bool = False
+) -> EmbedSummary:
+    """Embed a collection (``data.*``, ``embed.split``) with ``encoder`` (a Run, run directory, ``encoder.pt``
+    or checkpoint) into ``embed.output`` (default ``<run>/embeddings/<data>-<split>``): ``embeddings.npy``
+    (float32, memory-mapped), ``index.csv``, ``skipped.txt``, ``embed.json`` and a TensorBoard projector log.
+    An existing finished output is refused unless ``force``; an unfinished one with the same settings is
+    continued."""
+    from .build import prepare_device
+    from .evaluation.embedding.run import default_output, embed_source
+    from .utils.precision import announce_precision, resolve_precision
+
+    cfg = _evaluation_config(encoder, "evaluation.encoder", config, overrides)
+    source = _encoder_path(cfg.evaluation.encoder, "embed")
+    output = default_output(source, cfg.data, cfg.embed.split, cfg.embed.output)
+    device = prepare_device(cfg)
+    announce_precision(cfg.trainer.precision, device, "embedding")
+    return embed_source(
+        source, cfg.data, cfg.embed.split, output, normalize=cfg.embed.normalize,
+        projector_images=cfg.embed.projector_images, chunk=cfg.embed.chunk_images, batch=cfg.evaluation.batch_size,
+        device=device, precision=resolve_precision(cfg.trainer.precision, device), seed=cfg.seed, force=force,
+        progress=cfg.trainer.progress,
+    )  # fmt: skip
+
+
+def neighbours(
+    embeddings: str | Path | None = None, overrides: Overrides = None, *, config: ConfigLike = None, force: bool = False
+) -> NeighboursSummary:
+    """Nearest neighbours (cosine, exact) of ``neighbours.queries`` (image files or folders; none: sampled rows)
+    in an embeddings folder, as a PNG grid and JSON, and its near-duplicate groups (similarity >=
+    ``neighbours.threshold``) as JSON or CSV, in ``neighbours.output`` (default ``<embeddings>/neighbours``)."""
+    from .build import prepare_device
+    from .evaluation.embedding.run import find_neighbours
+
+    extra = [f"neighbours.embeddings={embeddings}"] if embeddings is not None else []
+    cfg = load_config(config, [*extra, *_override_strings(overrides)])
+    n = cfg.neighbours
+    if n.embeddings is None:
+        raise BadInput("neighbours.embeddings: give the folder ssl-pretrain embed wrote")
+    folder = Path(n.embeddings).expanduser()
+    output = Path(n.output).expanduser() if n.output else folder / "neighbours"
+    queries = None if n.queries is None else [n.queries] if isinstance(n.queries, str) else list(n.queries)
+    return find_neighbours(
+        folder, queries, output, num_queries=n.num_queries, k=n.k, threshold=n.threshold, fmt=n.format,
+        chunk=n.chunk_size, device=prepare_device(cfg), seed=cfg.seed, force=force, centre=n.centre,
+    )  # fmt: skip
+
+
+def nearest(queries, embeddings: str | Path, k: int = 10, *, centre: bool = True, chunk: int = 4096, exclude=None):
+    """Exact cosine search: for each row of ``queries`` (an array ``(Q, D)``) the ``k`` most similar rows of the
+    embeddings folder ``embeddings``, as ``(similarities (Q, k), rows (Q, k))`` tensors, most similar first.
+    ``centre``: centre both on the collection's mean first (as ``neighbours`` does); ``exclude (Q,)``: a row
+    each query must not return (its own; -1 for none)."""
+    import torch
+
+    from .evaluation.embedding.search import collection_mean, top_k_cosine
+    from .evaluation.embedding.store import open_embeddings
+
+    vectors, _, _ = open_embeddings(embeddings)
+    mean = collection_mean(vectors, chunk) if centre else None
+    queries = torch.as_tensor(queries, dtype=torch.float32)
+    exclude = None if exclude is None else torch.as_tensor(exclude)
+    return top_k_cosine(queries, vectors, k, chunk, exclude, mean)
+
+
+def near_duplicates(embeddings: str | Path, threshold: float = 0.95, *, centre: bool = True, chunk: int = 4096):
+    """Groups of rows of the embeddings folder joined by pairs with cosine similarity >= ``threshold`` (each
+    group sorted, biggest first), and the number of such pairs."""
+    from .evaluation.embedding.search import collection_mean, duplicate_groups, similar_pairs
+    from .evaluation.embedding.store import open_embeddings
+
+    vectors, _, _ = open_embeddings(embeddings)
+    pairs = similar_pairs(vectors, threshold, chunk, collection_mean(vectors, chunk) if centre else None)
+    return duplicate_groups(pairs), len(pairs)
+
+
+def _encoder_path(value: str | None, command: str) -> Path:
+    if value is None:
+        raise BadInput(f"{command}: give evaluation.encoder=PATH (a run directory, encoder.pt or checkpoint)")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise BadInput(f"evaluation.encoder: {path} does not exist")
+    return path
 
 
 def _saved_config(path: str) -> dict:

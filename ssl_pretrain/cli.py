@@ -89,9 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshots", action="store_true", help="a run directory also stands for its kept checkpoints")
     p.add_argument("--output", help="also write the ranking as JSON to this file")
     p.epilog = "options (--snapshots, --output) go before the paths"
-    p = sub.add_parser("export", help="encoder-only weights (encoder.pt + encoder.yaml) from a checkpoint")
+    p = sub.add_parser("embed", help="embed a collection with an encoder (evaluation.encoder=PATH, data.*, embed.*)")
+    p.add_argument("-c", "--config", help="YAML config file (default: the config of the run the encoder is in)")
+    p.add_argument("--force", action="store_true", help="overwrite finished embeddings in embed.output")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.name=image_folder data.root=DIR")
+    p = sub.add_parser("neighbours", help="nearest neighbours and near-duplicates in an embeddings folder")
+    p.add_argument("-c", "--config", help="YAML config file (neighbours.* keys)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing neighbours.output")
+    p.add_argument("embeddings", help="the folder ssl-pretrain embed wrote")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. neighbours.queries=[a.png] neighbours.k=8")
+    p = sub.add_parser("export", help="encoder-only weights (encoder.pt + encoder.yaml) or ONNX from a checkpoint")
     p.add_argument("checkpoint")
-    p.add_argument("out", help="a directory, or a path ending in .pt")
+    p.add_argument("out", help="a directory, or a path ending in .pt (.onnx with export.format=onnx)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="export.format=onnx for an ONNX graph")
     p = sub.add_parser("shard", help="write an image folder as WebDataset tar shards (labels from sub-folders)")
     p.add_argument("source", metavar="SRC_FOLDER")
     p.add_argument("pattern", metavar="OUT_PATTERN", help="printf-style shard names, e.g. shards/train-%%06d.tar")
@@ -149,12 +159,12 @@ def run(argv: list[str]) -> int:
         print(_function(evaluation.show)(report))
     elif args.command == "rank":
         _rank(args)
+    elif args.command == "embed":
+        _embed(args)
+    elif args.command == "neighbours":
+        _neighbours(args)
     elif args.command == "export":
-        from .encoders.export import export_encoder
-        from .evaluation.shared.encoder_source import encoder_from_checkpoint
-
-        encoder = encoder_from_checkpoint(Path(args.checkpoint))
-        print(f"encoder written to {export_encoder(encoder, Path(args.out))}")
+        _export(args)
     elif args.command == "shard":
         from .data.shards import write_shards
 
@@ -168,6 +178,46 @@ def run(argv: list[str]) -> int:
 
         run_demo(args.overrides)
     return 0
+
+
+def _embed(args) -> None:
+    from .api import embed
+
+    summary = embed(None, args.overrides, config=_evaluation_config(args, "evaluation.encoder"), force=args.force)
+    resumed = f" (continued from image {summary.resumed_from})" if summary.resumed_from else ""
+    print(
+        f"{summary.rows} embeddings of width {summary.dim} written to {summary.folder}{resumed}; "
+        f"{summary.images_per_s:.0f} images/s; {summary.skipped} unreadable file(s) skipped (skipped.txt)"
+    )
+    if summary.projector:
+        print(f"projector: tensorboard --logdir {summary.projector}")
+
+
+def _neighbours(args) -> None:
+    from .api import neighbours
+
+    summary = neighbours(args.embeddings, args.overrides, config=args.config, force=args.force)
+    groups = f"{summary.groups} near-duplicate group(s) of {summary.duplicate_images} images"
+    print(f"{summary.queries} queries answered; {groups}")
+    for path in summary.skipped_queries:
+        print(f"skipped (not a readable image): {path}")
+    print("written: " + ", ".join(summary.files))
+
+
+def _export(args) -> None:
+    from .encoders.export import export_encoder
+    from .evaluation.shared.encoder_source import load_encoder
+
+    config = load_config(None, args.overrides)
+    encoder = load_encoder(Path(args.checkpoint))
+    if config.export.format == "onnx":
+        from .encoders.onnx import export_onnx
+
+        path, difference = export_onnx(encoder, Path(args.out))
+        checked = f"onnxruntime matches PyTorch to {difference:.1e}" if difference is not None else "not run"
+        print(f"ONNX encoder written to {path} ({checked})")
+    else:
+        print(f"encoder written to {export_encoder(encoder, Path(args.out))}")
 
 
 def _rank(args) -> None:

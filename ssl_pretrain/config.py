@@ -144,6 +144,39 @@ class GaugesConfig:
     min_std: float = _non_negative(0.05)
 
 
+@dataclass
+class EmbedConfig:
+    """``ssl-pretrain embed``: a collection through a frozen encoder into a memory-mapped embeddings folder."""
+
+    output: str | None = None
+    split: Literal["pretrain", "train", "test"] = "pretrain"
+    normalize: bool = False
+    projector_images: int = _non_negative(2000)
+    chunk_images: int = _positive(8192)
+
+
+@dataclass
+class NeighboursConfig:
+    """``ssl-pretrain neighbours``: nearest neighbours of queries and near-duplicates in an embeddings folder."""
+
+    embeddings: str | None = None
+    queries: str | list[str] | None = None
+    num_queries: int = _positive(8)
+    k: int = _positive(8)
+    threshold: float = _ranged(0.95, lambda v: -1 <= v <= 1, "in [-1, 1] (cosine similarity)")
+    centre: bool = True
+    format: Literal["json", "csv"] = "json"
+    chunk_size: int = _positive(4096)
+    output: str | None = None
+
+
+@dataclass
+class ExportConfig:
+    """``ssl-pretrain export``: the encoder's weights for PyTorch/torchvision, or an ONNX graph."""
+
+    format: Literal["torchvision", "onnx"] = "torchvision"
+
+
 Augment = Literal["none", "flip", "crop_flip", "strong"]
 
 
@@ -237,6 +270,9 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     online: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
     gauges: GaugesConfig = field(default_factory=GaugesConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    neighbours: NeighboursConfig = field(default_factory=NeighboursConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
 
@@ -262,6 +298,9 @@ _FIXED_SECTIONS = {
     "finetune": FinetuneConfig,
     "online": OnlineEvalConfig,
     "gauges": GaugesConfig,
+    "embed": EmbedConfig,
+    "neighbours": NeighboursConfig,
+    "export": ExportConfig,
     "ensemble": EnsembleConfig,
     "gradcam": GradcamConfig,
 }

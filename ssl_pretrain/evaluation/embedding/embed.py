@@ -1,0 +1,111 @@
+"""Embed every image of a dataset with a frozen encoder, streamed in batches into a memory-mapped file: memory
+stays flat whatever the collection's size. Unreadable files are skipped and listed, never fatal."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ...data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...encoders import Encoder
+from ...utils.precision import Precision
+from ...utils.progress import progress_bar
+from ..frozen.feature_view import FeatureView
+from .store import EmbeddingWriter, IndexRow, claim_folder, write_record
+
+
+@dataclass
+class EmbedSummary:
+    """What ``embed`` wrote: the folder, rows and width, unreadable files, time and rate of this call."""
+
+    folder: str
+    rows: int
+    dim: int
+    skipped: int
+    seconds: float
+    images_per_s: float
+    normalized: bool
+    resumed_from: int
+    projector: str | None = None
+
+
+def describe_position(dataset, position: int) -> IndexRow:
+    """The index row of a dataset position: its file (image folders) and its label (class name or number)."""
+    files = getattr(dataset, "files", None)
+    path = str(files[position]) if files is not None else ""
+    label = int(dataset.labels[position])
+    classes = getattr(dataset, "classes", None) or []
+    text = "" if label < 0 else (classes[label] if label < len(classes) else str(label))
+    return IndexRow(position, path, text)
+
+
+def embed_collection(
+    encoder: Encoder,
+    dataset,
+    info: DataInfo,
+    device: torch.device,
+    folder: Path,
+    *,
+    settings: dict,
+    batch: int,
+    chunk: int,
+    force: bool = False,
+    progress: bool = True,
+    precision: Precision | None = None,
+    num_workers: int | str = 0,
+) -> EmbedSummary:
+    """Write ``folder`` (see :mod:`.store`): ``dataset``'s images, converted to ``info``'s size and channels,
+    through ``encoder``'s global average pooling, ``(N, D)`` float32, L2-normalised when
+    ``settings["normalize"]``. Every ``chunk`` images (a multiple of ``batch``) the progress is recorded, so a
+    call on an unfinished folder with the same ``settings`` continues it."""
+    resume = claim_folder(folder, settings, force)
+    start = resume["positions_done"] if resume else 0
+    writer = EmbeddingWriter(folder, len(dataset), encoder.num_features, resume)
+    view = FeatureView(encoder.to(device).eval())
+    sampler = EpochBatchSampler(len(dataset), batch, seed=0, shuffle=False, drop_last=False)
+    sampler.set_epoch(0, start // batch)
+    per_chunk = max(1, chunk // batch)
+    bar = progress_bar(len(dataset), "embed", progress, initial=start, unit="images")
+    began, done, skipped = time.perf_counter(), start, resume.get("skipped", 0) if resume else 0
+    record = {"settings": settings, "complete": False, "positions_done": start, "rows_done": writer.rows}
+    try:
+        for i, batch_data in enumerate(make_loader(dataset, sampler, num_workers, pin_memory=device.type == "cuda")):
+            vectors = embed_images(view, batch_data.images, info, device, precision, settings["normalize"])
+            rows = [describe_position(dataset, int(p)) for p in batch_data.indices]
+            writer.append(vectors, rows, batch_data.skipped)
+            done += len(batch_data.indices) + len(batch_data.skipped)
+            skipped += len(batch_data.skipped)
+            bar.update(len(batch_data.indices) + len(batch_data.skipped))
+            if (i + 1) % per_chunk == 0 or done >= len(dataset):
+                writer.flush()
+                record.update(positions_done=done, rows_done=writer.rows, skipped=skipped)
+                write_record(folder, record)
+    finally:
+        bar.close()
+    writer.finish(chunk)
+    seconds = time.perf_counter() - began
+    record.update(complete=True, rows=writer.rows, dim=encoder.num_features, seconds=round(seconds, 2))
+    write_record(folder, record)
+    rate = (done - start) / max(1e-9, seconds)
+    return EmbedSummary(
+        str(folder), writer.rows, encoder.num_features, skipped, seconds, rate, settings["normalize"], start
+    )
+
+
+@torch.no_grad()
+def embed_images(view, images, info, device, precision, normalize: bool):
+    """``(B, C, H, W)`` uint8 -> ``(B, D)`` float32 NumPy (rows L2-normalised when ``normalize``)."""
+    if len(images) == 0:
+        return torch.zeros(0, view.encoder.num_features).numpy()
+    x = to_device_float(images, info, device)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        features = view.forward_features(x)
+    features = features.float()
+    if normalize:
+        features = F.normalize(features, dim=1)
+    return features.cpu().numpy()

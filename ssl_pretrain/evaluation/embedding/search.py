@@ -1,0 +1,100 @@
+"""Exact cosine search over an embeddings file in chunked matrix products: memory is one chunk of the base
+times one chunk of the queries, whatever the collection's size, so a memory-mapped file larger than memory
+works. Near-duplicates are the connected groups of pairs above a similarity threshold.
+
+Every function takes ``centre``: a vector subtracted from every embedding (and query) before the cosine, the
+collection's mean by default in ``neighbours``. A CNN's pooled features are all positive after its last ReLU,
+so their plain cosines crowd near 1; centred, they spread over [-1, 1] and a threshold means something."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def read_rows(base, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``base`` (an array, or a :class:`~.store.VectorFile` read from disk now)."""
+    if hasattr(base, "read"):
+        return base.read(start, stop)
+    return np.array(base[start:stop], dtype=np.float32)
+
+
+def _chunk(base, start: int, size: int, centre: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``start:start + size`` of ``base``, centred and normalised, float32."""
+    rows = torch.from_numpy(read_rows(base, start, start + size))
+    return F.normalize(rows - centre if centre is not None else rows, dim=1)
+
+
+def collection_mean(base, chunk: int = 4096) -> torch.Tensor:
+    """``(D,)`` mean of the rows of ``base (N, D)``, read a chunk at a time."""
+    total = torch.zeros(base.shape[1], dtype=torch.float64)
+    for start in range(0, len(base), chunk):
+        total += torch.from_numpy(read_rows(base, start, start + chunk)).double().sum(0)
+    return (total / max(1, len(base))).float()
+
+
+@torch.no_grad()
+def top_k_cosine(
+    queries: torch.Tensor,
+    base,
+    k: int,
+    chunk: int = 4096,
+    exclude: torch.Tensor | None = None,
+    centre: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` rows of ``base (N, D)`` (an array or a :class:`~.store.VectorFile`) most cosine-similar to each
+    of ``queries (Q, D)``.
+
+    ``exclude (Q,)``: a row of ``base`` each query must not return (itself, when the queries are base rows;
+    -1: none). Returns ``(similarities (Q, k), rows (Q, k))``, most similar first.
+    """
+    q = F.normalize(queries.float() - centre if centre is not None else queries.float(), dim=1)
+    k = min(k, len(base) - (0 if exclude is None else 1))
+    best_sim = torch.full((len(q), 0), -2.0)
+    best_row = torch.zeros((len(q), 0), dtype=torch.long)
+    for start in range(0, len(base), chunk):
+        sims = q @ _chunk(base, start, chunk, centre).T
+        rows = torch.arange(start, start + sims.shape[1]).expand(len(q), -1)
+        if exclude is not None:
+            sims = sims.masked_fill(rows == exclude[:, None], -2.0)
+        merged_sim, merged_row = torch.cat([best_sim, sims], 1), torch.cat([best_row, rows], 1)
+        top = merged_sim.topk(min(k, merged_sim.shape[1]), dim=1)
+        best_sim, best_row = top.values, merged_row.gather(1, top.indices)
+    return best_sim, best_row
+
+
+@torch.no_grad()
+def similar_pairs(
+    base, threshold: float, chunk: int = 4096, centre: torch.Tensor | None = None
+) -> list[tuple[int, int, float]]:
+    """Every pair ``(i, j, similarity)`` of rows with ``i < j`` and cosine similarity >= ``threshold``."""
+    pairs = []
+    for a in range(0, len(base), chunk):
+        left = _chunk(base, a, chunk, centre)
+        for b in range(a, len(base), chunk):
+            sims = left @ _chunk(base, b, chunk, centre).T
+            i, j = torch.nonzero(sims >= threshold, as_tuple=True)
+            keep = (i + a) < (j + b)
+            for x, y, s in zip((i + a)[keep].tolist(), (j + b)[keep].tolist(), sims[i, j][keep].tolist(), strict=True):
+                pairs.append((x, y, s))
+    return pairs
+
+
+def duplicate_groups(pairs: list[tuple[int, int, float]]) -> list[list[int]]:
+    """Rows joined by any chain of pairs, as groups (each sorted), biggest group first."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j, _ in pairs:
+        parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for x in parent:
+        groups.setdefault(root(x), []).append(x)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))

@@ -1,0 +1,191 @@
+"""``ssl-pretrain embed`` and ``neighbours``: a collection into a memory-mapped file with its index (unreadable
+files skipped and listed), restart where it stopped, the TensorBoard projector read back by TensorBoard's own
+plugin, exact neighbours and near-duplicates, outputs never overwritten without --force."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+from werkzeug.test import Client
+
+import ssl_pretrain as ssl
+from ssl_pretrain.cli import main
+from ssl_pretrain.data.decode import decode_image
+from ssl_pretrain.evaluation.embedding import embed as embed_module
+from ssl_pretrain.evaluation.embedding.search import (
+    collection_mean,
+    duplicate_groups,
+    similar_pairs,
+    top_k_cosine,
+)
+
+from ..helpers import folder_overrides
+
+
+@pytest.fixture
+def run(image_folder, tmp_path):
+    """A tiny pretrained run on the image folder, with one broken file added to the folder afterwards."""
+    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *folder_overrides(image_folder, tmp_path)]
+    assert main([*args, "data.pretrain_on_test=true", "gauges.every=null"]) == 0
+    (image_folder / "class_0" / "broken.png").write_bytes(b"not a png")
+    return tmp_path / "run"
+
+
+def _embed(run, out, *extra):
+    return main(["embed", f"evaluation.encoder={run}", f"embed.output={out}", "embed.projector_images=20", *extra])
+
+
+def test_embed_writes_vectors_an_index_and_the_skipped_files(run, image_folder, tmp_path):
+    out = tmp_path / "emb"
+    assert _embed(run, out, "evaluation.batch_size=8") == 0
+    vectors = np.load(out / "embeddings.npy", mmap_mode="r")
+    with (out / "index.csv").open() as f:
+        index = list(csv.DictReader(f))
+    assert vectors.shape == (36, 8) and vectors.dtype == np.float32 and len(index) == 36
+    assert (out / "skipped.txt").read_text().strip().endswith("broken.png")
+    assert {row["label"] for row in index} == {"class_0", "class_1", "class_2"}
+    first = index[0]
+    encoder = ssl.load_encoder(run)
+    image = torch.from_numpy(decode_image(first["path"], 16, 3).copy()).float()[None] / 255
+    with torch.no_grad():
+        expected = encoder(image)[0].numpy()
+    np.testing.assert_allclose(vectors[0], expected, rtol=1e-4, atol=1e-5)
+    record = json.loads((out / "embed.json").read_text())
+    assert record["complete"] and record["rows"] == 36 and record["skipped"] == 1
+
+
+def test_normalised_embeddings_have_unit_rows_and_other_data_is_resized_for_the_encoder(
+    run, tmp_path, fashion_mnist_root
+):
+    out = tmp_path / "emb"
+    grey = ["data.name=fashion_mnist", f"data.root={fashion_mnist_root}", "data.download=false", "data.limit=null"]
+    assert _embed(run, out, "embed.normalize=true", *grey) == 0  # 28 px grey images, an encoder of 16 px RGB
+    vectors = np.load(out / "embeddings.npy")
+    assert vectors.shape == (64, 8)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_an_interrupted_embedding_continues_where_it_stopped(run, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    assert _embed(run, straight, "evaluation.batch_size=4", "embed.chunk_images=8") == 0
+    append, calls = embed_module.EmbeddingWriter.append, []
+
+    def dies_after_three_batches(self, *args):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        append(self, *args)
+
+    monkeypatch.setattr(embed_module.EmbeddingWriter, "append", dies_after_three_batches)
+    cut = tmp_path / "cut"
+    assert _embed(run, cut, "evaluation.batch_size=4", "embed.chunk_images=8") == 130
+    monkeypatch.undo()
+    assert json.loads((cut / "embed.json").read_text())["positions_done"] == 8, "the first chunk of 8 was recorded"
+    summary = ssl.embed(run, [f"embed.output={cut}", "evaluation.batch_size=4", "embed.chunk_images=8"])
+    assert summary.resumed_from == 8 and summary.rows == 36
+    np.testing.assert_array_equal(np.load(cut / "embeddings.npy"), np.load(straight / "embeddings.npy"))
+    assert (cut / "index.csv").read_text() == (straight / "index.csv").read_text()
+
+
+def test_finished_embeddings_are_not_overwritten_without_force(run, tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert _embed(run, out) == 0
+    before = (out / "embeddings.npy").read_bytes()
+    assert _embed(run, out, "embed.normalize=true") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "embed.output" in err[0] and "--force" in err[0]
+    assert (out / "embeddings.npy").read_bytes() == before
+    assert main(["embed", "--force", f"evaluation.encoder={run}", f"embed.output={out}", "embed.normalize=true"]) == 0
+
+
+def test_the_projector_reads_back_through_tensorboard_s_own_plugin(run, tmp_path):
+    out = tmp_path / "emb"
+    assert _embed(run, out) == 0
+    logdir = out / "projector"
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    plugin = ProjectorPlugin(base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer))
+    client = Client(_app(plugin))
+    runs = json.loads(client.get("/runs").get_data())
+    assert runs == ["."]
+    config = json.loads(client.get("/info?run=.").get_data())
+    (embedding,) = config["embeddings"]
+    assert embedding["tensorShape"] == [20, 8] and embedding["sprite"]["singleImageDim"] == [16, 16]
+    metadata = client.get(f"/metadata?run=.&name={embedding['tensorName']}").get_data(as_text=True).splitlines()
+    assert metadata[0] == "label\tsource" and len(metadata) == 21 and metadata[1].split("\t")[0].startswith("class_")
+    sprite = client.get(f"/sprite_image?run=.&name={embedding['tensorName']}")
+    assert sprite.status_code == 200 and sprite.get_data()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _app(plugin):
+    """A WSGI app dispatching the plugin's routes, as TensorBoard's server does."""
+    routes = plugin.get_plugin_apps()
+
+    def app(environ, start_response):
+        return routes[environ["PATH_INFO"]](environ, start_response)
+
+    return app
+
+
+def test_neighbours_answer_queries_skip_non_images_and_report_planted_duplicates(run, image_folder, tmp_path):
+    copy = image_folder / "class_1" / "copy_of_img_3.png"
+    shutil.copy(image_folder / "class_1" / "img_3.png", copy)
+    out = tmp_path / "emb"
+    assert _embed(run, out) == 0
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    outside = tmp_path / "outside.png"
+    shutil.copy(image_folder / "class_2" / "img_5.png", outside)
+    queries = f"neighbours.queries=[{image_folder / 'class_1' / 'img_3.png'}, {outside}, {text}]"
+    assert main(["neighbours", str(out), queries, "neighbours.k=4", "neighbours.threshold=0.999"]) == 0
+    found = json.loads((out / "neighbours" / "neighbours.json").read_text())
+    assert set(found) == {str(image_folder / "class_1" / "img_3.png"), str(outside)}, "the text file is skipped"
+    inside = found[str(image_folder / "class_1" / "img_3.png")]
+    assert inside[0]["source"] == str(copy) and inside[0]["similarity"] > 0.9999, "itself excluded, its copy first"
+    assert found[str(outside)][0]["source"] == str(image_folder / "class_2" / "img_5.png")
+    duplicates = json.loads((out / "neighbours" / "duplicates.json").read_text())
+    assert [str(copy)] in duplicates.values() or str(copy) in duplicates
+    assert (out / "neighbours" / "neighbours.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_neighbours_refuse_to_overwrite_and_write_csv_with_force(run, tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert _embed(run, out) == 0
+    assert main(["neighbours", str(out)]) == 0
+    assert main(["neighbours", str(out), "neighbours.format=csv"]) == 2
+    assert "neighbours.output" in capsys.readouterr().err
+    assert main(["neighbours", "--force", str(out), "neighbours.format=csv", "neighbours.threshold=-1"]) == 0
+    rows = (out / "neighbours" / "duplicates.csv").read_text().splitlines()
+    assert rows[0] == "group,size,source" and len(rows) == 37, "threshold -1: one group of every image"
+
+
+def test_chunked_search_equals_brute_force():
+    torch.manual_seed(0)
+    base = torch.randn(103, 16).numpy()
+    queries = torch.randn(7, 16)
+    centre = collection_mean(base, chunk=10)
+    np.testing.assert_allclose(centre.numpy(), base.mean(0), atol=1e-5)
+    sims, rows = top_k_cosine(queries, base, k=5, chunk=10, centre=centre)
+    full = (
+        torch.nn.functional.normalize(queries - centre, dim=1)
+        @ torch.nn.functional.normalize(torch.from_numpy(base) - centre, dim=1).T
+    )
+    expected = full.topk(5, dim=1)
+    torch.testing.assert_close(sims, expected.values)
+    assert torch.equal(rows, expected.indices)
+    own = top_k_cosine(torch.from_numpy(base[:3]), base, k=2, chunk=10, exclude=torch.arange(3))[1]
+    assert all(i not in own[i].tolist() for i in range(3)), "a base row is not its own neighbour"
+
+
+def test_duplicate_groups_join_chains_biggest_first():
+    base = np.array([[1, 0], [1, 0.001], [0, 1], [0.001, 1], [0.002, 1], [-1, 0]], dtype=np.float32)
+    pairs = similar_pairs(base, threshold=0.999, chunk=2)
+    assert {(i, j) for i, j, _ in pairs} == {(0, 1), (2, 3), (2, 4), (3, 4)}
+    assert duplicate_groups(pairs) == [[2, 3, 4], [0, 1]]
