@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ssl_pretrain.utils.precision import cpu_has_native_bf16
 
+from .helpers import TINY
+
 
 def _run(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
@@ -398,3 +400,37 @@ def test_recipe_dev_benchmark_decides_on_the_training_images_only(fashion_mnist_
 
 
 HEAD_NAMES = ["flatten, probe-started", "GAP, random"]
+
+
+def test_ssl_methods_benchmark_ranks_every_checkpoint_on_the_training_images_only(fashion_mnist_root, tmp_path):
+    args = ["benchmarks/ssl_methods.py", "--smoke", "--runs", str(tmp_path), "--methods", "vicreg"]
+    args += ["--local-crops", "1", "--minutes", "0.01", "--held-out", "16", "--fraction", "0.5"]
+    done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| vicreg |")]
+    assert len(rows) == 1 and rows[0][1] == "1", "one method, one local-crop setting"
+    assert "Spearman's rho" in done.stdout and "over all 3 checkpoints" in done.stdout
+    (record_file,) = tmp_path.glob("ssl_methods-*.json")
+    (run,) = json.loads(record_file.read_text())["runs"]
+    assert [c["step"] for c in run["checkpoints"]] == sorted(c["step"] for c in run["checkpoints"])
+    assert all({"rankme", "probe_dev_test_top1"} <= set(c) for c in run["checkpoints"])
+    (run_dir,) = tmp_path.glob("vicreg-local1-*steps")
+    assert json.loads((run_dir / "data_split.json").read_text())["pretrain_images"] == 48, "never the test set"
+    probes = [json.loads(p.read_text()) for p in run_dir.glob("**/probe*.json")]
+    assert probes and all("data.development=16" in p["protocol"]["test_split"] for p in probes)
+
+
+def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
+    from ssl_pretrain.cli import main
+
+    data = [f"data.root={fashion_mnist_root}", "data.download=false", "data.development=16"]
+    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *TINY, *data, f"output_dir={tmp_path}"]
+    assert main([*args, "run_name=rot", "gauges.every=null"]) == 0
+    done = _run("benchmarks/embedding_use.py", "--smoke", "--runs", str(tmp_path / "rot"), "--held-out", "16",
+                f"data.root={fashion_mnist_root}", "data.download=false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Collection: the first 48 training images" in out and "the test set was not read" in out
+    rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if "% |" in line and "|---" not in line]
+    assert {"rot", "random init", "raw pixels"} <= set(rows)
+    assert "0.95 (default)" in out, "the default threshold among those measured"

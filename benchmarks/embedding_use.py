@@ -1,0 +1,241 @@
+"""An encoder put to work on Fashion-MNIST: embedding speed, exact search time and memory, retrieval quality,
+and how many planted near-duplicates the default threshold finds.
+
+    python benchmarks/embedding_use.py --runs RUN [RUN ...] [--held-out 10000] [--memory-rows 2000000]
+                                       [--planted 100] [--others 2000] [--smoke]
+
+The collection is a development split of the training images (``data.development=10000``: the first 50k are
+the collection, the last 10k the queries), so the test set is never read. Printed:
+
+- images/s of ``ssl-pretrain embed`` for the first run's encoder (bf16 where the CPU has it natively);
+- the time of an exact top-10 search of 10k query vectors in 60k (random vectors of the encoder's width, the
+  sizes the issue names) and in the collection itself;
+- peak memory (resident set) of a top-10 search in an embeddings file of ``--memory-rows`` rows, far larger
+  than that peak: the file is read a chunk at a time, never whole;
+- precision@10: the share of each query image's 10 nearest collection images (cosine, centred) that share its
+  label, for every run's encoder, a randomly initialised one of the first's architecture, and raw pixels;
+- near-duplicates: ``--planted`` collection images copied exactly, cropped (90% of the area, resized back),
+  JPEG re-encoded (quality 75) and brightened (x1.2) into a folder with 2000 other collection images; the
+  share of copies grouped with their original at several thresholds (the default among them) and the pairs
+  that join two different originals (false pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import report  # noqa: E402
+
+import ssl_pretrain as ssl  # noqa: E402
+from ssl_pretrain.config import NeighboursConfig  # noqa: E402
+from ssl_pretrain.encoders import encoder_from_spec  # noqa: E402
+from ssl_pretrain.encoders.export import export_encoder  # noqa: E402
+
+THRESHOLDS = [0.8, 0.85, 0.9, 0.95, 0.98]
+ALTERATIONS = ("exact", "crop", "jpeg", "brightness")
+
+
+def embed(source, out: Path, base: list[str], split: str):
+    return ssl.embed(source, [*base, f"embed.output={out}", f"embed.split={split}", "embed.projector_images=0"])
+
+
+def labels_of(folder: Path) -> np.ndarray:
+    with (folder / "index.csv").open() as f:
+        return np.array([row["label"] for row in csv.DictReader(f)])
+
+
+def precision_at_10(collection: Path, queries: Path) -> tuple[float, float]:
+    """(precision@10, seconds of the search) of every query row against the collection."""
+    vectors = np.load(queries / "embeddings.npy")
+    start = time.perf_counter()
+    _, rows = ssl.nearest(vectors, collection, k=10)
+    seconds = time.perf_counter() - start
+    same = labels_of(collection)[rows.numpy()] == labels_of(queries)[:, None]
+    return 100 * float(same.mean()), seconds
+
+
+def embeddings_folder(out: Path, vectors: np.ndarray, labels: list[str]) -> Path:
+    """An embeddings folder written by hand, as any program can: ``embeddings.npy``, ``index.csv``, a record."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "embeddings.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    with (out / "index.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "position", "path", "label"])
+        writer.writerows([i, i, "", label] for i, label in enumerate(labels))
+    (out / "embed.json").write_text(json.dumps({"complete": True, "written_by": "benchmarks/embedding_use.py"}))
+    return out
+
+
+def raw_pixels(out: Path, base: list[str], split: str) -> Path:
+    """The control: each image's flattened pixels in [0, 1] as its embedding."""
+    from ssl_pretrain.data import open_split
+
+    dataset = open_split(ssl.load_config(None, base).data, split)
+    pixels = dataset.images.flatten(1).float().div(255).numpy()
+    return embeddings_folder(out, pixels, [str(int(label)) for label in dataset.labels])
+
+
+def random_init_source(run: Path, out: Path) -> Path:
+    torch.manual_seed(0)
+    return export_encoder(encoder_from_spec(ssl.load_encoder(run).spec), out)
+
+
+def synthetic_search_seconds(dim: int, base_rows: int = 60000, queries: int = 10000) -> float:
+    vectors = np.random.default_rng(0).standard_normal((base_rows, dim), dtype=np.float32)
+    folder = embeddings_folder(Path(tempfile.mkdtemp(prefix="ssl_search_")), vectors, [""] * base_rows)
+    q = np.random.default_rng(1).standard_normal((queries, dim), dtype=np.float32)
+    start = time.perf_counter()
+    ssl.nearest(q, folder, k=10)
+    return time.perf_counter() - start
+
+
+MEMORY_CHILD = """
+import resource, sys, numpy as np, ssl_pretrain as ssl
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+q = np.random.default_rng(1).standard_normal((1000, int(sys.argv[2])), dtype=np.float32)
+ssl.nearest(q, sys.argv[1], k=10)
+print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def memory_figures(rows: int, dim: int) -> tuple[float, float, float]:
+    """(file MB, peak resident MB after importing, peak resident MB of the search) in a fresh process."""
+    folder = Path(tempfile.mkdtemp(prefix="ssl_memory_"))
+    vectors = np.lib.format.open_memmap(folder / "embeddings.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, 100000):
+        vectors[start : start + 100000] = rng.standard_normal((min(100000, rows - start), dim), dtype=np.float32)
+    vectors.flush()
+    del vectors
+    (folder / "index.csv").write_text("row,position,path,label\n")
+    (folder / "embed.json").write_text(json.dumps({"complete": True}))
+    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(folder), str(dim)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    imported, peak = (float(x) for x in done.stdout.split())
+    size = (folder / "embeddings.npy").stat().st_size / 2**20
+    for path in folder.iterdir():
+        path.unlink()
+    return size, imported, peak
+
+
+def plant_duplicates(out: Path, data: list[str], planted: int, others: int) -> dict[str, str]:
+    """PNG files of ``others`` collection images plus ``planted`` originals and their altered copies;
+    returns ``{copy file: original file}``."""
+    from ssl_pretrain.data import open_split
+
+    dataset = open_split(ssl.load_config(None, data).data, "train")
+    order = np.random.default_rng(0).permutation(len(dataset))[: planted + others]
+    origin = {}
+    for n, position in enumerate(order.tolist()):
+        image = Image.fromarray(dataset.images[position][0].numpy())
+        name = out / f"{position:05d}.png"
+        image.save(name)
+        if n >= planted:
+            continue
+        w, h = image.size
+        cut = round(w * 0.05)
+        altered = {
+            "exact": image,
+            "crop": image.crop((cut, cut, w - cut, h - cut)).resize((w, h), Image.BILINEAR),
+            "brightness": ImageEnhance.Brightness(image).enhance(1.2),
+        }
+        for kind, copy in altered.items():
+            copy.save(out / f"{position:05d}-{kind}.png")
+            origin[str(out / f"{position:05d}-{kind}.png")] = str(name)
+        image.save(out / f"{position:05d}-jpeg.jpg", quality=75)
+        origin[str(out / f"{position:05d}-jpeg.jpg")] = str(name)
+    return origin
+
+
+def duplicate_rows(run: Path, folder: Path, origin: dict[str, str], work: Path, base: list[str]) -> list[str]:
+    out = work / f"dup-{run.name}"
+    folder_data = ["data.name=image_folder", f"data.root={folder}", "data.development=null", "data.image_size=28"]
+    ssl.embed(run, [*base, *folder_data, "data.channels=1", f"embed.output={out}", "embed.projector_images=0"])
+    with (out / "index.csv").open() as f:
+        paths = [row["path"] for row in csv.DictReader(f)]
+    lines = []
+    for threshold in THRESHOLDS:
+        groups, pairs = ssl.near_duplicates(out, threshold)
+        group_of = {paths[r]: i for i, g in enumerate(groups) for r in g}
+        found = {kind: 0 for kind in ALTERATIONS}
+        for copy, original in origin.items():
+            if copy in group_of and group_of[copy] == group_of.get(original, -1):
+                found[Path(copy).stem.split("-")[1]] += 1
+        originals = {p: origin.get(p, p) for p in paths}
+        false = sum(1 for g in groups if len({originals[paths[r]] for r in g}) > 1)
+        per_kind = " | ".join(f"{100 * found[k] / (len(origin) / 4):.0f}%" for k in ALTERATIONS)
+        marker = " (default)" if threshold == NeighboursConfig().threshold else ""
+        lines.append(f"| {run.name} | {threshold}{marker} | {per_kind} | {pairs} | {false} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="pretraining run directories")
+    parser.add_argument("--held-out", type=int, default=10000)
+    parser.add_argument("--memory-rows", type=int, default=2_000_000)
+    parser.add_argument("--planted", type=int, default=100)
+    parser.add_argument("--others", type=int, default=2000)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ssl_embedding_use_"))
+    if args.smoke:
+        args.planted, args.others, args.memory_rows = min(args.planted, 4), min(args.others, 20), 20000
+    base = [f"data.development={args.held_out}", "trainer.progress=false", *args.overrides]
+    first = args.runs[0]
+    summary = embed(first, work / f"{first.name}-collection", base, "train")
+    embed(first, work / f"{first.name}-queries", base, "test")
+    lines = ["| encoder | precision@10 | search seconds (10k queries) |", "|---|---|---|"]
+    sources = [(run.name, run) for run in args.runs]
+    sources.append(("random init", random_init_source(first, work / "random")))
+    for name, source in sources:
+        collection, queries = work / f"{name}-collection", work / f"{name}-queries"
+        if not (collection / "embed.json").is_file():
+            embed(source, collection, base, "train")
+            embed(source, queries, base, "test")
+        precision, seconds = precision_at_10(collection, queries)
+        lines.append(f"| {name} | {precision:.2f}% | {seconds:.1f} |")
+    raw = raw_pixels(work / "raw-collection", base, "train"), raw_pixels(work / "raw-queries", base, "test")
+    precision, seconds = precision_at_10(*raw)
+    lines.append(f"| raw pixels | {precision:.2f}% | {seconds:.1f} |")
+    dim = summary.dim
+    search = synthetic_search_seconds(dim, *((2000, 500) if args.smoke else ()))
+    size, imported, peak = memory_figures(args.memory_rows, dim)
+    folder = work / "planted"
+    folder.mkdir()
+    origin = plant_duplicates(folder, base, args.planted, args.others)
+    dup = [f"| encoder | threshold | {' | '.join(ALTERATIONS)} | pairs | groups mixing originals |"]
+    dup.append("|---|---|" + "---|" * len(ALTERATIONS) + "---|---|")
+    for run in args.runs:
+        dup += duplicate_rows(run, folder, origin, work, base)
+    body = (
+        f"Collection: the first {summary.rows} training images (`data.development={args.held_out}`), queries: the last "
+        f"{args.held_out}; the test set was not read. Embedding with {first.name}: {summary.images_per_s:.0f} "
+        f"images/s ({summary.rows} images, {summary.seconds:.1f} s). Exact top-10 of 10k random {dim}-d queries in "
+        f"60k vectors: {search:.1f} s. Peak resident memory of a top-10 search of 1000 queries in a "
+        f"{size:.0f} MB embeddings file: {peak:.0f} MB ({imported:.0f} MB after importing the library).\n\n"
+        "Retrieval: share of each query's 10 nearest collection images with its label (cosine of centred "
+        "embeddings).\n\n" + "\n".join(lines) + "\n\nNear-duplicates: share of planted copies found with their "
+        f"original ({len(origin) // 4} originals, one copy of each kind, among "
+        f"{args.others} other images).\n\n" + "\n".join(dup)
+    )
+    report("Embeddings at work: speed, search, memory, retrieval, near-duplicates (benchmarks/embedding_use.py)",
+           body, args.smoke)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
