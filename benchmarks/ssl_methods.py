@@ -58,7 +58,7 @@ def pretrain_at_budget(method: str, local_crops: int, steps: int, runs: Path, ba
     name = f"{method}-local{local_crops}-{steps}steps"
     if (runs / name / "metrics.json").is_file():
         return ssl.Run.open(runs / name)
-    every = max(1, steps // 3)
+    every = max(1, -(-steps // 3))  # ceil: checkpoints at a third, two thirds and the end (the last three kept)
     extra = [*base, f"output_dir={runs}", f"run_name={name}", f"trainer.max_steps={steps}", UNCAPPED]
     extra.append("trainer.keep_last=3")
     extra += [f"trainer.checkpoint_every={every}", f"gauges.every={every}", f"task.local_crops={local_crops}"]

@@ -20,7 +20,7 @@ from .embed import EmbedSummary, embed_collection, embed_images
 from .neighbours import duplicate_report, neighbour_report, save_neighbour_grid, source_name
 from .projector import projector_rows, write_projector
 from .search import collection_mean, duplicate_groups, similar_pairs, top_k_cosine
-from .store import open_embeddings
+from .store import PROJECTOR, open_embeddings
 
 
 def default_output(source: Path, data: DataConfig, split: str, given: str | None) -> Path:
@@ -57,7 +57,7 @@ def embed_source(
         images = collection_images(dataset, [int(row["position"]) for row in chosen])
         paths = [source_name(row) for row in chosen]
         labels = [row["label"] for row in chosen]
-        summary.projector = str(write_projector(output / "projector", vectors.take(rows), images, labels, paths))
+        summary.projector = str(write_projector(output / PROJECTOR, vectors.take(rows), images, labels, paths))
     return summary
 
 
@@ -68,6 +68,9 @@ def collection_images(dataset, positions: list[int]) -> torch.Tensor:
         missing = len(positions) - len(batch.images)
         raise BadInput(f"embeddings: {missing} image file(s) can no longer be read since they were embedded")
     return batch.images
+
+
+GRID_QUERIES = 64  # rows of neighbours.png (neighbours.json has every query)
 
 
 @dataclasses.dataclass
@@ -104,8 +107,14 @@ def find_neighbours(
         query = QuerySet([source_name(index[r]) for r in rows], vectors_q, images, torch.as_tensor(rows), [])
     mean = collection_mean(vectors, chunk) if centre else None
     sims, rows = top_k_cosine(query.vectors, vectors, k, chunk, query.exclude, mean)
-    neighbours = collection_images(dataset, [int(index[r]["position"]) for r in rows.flatten().tolist()])
-    grid = save_neighbour_grid(output / "neighbours.png", query.images, neighbours.unflatten(0, rows.shape), sims)
+    shown = rows[:GRID_QUERIES]
+    neighbours = collection_images(dataset, [int(index[r]["position"]) for r in shown.flatten().tolist()])
+    grid = save_neighbour_grid(
+        output / "neighbours.png",
+        query.images[:GRID_QUERIES],
+        neighbours.unflatten(0, shown.shape),
+        sims[:GRID_QUERIES],
+    )
     report = neighbour_report(query.names, rows, sims, index)
     atomic_write_bytes(output / "neighbours.json", (json.dumps(report, indent=2) + "\n").encode())
     pairs = similar_pairs(vectors, threshold, chunk, mean)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from ...errors import BadInput
 from ...utils.files import atomic_write_bytes
 
-VECTORS, INDEX, SKIPPED, RECORD = "embeddings.npy", "index.csv", "skipped.txt", "embed.json"
+VECTORS, INDEX, SKIPPED, RECORD, PROJECTOR = "embeddings.npy", "index.csv", "skipped.txt", "embed.json", "projector"
 COLUMNS = ["row", "position", "path", "label"]
 
 
@@ -48,6 +49,7 @@ def claim_folder(folder: Path, settings: dict, force: bool) -> dict | None:
     if record is None or force:
         for name in (VECTORS, INDEX, SKIPPED, RECORD):
             (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(folder / PROJECTOR, ignore_errors=True)
         return None
     if record.get("complete"):
         raise BadInput(f"embed.output: {folder} holds finished embeddings; use --force to overwrite them")
