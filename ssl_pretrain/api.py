@@ -210,24 +210,31 @@ def neighbours(
     return find_neighbours(
         folder, queries, output, num_queries=n.num_queries, k=n.k, threshold=n.threshold, fmt=n.format,
         chunk=n.chunk_size, device=prepare_device(cfg), seed=cfg.seed, force=force, centre=n.centre,
+        index_kind=n.index,
     )  # fmt: skip
 
 
-def nearest(queries, embeddings: str | Path, k: int = 10, *, centre: bool = True, chunk: int = 4096, exclude=None):
-    """Exact cosine search: for each row of ``queries`` (an array ``(Q, D)``) the ``k`` most similar rows of the
+def nearest(
+    queries, embeddings: str | Path, k: int = 10, *, centre: bool = True, chunk: int = 4096, exclude=None,
+    index: str = "exact",
+):  # fmt: skip
+    """Cosine search: for each row of ``queries`` (an array ``(Q, D)``) the ``k`` most similar rows of the
     embeddings folder ``embeddings``, as ``(similarities (Q, k), rows (Q, k))`` tensors, most similar first.
     ``centre``: centre both on the collection's mean first (as ``neighbours`` does); ``exclude (Q,)``: a row
-    each query must not return (its own; -1 for none)."""
+    each query must not return (its own; -1 for none); ``index``: ``exact`` or ``faiss`` (approximate, HNSW;
+    the optional extra)."""
     import torch
 
-    from .evaluation.embedding.search import collection_mean, top_k_cosine
+    from .evaluation.embedding.search import approximate_top_k, collection_mean, top_k_cosine
     from .evaluation.embedding.store import open_embeddings
 
     vectors, _, _ = open_embeddings(embeddings)
     mean = collection_mean(vectors, chunk) if centre else None
     queries = torch.as_tensor(queries, dtype=torch.float32)
     exclude = None if exclude is None else torch.as_tensor(exclude)
-    return top_k_cosine(queries, vectors, k, chunk, exclude, mean)
+    if index not in ("exact", "faiss"):
+        raise BadInput(f"index: exact or faiss, got {index!r}")
+    return (approximate_top_k if index == "faiss" else top_k_cosine)(queries, vectors, k, chunk, exclude, mean)
 
 
 def near_duplicates(embeddings: str | Path, threshold: float = 0.95, *, centre: bool = True, chunk: int = 4096):

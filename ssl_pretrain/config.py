@@ -165,6 +165,7 @@ class NeighboursConfig:
     k: int = _positive(8)
     threshold: float = _ranged(0.95, lambda v: -1 <= v <= 1, "in [-1, 1] (cosine similarity)")
     centre: bool = True
+    index: Literal["exact", "faiss"] = "exact"
     format: Literal["json", "csv"] = "json"
     chunk_size: int = _positive(4096)
     output: str | None = None

@@ -17,8 +17,10 @@ from werkzeug.test import Client
 import ssl_pretrain as ssl
 from ssl_pretrain.cli import main
 from ssl_pretrain.data.decode import decode_image
+from ssl_pretrain.errors import BadInput
 from ssl_pretrain.evaluation.embedding import embed as embed_module
 from ssl_pretrain.evaluation.embedding.search import (
+    approximate_top_k,
     collection_mean,
     duplicate_groups,
     similar_pairs,
@@ -189,3 +191,27 @@ def test_duplicate_groups_join_chains_biggest_first():
     pairs = similar_pairs(base, threshold=0.999, chunk=2)
     assert {(i, j) for i, j, _ in pairs} == {(0, 1), (2, 3), (2, 4), (3, 4)}
     assert duplicate_groups(pairs) == [[2, 3, 4], [0, 1]]
+
+
+def test_faiss_hnsw_finds_nearly_what_exact_search_finds_and_skips_the_query_s_own_row():
+    torch.manual_seed(0)
+    base = torch.randn(3000, 32).numpy()
+    queries = torch.from_numpy(base[:200])
+    exact = top_k_cosine(queries, base, k=5, exclude=torch.arange(200))[1]
+    sims, approx = approximate_top_k(queries, base, k=5, chunk=1000, exclude=torch.arange(200))
+    recall = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approx.tolist(), exact.tolist(), strict=True)])
+    assert recall > 0.95 and approx.shape == (200, 5)
+    assert all(i not in approx[i].tolist() for i in range(200)), "a base row is not its own neighbour"
+    assert torch.all(sims[:, :-1] >= sims[:, 1:]), "most similar first"
+
+
+def test_without_faiss_the_approximate_index_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(
+        builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "faiss"
+        else real_import(name, *a, **k)
+    )  # fmt: skip
+    with pytest.raises(BadInput, match=r"pip install 'ssl-pretrain\[faiss\]'"):
+        approximate_top_k(torch.randn(2, 4), np.zeros((10, 4), dtype=np.float32), k=2)

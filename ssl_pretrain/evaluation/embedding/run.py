@@ -19,7 +19,7 @@ from ..shared.encoder_source import load_encoder, run_dir_of
 from .embed import EmbedSummary, embed_collection, embed_images
 from .neighbours import duplicate_report, neighbour_report, save_neighbour_grid, source_name
 from .projector import projector_rows, write_projector
-from .search import collection_mean, duplicate_groups, similar_pairs, top_k_cosine
+from .search import approximate_top_k, collection_mean, duplicate_groups, similar_pairs, top_k_cosine
 from .store import PROJECTOR, open_embeddings
 
 
@@ -88,7 +88,7 @@ class NeighboursSummary:
 
 def find_neighbours(
     folder: Path, queries: list[str] | None, output: Path, *, num_queries: int, k: int, threshold: float,
-    fmt: str, chunk: int, device: torch.device, seed: int, force: bool, centre: bool = True,
+    fmt: str, chunk: int, device: torch.device, seed: int, force: bool, centre: bool = True, index_kind: str = "exact",
 ) -> NeighboursSummary:  # fmt: skip
     """Nearest neighbours of the ``queries`` (image files or folders; None: ``num_queries`` sampled rows) in
     the embeddings ``folder``, and its near-duplicate groups, written to ``output``; cosines of embeddings
@@ -106,7 +106,8 @@ def find_neighbours(
         vectors_q = torch.from_numpy(vectors.take(rows))
         query = QuerySet([source_name(index[r]) for r in rows], vectors_q, images, torch.as_tensor(rows), [])
     mean = collection_mean(vectors, chunk) if centre else None
-    sims, rows = top_k_cosine(query.vectors, vectors, k, chunk, query.exclude, mean)
+    search = approximate_top_k if index_kind == "faiss" else top_k_cosine
+    sims, rows = search(query.vectors, vectors, k, chunk, query.exclude, mean)
     shown = rows[:GRID_QUERIES]
     neighbours = collection_images(dataset, [int(index[r]["position"]) for r in shown.flatten().tolist()])
     grid = save_neighbour_grid(

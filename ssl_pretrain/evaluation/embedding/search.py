@@ -12,6 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import BadInput
+
+FAISS_EXTRA = "pip install 'ssl-pretrain[faiss]' (faiss-cpu)"
+
 
 def read_rows(base, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of ``base`` (an array, or a :class:`~.store.VectorFile` read from disk now)."""
@@ -62,6 +66,39 @@ def top_k_cosine(
         top = merged_sim.topk(min(k, merged_sim.shape[1]), dim=1)
         best_sim, best_row = top.values, merged_row.gather(1, top.indices)
     return best_sim, best_row
+
+
+@torch.no_grad()
+def approximate_top_k(
+    queries: torch.Tensor,
+    base,
+    k: int,
+    chunk: int = 4096,
+    exclude: torch.Tensor | None = None,
+    centre: torch.Tensor | None = None,
+    links: int = 32,
+    breadth: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`top_k_cosine` returns, from faiss's HNSW graph (Malkov & Yashunin 2018) on the same centred
+    and normalised vectors, added a chunk at a time: for millions of rows, where exact search is slow. The
+    graph lives in memory (``N x D`` floats plus ``links`` edges a row); ``breadth`` is faiss's ``efSearch``.
+    Its recall against exact search is measured by ``benchmarks/embedding_use.py``."""
+    try:
+        import faiss
+    except ImportError:
+        raise BadInput(f"neighbours.index=faiss needs the faiss extra: {FAISS_EXTRA}") from None
+    graph = faiss.IndexHNSWFlat(base.shape[1], links, faiss.METRIC_INNER_PRODUCT)
+    for start in range(0, len(base), chunk):
+        graph.add(_chunk(base, start, chunk, centre).numpy())
+    extra = 0 if exclude is None else 1
+    graph.hnsw.efSearch = max(breadth, k + extra)
+    q = F.normalize(queries.float() - centre if centre is not None else queries.float(), dim=1)
+    sims, rows = (torch.from_numpy(a) for a in graph.search(q.numpy(), k + extra))
+    if exclude is not None:  # drop each query's own row (or the last one found, when it was not found)
+        own = rows == exclude[:, None]
+        keep = torch.where(own.any(1, keepdim=True), ~own, torch.arange(k + 1) < k)
+        sims, rows = sims[keep].view(len(q), k), rows[keep].view(len(q), k)
+    return sims, rows
 
 
 @torch.no_grad()
