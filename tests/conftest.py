@@ -11,10 +11,8 @@ from ssl_pretrain.data.idx import write_idx
 from .helpers import _pattern
 
 
-@pytest.fixture
-def image_folder(tmp_path):
+def make_image_folder(root):
     """``root/class_k/img_i.png``: 3 classes x 12 RGB 32x32 images."""
-    root = tmp_path / "images"
     rng = np.random.default_rng(0)
     for cls in range(3):
         folder = root / f"class_{cls}"
@@ -22,6 +20,12 @@ def image_folder(tmp_path):
         for i in range(12):
             Image.fromarray(_pattern(cls, rng)).save(folder / f"img_{i}.png")
     return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """``root/class_k/img_i.png``: 3 classes x 12 RGB 32x32 images."""
+    return make_image_folder(tmp_path / "images")
 
 
 @pytest.fixture

@@ -350,7 +350,7 @@ def test_supervised_ceiling_benchmark_smoke(fashion_mnist_root, tmp_path):
 
 
 def test_cpu_bf16_benchmark_smoke(fashion_mnist_root, tmp_path):
-    data = [f"data.root={fashion_mnist_root}", "data.download=false"]
+    data = _tiny_fashion_mnist(fashion_mnist_root)
     done = _run("benchmarks/cpu_bf16.py", "speed", "--smoke", "--configs", "rotation", "--rounds", "1", *data)
     assert done.returncode == 0, done.stderr
     native = "has native bf16" if cpu_has_native_bf16() else "has no native bf16"
@@ -370,7 +370,7 @@ def test_cpu_bf16_benchmark_smoke(fashion_mnist_root, tmp_path):
 
 def test_gpu_check_runs_its_path_at_toy_size_on_the_cpu(fashion_mnist_root):
     done = _run("benchmarks/gpu_check.py", "--smoke", "--configs", "rotation", "exemplar", "--", "device=cpu",
-                f"data.root={fashion_mnist_root}", "data.download=false")  # fmt: skip
+                *_tiny_fashion_mnist(fashion_mnist_root))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "**" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["rotation", "exemplar"]

@@ -5,6 +5,7 @@ plugin, exact neighbours and near-duplicates, outputs never overwritten without 
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,13 +31,28 @@ from ssl_pretrain.evaluation.embedding.search import (
 from ..helpers import folder_overrides
 
 
-@pytest.fixture
-def run(image_folder, tmp_path):
-    """A tiny pretrained run on the image folder, with one broken file added to the folder afterwards."""
-    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *folder_overrides(image_folder, tmp_path)]
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny pretrained run for the module, on its own copy of the generated image folder, with one broken
+    file added to the folder afterwards."""
+    from ..conftest import make_image_folder
+
+    root = tmp_path_factory.mktemp("embedding")
+    image_folder = make_image_folder(root / "images")
+    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *folder_overrides(image_folder, root)]
     assert main([*args, "data.pretrain_on_test=true", "gauges.every=null"]) == 0
     (image_folder / "class_0" / "broken.png").write_bytes(b"not a png")
-    return tmp_path / "run"
+    return root / "run", image_folder
+
+
+@pytest.fixture
+def run(trained):
+    return trained[0]
+
+
+@pytest.fixture
+def image_folder(trained):
+    return trained[1]
 
 
 def _embed(run, out, *extra):
@@ -137,10 +153,11 @@ def _app(plugin):
 
 
 def test_neighbours_answer_queries_skip_non_images_and_report_planted_duplicates(run, image_folder, tmp_path):
+    image_folder = Path(shutil.copytree(image_folder, tmp_path / "collection"))  # the module's folder stays as it is
     copy = image_folder / "class_1" / "copy_of_img_3.png"
     shutil.copy(image_folder / "class_1" / "img_3.png", copy)
     out = tmp_path / "emb"
-    assert _embed(run, out) == 0
+    assert _embed(run, out, f"data.root={image_folder}") == 0
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     outside = tmp_path / "outside.png"
