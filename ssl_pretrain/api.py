@@ -238,14 +238,14 @@ def nearest(
 
 
 def near_duplicates(embeddings: str | Path, threshold: float = 0.95, *, centre: bool = True, chunk: int = 4096):
-    """Groups of rows of the embeddings folder joined by pairs with cosine similarity >= ``threshold`` (each
-    group sorted, biggest first), and the number of such pairs."""
+    """The near-duplicates of an embeddings folder: ``(groups, pairs)``, every pair ``(row, row, similarity)``
+    with cosine similarity >= ``threshold`` and the groups of rows they join (each sorted, biggest first)."""
     from .evaluation.embedding.search import collection_mean, duplicate_groups, similar_pairs
     from .evaluation.embedding.store import open_embeddings
 
     vectors, _, _ = open_embeddings(embeddings)
     pairs = similar_pairs(vectors, threshold, chunk, collection_mean(vectors, chunk) if centre else None)
-    return duplicate_groups(pairs), len(pairs)
+    return duplicate_groups(pairs), pairs
 
 
 def _encoder_path(value: str | None, command: str) -> Path:
