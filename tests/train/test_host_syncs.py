@@ -15,8 +15,9 @@ from ..processes import run_command, torchrun
 
 SHIPPED = sorted(str(p) for p in Path("configs").glob("*/*.yaml"))
 PRECISIONS = ("fp32", "bf16", "fp16")
-# Options that reach code paths the shipped values skip (the down- and up-sampling of patches; multi-crop).
-TASK_OPTIONS = {"relative_patch": ["task.downsample_prob=0.5"], "byol": ["task.local_crops=2"]}
+# Options that reach code paths the shipped values skip (the down- and up-sampling of patches; views without
+# local crops).
+TASK_OPTIONS = {"relative_patch": ["task.downsample_prob=0.5"], "vicreg": ["task.local_crops=0"]}
 STEPS = 4
 
 
