@@ -15,7 +15,8 @@ the collection, the last 10k the queries), so the test set is never read. Printe
 - precision@10: the share of each query image's 10 nearest collection images (cosine, centred) that share its
   label, for every run's encoder, a randomly initialised one of the first's architecture, and raw pixels; for
   the first encoder also from faiss's HNSW graph (``neighbours.index=faiss``), with its recall of the exact top 10;
-- near-duplicates: ``--planted`` collection images copied exactly, cropped (90% of the area, resized back),
+- near-duplicates: ``--planted`` collection images copied exactly, cropped (5% of the side cut from each edge,
+  rounded: 1 px of 28; resized back),
   JPEG re-encoded (quality 75) and brightened (x1.2) into a folder with 2000 other collection images; at
   several thresholds (the default among them), the share of copies paired with their original, the pairs of
   images with different originals (false pairs) and the biggest group chains of pairs make.

@@ -60,12 +60,7 @@ class BYOL(JointEmbeddingTask):
         self.check_widths(projection_dim=projection_dim, hidden_dim=hidden_dim)
         check_option(0 <= momentum <= 1, "momentum", f"must be in [0, 1], got {momentum}")
         check_option(momentum <= momentum_end <= 1, "momentum_end", f"must be in [momentum, 1], got {momentum_end}")
-        views = self.make_views(encoder, {
-            "crop_scale": crop_scale, "flip": flip, "translate": translate, "scale": list(scale),
-            "rotation": rotation, "brightness": brightness, "contrast": contrast, "saturation": saturation,
-            "hue": hue, "erase": erase, "local_crops": local_crops, "local_size": local_size,
-            "local_scale": list(local_scale),
-        })  # fmt: skip
+        views = self.make_views(encoder, locals())
         super().__init__(encoder, views)
         self.projector = mlp_head(encoder.num_features, hidden_dim, projection_dim)
         self.predictor = mlp_head(projection_dim, hidden_dim, projection_dim)

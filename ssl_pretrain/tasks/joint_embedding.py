@@ -13,6 +13,11 @@ from .base import PretextTask
 from .views import MultiCrop, check_jitter, check_local_crops, multi_crop, per_sample
 
 GLOBAL_VIEWS = 2
+# The view options BYOL and VICReg share, named in each one's signature (what the config validates against).
+VIEW_OPTIONS = (
+    "crop_scale", "flip", "translate", "scale", "rotation", "brightness", "contrast", "saturation", "hue", "erase",
+    "local_crops", "local_size", "local_scale",
+)  # fmt: skip
 
 
 class JointEmbeddingTask(PretextTask):
@@ -31,8 +36,12 @@ class JointEmbeddingTask(PretextTask):
             check_option(width >= 1, name, f"must be >= 1, got {width}")
 
     @classmethod
-    def make_views(cls, encoder: Encoder, view_options: dict) -> MultiCrop:
-        """The task's :class:`MultiCrop` from its view options, each checked (an ``OptionError`` names it)."""
+    def make_views(cls, encoder: Encoder, options: dict) -> MultiCrop:
+        """The task's :class:`MultiCrop` from the :data:`VIEW_OPTIONS` among ``options`` (its constructor's
+        arguments), each checked (an ``OptionError`` names it)."""
+        view_options = {
+            key: list(options[key]) if key in ("scale", "local_scale") else options[key] for key in VIEW_OPTIONS
+        }
         local = {key: view_options.pop(key) for key in ("local_crops", "local_size", "local_scale")}
         check_jitter(**{k: v for k, v in view_options.items() if k not in ("flip", "rotation")})
         check_local_crops(**local, image_size=encoder.spec.image_size)

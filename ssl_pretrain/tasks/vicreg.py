@@ -59,12 +59,7 @@ class VICReg(JointEmbeddingTask):
         for name, weight in weights.items():
             check_option(weight >= 0, f"{name}_weight", f"must be >= 0, got {weight}")
         check_option(sum(weights.values()) > 0, "invariance_weight", "the three weights cannot all be 0")
-        views = self.make_views(encoder, {
-            "crop_scale": crop_scale, "flip": flip, "translate": translate, "scale": list(scale),
-            "rotation": rotation, "brightness": brightness, "contrast": contrast, "saturation": saturation,
-            "hue": hue, "erase": erase, "local_crops": local_crops, "local_size": local_size,
-            "local_scale": list(local_scale),
-        })  # fmt: skip
+        views = self.make_views(encoder, locals())
         super().__init__(encoder, views)
         self.weights = weights
         self.expander = mlp_head(encoder.num_features, projection_dim, projection_dim, depth=expander_depth)

@@ -30,6 +30,12 @@ def _chunk(base, start: int, size: int, centre: torch.Tensor | None) -> torch.Te
     return F.normalize(rows - centre if centre is not None else rows, dim=1)
 
 
+def _normalised(queries: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
+    """``(Q, D)`` queries centred (when ``centre``) and L2-normalised, float32."""
+    queries = queries.float()
+    return F.normalize(queries - centre if centre is not None else queries, dim=1)
+
+
 def collection_mean(base, chunk: int = 4096) -> torch.Tensor:
     """``(D,)`` mean of the rows of ``base (N, D)``, read a chunk at a time."""
     total = torch.zeros(base.shape[1], dtype=torch.float64)
@@ -53,7 +59,7 @@ def top_k_cosine(
     ``exclude (Q,)``: a row of ``base`` each query must not return (itself, when the queries are base rows;
     -1: none). Returns ``(similarities (Q, k), rows (Q, k))``, most similar first.
     """
-    q = F.normalize(queries.float() - centre if centre is not None else queries.float(), dim=1)
+    q = _normalised(queries, centre)
     k = min(k, len(base) - (0 if exclude is None else 1))
     best_sim = torch.full((len(q), 0), -2.0)
     best_row = torch.zeros((len(q), 0), dtype=torch.long)
@@ -92,7 +98,7 @@ def approximate_top_k(
         graph.add(_chunk(base, start, chunk, centre).numpy())
     extra = 0 if exclude is None else 1
     graph.hnsw.efSearch = max(breadth, k + extra)
-    q = F.normalize(queries.float() - centre if centre is not None else queries.float(), dim=1)
+    q = _normalised(queries, centre)
     sims, rows = (torch.from_numpy(a) for a in graph.search(q.numpy(), k + extra))
     if exclude is not None:  # drop each query's own row (or the last one found, when it was not found)
         own = rows == exclude[:, None]
