@@ -18,12 +18,13 @@ LOADING_NOTE = (
 )
 
 
-def export_paths(out: Path) -> tuple[Path, Path]:
-    """``out`` is a ``.pt`` file (the spec goes next to it as ``.yaml``) or a directory."""
+def export_paths(out: Path, suffix: str = ".pt") -> tuple[Path, Path]:
+    """``out`` is a file ending in ``suffix`` (the spec goes next to it as ``.yaml``) or a directory (then
+    ``encoder<suffix>`` and ``encoder.yaml`` in it)."""
     out = Path(out)
-    if out.suffix == ".pt":
+    if out.suffix == suffix:
         return out, out.with_suffix(".yaml")
-    return out / "encoder.pt", out / "encoder.yaml"
+    return out / f"encoder{suffix}", out / "encoder.yaml"
 
 
 def export_encoder(encoder: Encoder, out: Path) -> Path:

@@ -15,20 +15,13 @@ import yaml
 from ..errors import BadInput
 from ..utils.files import atomic_write_bytes
 from . import Encoder
+from .export import export_paths
 
 EXTRA = "pip install 'ssl-pretrain[onnx]' (onnx, onnxscript, onnxruntime)"
 ONNX_NOTE = (
     "ONNX: input 'images' (batch, in_channels, image_size, image_size) float32 in [0, 1], normalised inside the "
     "graph; output 'features' (batch, num_features), the globally average-pooled last stage."
 )
-
-
-def onnx_paths(out: Path) -> tuple[Path, Path]:
-    """``out`` is a ``.onnx`` file (the spec goes next to it as ``.yaml``) or a directory."""
-    out = Path(out)
-    if out.suffix == ".onnx":
-        return out, out.with_suffix(".yaml")
-    return out / "encoder.onnx", out / "encoder.yaml"
 
 
 def export_onnx(encoder: Encoder, out: Path) -> tuple[Path, float | None]:
@@ -47,7 +40,7 @@ def export_onnx(encoder: Encoder, out: Path) -> tuple[Path, float | None]:
             encoder, (example,), input_names=["images"], output_names=["features"],
             dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
         )  # fmt: skip
-    path, spec_path = onnx_paths(out)
+    path, spec_path = export_paths(out, ".onnx")
     atomic_write_bytes(path, program.model_proto.SerializeToString())
     atomic_write_bytes(spec_path, yaml.safe_dump(dict(spec.to_dict(), loading=ONNX_NOTE), sort_keys=False).encode())
     return path, onnxruntime_difference(encoder, path)
