@@ -37,9 +37,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, nothing appended")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    sizes, batches, batch_steps = (
-        ([64, 128], [8, 16], 2) if args.smoke else (args.sizes, args.batches, args.batch_steps)
-    )
+    sizes, batches, batch_steps = ([64], [8, 16], 2) if args.smoke else (args.sizes, args.batches, args.batch_steps)
     config = f"configs/fashion_mnist/{args.task}.yaml"
     common = ["trainer.epochs=1", "trainer.max_steps=null", *args.overrides]
     epoch_rows = [
