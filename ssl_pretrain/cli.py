@@ -183,7 +183,7 @@ def run(argv: list[str]) -> int:
 def _embed(args) -> None:
     from .api import embed
 
-    summary = embed(None, args.overrides, config=_evaluation_config(args, "evaluation.encoder"), force=args.force)
+    summary = embed(config=_evaluation_config(args, "evaluation.encoder"), force=args.force)  # overrides applied
     resumed = f" (continued from image {summary.resumed_from})" if summary.resumed_from else ""
     print(
         f"{summary.rows} embeddings of width {summary.dim} written to {summary.folder}{resumed}; "

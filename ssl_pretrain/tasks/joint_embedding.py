@@ -51,12 +51,10 @@ class JointEmbeddingTask(PretextTask):
         self._last_images = images[:4].detach()
         return self.views(images), indices
 
-    def features_per_sample(self, inputs: dict[str, torch.Tensor], encoder: Encoder | None = None) -> torch.Tensor:
-        """``(B, V, D)`` features of every view from ``encoder`` (default: the student's), one pass per
-        resolution."""
-        encoder = encoder or self.encoder
+    def features_per_sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, V, D)`` features of every view, one encoder pass per resolution."""
         batch = len(inputs["global"]) // GLOBAL_VIEWS
-        return torch.cat([per_sample(encoder.forward_features(x), batch) for x in inputs.values()], dim=1)
+        return torch.cat([per_sample(self.encoder.forward_features(x), batch) for x in inputs.values()], dim=1)
 
     def previews(self, inputs, targets, outputs):
         """Each row: an image, its global views, then its local views (scaled up to the image size)."""

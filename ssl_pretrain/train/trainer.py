@@ -6,9 +6,11 @@ supervision there (Kornia, per-sample random parameters), one optimizer step fol
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -449,11 +451,22 @@ def _non_finite(run: TrainingRun, loss: torch.Tensor) -> None:
         run.reporters.writer.add_scalar("train/skipped_steps", progress.skipped_steps, progress.step)
 
 
-def _online_eval(run: TrainingRun) -> None:
+@contextlib.contextmanager
+def _uncounted(run: TrainingRun) -> Iterator[None]:
+    """Time spent inside is left out of the loop's seconds and of the current images/s window (evaluation and
+    gauges during pretraining observe the loop; they are not part of it)."""
     start = time.perf_counter()
-    results = run.reporters.online.run(run.wiring.task.encoder, run.state.progress.step, run.reporters.writer)
-    run.state.progress.loop_seconds -= time.perf_counter() - start
-    run.state.window_start += time.perf_counter() - start
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - start
+        run.state.progress.loop_seconds -= elapsed
+        run.state.window_start += elapsed
+
+
+def _online_eval(run: TrainingRun) -> None:
+    with _uncounted(run):
+        results = run.reporters.online.run(run.wiring.task.encoder, run.state.progress.step, run.reporters.writer)
     run.reporters.bar.set_postfix(
         loss=f"{_read_metrics(run)['loss']:.4f}", **{k: f"{v:.2f}" for k, v in results.items()}
     )
@@ -461,10 +474,10 @@ def _online_eval(run: TrainingRun) -> None:
 
 def _measure_gauges(run: TrainingRun) -> None:
     """RankMe and the normalised spread now (rank 0); the collapse warning once. Not counted as training time."""
-    start = time.perf_counter()
     progress = run.state.progress
     gauge = run.reporters.gauge
-    figures = gauge.measure(run.wiring.task.encoder)
+    with _uncounted(run):
+        figures = gauge.measure(run.wiring.task.encoder)
     progress.gauges.append({"step": progress.step, **figures})
     run.reporters.writer.add_scalar("gauges/rankme", figures["rankme"], progress.step)
     run.reporters.writer.add_scalar("gauges/std", figures["std"], progress.step)
@@ -472,8 +485,6 @@ def _measure_gauges(run: TrainingRun) -> None:
     if warning is not None and progress.collapse_warning_step is None:
         progress.collapse_warning_step = progress.step
         tqdm.write(warning, file=sys.stderr)
-    run.state.progress.loop_seconds -= time.perf_counter() - start
-    run.state.window_start += time.perf_counter() - start
 
 
 def _report_dropped(run: TrainingRun) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ...config import DataConfig
-from ...data import data_info, open_split
+from ...data import DataInfo, data_info, open_split
 from ...data.decode import decode_image
 from ...errors import BadInput
 from ...utils.files import atomic_write_bytes
@@ -43,7 +43,7 @@ def embed_source(
     dataset = open_split(data, split)
     if getattr(dataset, "streaming", False):
         raise BadInput("embed.split: streamed shards cannot be embedded by position; use embed.split=train or test")
-    info = dataclasses.replace(data_info(data), channels=encoder.spec.in_channels, image_size=encoder.spec.image_size)
+    info = encoder_input(data, encoder)
     settings = {"encoder": str(source.resolve()), "data": dataclasses.asdict(data), "split": split,
                 "normalize": normalize}  # fmt: skip
     summary = embed_collection(
@@ -59,6 +59,12 @@ def embed_source(
         labels = [row["label"] for row in chosen]
         summary.projector = str(write_projector(output / PROJECTOR, vectors.take(rows), images, labels, paths))
     return summary
+
+
+def encoder_input(data: DataConfig, encoder) -> DataInfo:
+    """What ``data``'s images become before ``encoder``: its input size and channels (resized and converted on the
+    device, as the probe does)."""
+    return dataclasses.replace(data_info(data), channels=encoder.spec.in_channels, image_size=encoder.spec.image_size)
 
 
 def collection_images(dataset, positions: list[int]) -> torch.Tensor:
@@ -99,7 +105,7 @@ def find_neighbours(
     settings = record["settings"]
     dataset = open_split(DataConfig(**settings["data"]), settings["split"])
     if queries:
-        query = external_queries(queries, index, settings, dataset, device)
+        query = external_queries(queries, vectors, index, settings, dataset, device)
     else:
         rows = projector_rows(len(vectors), num_queries, seed)
         images = collection_images(dataset, [int(index[r]["position"]) for r in rows])
@@ -137,20 +143,21 @@ class QuerySet:
     skipped: list[str]
 
 
-def external_queries(paths: list[str], index: list[dict], settings: dict, dataset, device) -> QuerySet:
-    """Image files (or folders of them) as queries: a file of the collection uses its row (and is not its own
-    neighbour); another is embedded with the collection's encoder. What is not a readable image is skipped."""
+def external_queries(paths: list[str], collection, index: list[dict], settings: dict, dataset, device) -> QuerySet:
+    """Image files (or folders of them) as queries: a file of the collection uses its row of ``collection`` (and is
+    not its own neighbour); another is embedded with the collection's encoder. What is not a readable image is
+    skipped."""
     from ...data.sources import IMAGE_SUFFIXES
+    from ..frozen.feature_view import FeatureView
 
     rows_by_path = {str(Path(row["path"]).resolve()): int(row["row"]) for row in index if row["path"]}
     files = []
     for text in paths:
         path = Path(text).expanduser()
         files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    size, channels = dataset.image_size, dataset.channels
     names, images, skipped = [], [], []
     for path in files:
-        array = decode_image(path, size, channels)
+        array = decode_image(path, dataset.image_size, dataset.channels)
         if array is None:
             skipped.append(str(path))
             continue
@@ -159,12 +166,14 @@ def external_queries(paths: list[str], index: list[dict], settings: dict, datase
     if not names:
         raise BadInput(f"neighbours.queries: none of the {len(files)} path(s) is a readable image")
     images_t = torch.stack(images)
-    encoder = load_encoder(Path(settings["encoder"])).to(device).eval()
-    info = dataclasses.replace(
-        data_info(DataConfig(**settings["data"])), channels=encoder.spec.in_channels, image_size=encoder.spec.image_size
-    )
-    from ..frozen.feature_view import FeatureView
-
-    vectors = torch.from_numpy(embed_images(FeatureView(encoder), images_t, info, device, None, settings["normalize"]))
     exclude = torch.tensor([rows_by_path.get(str(Path(n).resolve()), -1) for n in names])
+    vectors = torch.empty(len(names), collection.shape[1])
+    known = exclude >= 0
+    if known.any():
+        vectors[known] = torch.from_numpy(collection.take(exclude[known].tolist()))
+    if not known.all():
+        encoder = load_encoder(Path(settings["encoder"])).to(device).eval()
+        info = encoder_input(DataConfig(**settings["data"]), encoder)
+        outside = embed_images(FeatureView(encoder), images_t[~known], info, device, None, settings["normalize"])
+        vectors[~known] = torch.from_numpy(outside)
     return QuerySet(names, vectors, images_t, exclude, skipped)
