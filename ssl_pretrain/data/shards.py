@@ -235,6 +235,46 @@ def load_split(paths: list[Path], size: int, channels: int, description: str, ke
     return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.long), description)
 
 
+def split_samples(path: Path, digest: str | None, held_out: float | None) -> Iterator[dict]:
+    """The samples of one shard that its split holds, in order: those with an image, less those whose key
+    hashes below ``held_out`` (held out for testing). Their order gives the split's positions."""
+    for sample in members(path, digest):
+        if _image_bytes(sample) is None:
+            continue
+        if held_out is not None and hash_position(str(sample["__key__"])) < held_out:
+            continue
+        yield sample
+
+
+def decode_chunk(chunk: list[tuple[int, dict]], size: int, channels: int, encoded: bool = False) -> Batch:
+    """``(position, sample)`` pairs -> one :class:`Batch`; unreadable samples named in ``skipped``; with
+    ``encoded``, JPEGs the device can decode are left encoded."""
+    images, labels, kept, skipped = [], [], [], []
+    left, left_labels, left_kept = [], [], []
+    for index, sample in chunk:
+        data = _image_bytes(sample)
+        if encoded and data is not None and device_decodable(data):
+            left.append((_name(sample), torch.frombuffer(bytearray(data), dtype=torch.uint8)))
+            left_labels.append(_label(sample))
+            left_kept.append(index)
+            continue
+        array = decode_sample(sample, size, channels)
+        if array is None:
+            skipped.append(_name(sample))
+            continue
+        images.append(torch.from_numpy(array.copy()))
+        labels.append(_label(sample))
+        kept.append(index)
+    empty = torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    return Batch(
+        torch.stack(images) if images else empty,
+        torch.tensor(labels + left_labels, dtype=torch.long),
+        torch.tensor(kept + left_kept, dtype=torch.long),
+        skipped,
+        tuple(left),
+    )
+
+
 class ShardStream(IterableDataset):
     """Uint8 batches of one epoch of the shards, this process's share, split between loader workers.
 
@@ -321,15 +361,9 @@ class ShardStream(IterableDataset):
         """``(global index, sample)`` through a seeded shuffle buffer."""
         pool: list[tuple[int, dict]] = []
         for shard in shards:
-            position = 0
-            for sample in members(self.paths[shard], self.digests[shard] if self.digests else None):
-                if _image_bytes(sample) is None:
-                    continue
-                if self.held_out is not None and hash_position(str(sample["__key__"])) < self.held_out:
-                    continue
-                index = int(self.offsets[shard]) + position
-                position += 1
-                pool.append((index, sample))
+            digest = self.digests[shard] if self.digests else None
+            for position, sample in enumerate(split_samples(self.paths[shard], digest, self.held_out)):
+                pool.append((int(self.offsets[shard]) + position, sample))
                 if len(pool) >= self.buffer:
                     yield pool.pop(rng.randrange(len(pool)))
         rng.shuffle(pool)
@@ -362,33 +396,7 @@ class ShardStream(IterableDataset):
             chunk = [next(samples) for _ in range(self.batch_size)]
             if made < skip:
                 continue  # read, not decoded
-            yield self._decode(chunk)
-
-    def _decode(self, chunk: list[tuple[int, dict]]) -> Batch:
-        images, labels, kept, skipped = [], [], [], []
-        encoded, encoded_labels, encoded_kept = [], [], []
-        for index, sample in chunk:
-            data = _image_bytes(sample)
-            if self.encoded and data is not None and device_decodable(data):
-                encoded.append((_name(sample), torch.frombuffer(bytearray(data), dtype=torch.uint8)))
-                encoded_labels.append(_label(sample))
-                encoded_kept.append(index)
-                continue
-            array = decode_sample(sample, self.size, self.channels)
-            if array is None:
-                skipped.append(_name(sample))
-                continue
-            images.append(torch.from_numpy(array.copy()))
-            labels.append(_label(sample))
-            kept.append(index)
-        empty = torch.zeros(0, self.channels, self.size, self.size, dtype=torch.uint8)
-        return Batch(
-            torch.stack(images) if images else empty,
-            torch.tensor(labels + encoded_labels, dtype=torch.long),
-            torch.tensor(kept + encoded_kept, dtype=torch.long),
-            skipped,
-            tuple(encoded),
-        )
+            yield decode_chunk(chunk, self.size, self.channels, self.encoded)
 
 
 def stream_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> DataLoader:
@@ -438,6 +446,55 @@ class ShardSource:
                 "data.num_workers, or write smaller shards"
             )
         return stream
+
+    @property
+    def image_size(self) -> int:
+        return self.size
+
+    def in_order(self, start: int, batch_size: int) -> Iterator[tuple[Batch, list[str]]]:
+        """The split in shard order from position ``start`` (what ``embed`` reads, restartable): batches of
+        ``batch_size`` consecutive positions (the last may be shorter; unreadable images named in ``skipped``),
+        each with the ``<shard>:<key>`` names of the images it kept."""
+        chunk: list[tuple[int, dict]] = []
+        for position, sample in self._from(start):
+            chunk.append((position, sample))
+            if len(chunk) == batch_size:
+                yield self._named(chunk)
+                chunk = []
+        if chunk:
+            yield self._named(chunk)
+
+    def __getitems__(self, positions: list[int]) -> Batch:
+        """The images at ``positions`` (repeats allowed), in that order: only the shards holding them are read,
+        only the images asked for decoded. A position whose image cannot be read is left out (named in
+        ``skipped``)."""
+        wanted, chunk = set(positions), []
+        top = max(wanted, default=-1)
+        for position, sample in self._from(min(wanted, default=0), wanted):
+            if position > top:
+                break
+            if position in wanted:
+                chunk.append((position, sample))
+        found = decode_chunk(chunk, self.size, self.channels)
+        slot = {int(p): i for i, p in enumerate(found.indices.tolist())}
+        order = torch.tensor([slot[p] for p in positions if p in slot], dtype=torch.long)
+        return Batch(found.images[order], found.labels[order], found.indices[order], found.skipped)
+
+    def _from(self, start: int, only: set[int] | None = None) -> Iterator[tuple[int, dict]]:
+        """``(position, sample)`` from ``start`` in shard order; shards before it, or (with ``only``) holding
+        none of ``only``, are not read."""
+        first = 0
+        for shard, (path, count) in enumerate(zip(self.paths, self.counts, strict=True)):
+            last = first + count
+            if last > start and (only is None or any(first <= p < last for p in only)):
+                samples = split_samples(path, self.digests[shard], self.held_out)
+                yield from ((p, sample) for p, sample in enumerate(samples, start=first) if p >= start)
+            first = last
+
+    def _named(self, chunk: list[tuple[int, dict]]) -> tuple[Batch, list[str]]:
+        batch = decode_chunk(chunk, self.size, self.channels)
+        names = {p: f"{s.get('__url__', '')}:{s['__key__']}" for p, s in chunk}
+        return batch, [names[int(p)] for p in batch.indices.tolist()]
 
     def subset(self, indices):
         raise BadInput(

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from ssl_pretrain.cli import main
 from ssl_pretrain.data import shards as shard_module
 from ssl_pretrain.data.shards import (
+    ShardSource,
     ShardStream,
     members,
     shard_paths,
@@ -175,6 +176,21 @@ def test_a_run_on_shards_resumed_inside_an_epoch_ends_as_an_unbroken_one(shards,
     straight = safe_torch_load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
     resumed = safe_torch_load(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(value, resumed[key]) for key, value in straight.items())
+
+
+def test_the_pretraining_split_reads_in_order_from_any_position_and_by_position(shards):
+    """What ``embed`` reads: the split in shard order from a position (a restart), named ``<shard>:<key>``,
+    and any positions (repeats allowed) in the order asked, decoded as the in-order pass decodes them."""
+    source = ShardSource(shards, 16, 3, held_out=None, labeled=True, description="shards")
+    whole = list(source.in_order(0, 5))
+    assert [len(b.indices) for b, _ in whole] == [5] * 7 + [1]
+    assert torch.cat([b.indices for b, _ in whole]).tolist() == list(range(36))
+    assert whole[0][1][:2] == [f"{shards[0]}:class_0/img_0", f"{shards[0]}:class_0/img_1"]
+    images = torch.cat([b.images for b, _ in whole])
+    later = next(source.in_order(10, 5))[0]
+    assert later.indices.tolist() == list(range(10, 15)) and torch.equal(later.images, images[10:15])
+    picked = source.__getitems__([30, 2, 30, 17])
+    assert picked.indices.tolist() == [30, 2, 30, 17] and torch.equal(picked.images, images[[30, 2, 30, 17]])
 
 
 def test_members_are_read_at_the_offsets_of_wids_index_as_the_streamed_reading_gives_them(shards, monkeypatch):

@@ -18,6 +18,9 @@ from werkzeug.test import Client
 import ssl_pretrain as ssl
 from ssl_pretrain.cli import main
 from ssl_pretrain.data.decode import decode_image
+from ssl_pretrain.data.holdout import hash_position
+from ssl_pretrain.data.shards import write_shards
+from ssl_pretrain.data.sources import scan_folder
 from ssl_pretrain.errors import BadInput
 from ssl_pretrain.evaluation.embedding import embed as embed_module
 from ssl_pretrain.evaluation.embedding.search import (
@@ -92,15 +95,7 @@ def test_normalised_embeddings_have_unit_rows_and_other_data_is_resized_for_the_
 def test_an_interrupted_embedding_continues_where_it_stopped(run, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     assert _embed(run, straight, "evaluation.batch_size=4", "embed.chunk_images=8") == 0
-    append, calls = embed_module.EmbeddingWriter.append, []
-
-    def dies_after_three_batches(self, *args):
-        calls.append(1)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        append(self, *args)
-
-    monkeypatch.setattr(embed_module.EmbeddingWriter, "append", dies_after_three_batches)
+    _interrupt_after(monkeypatch, batches=3)
     cut = tmp_path / "cut"
     assert _embed(run, cut, "evaluation.batch_size=4", "embed.chunk_images=8") == 130
     monkeypatch.undo()
@@ -108,7 +103,7 @@ def test_an_interrupted_embedding_continues_where_it_stopped(run, tmp_path, monk
     summary = ssl.embed(run, [f"embed.output={cut}", "evaluation.batch_size=4", "embed.chunk_images=8"])
     assert summary.resumed_from == 8 and summary.rows == 36
     np.testing.assert_array_equal(np.load(cut / "embeddings.npy"), np.load(straight / "embeddings.npy"))
-    assert (cut / "index.csv").read_text() == (straight / "index.csv").read_text()
+    assert (cut / "index.csv").read_bytes() == (straight / "index.csv").read_bytes()
 
 
 def test_finished_embeddings_are_not_overwritten_without_force(run, tmp_path, capsys):
@@ -183,6 +178,67 @@ def test_neighbours_refuse_to_overwrite_and_write_csv_with_force(run, tmp_path, 
     assert main(["neighbours", "--force", str(out), "neighbours.format=csv", "neighbours.threshold=-1"]) == 0
     rows = (out / "neighbours" / "duplicates.csv").read_text().splitlines()
     assert rows[0] == "group,size,source" and len(rows) == 37, "threshold -1: one group of every image"
+
+
+def test_streamed_shards_embed_in_order_by_key_continue_and_serve_neighbours(run, image_folder, tmp_path, monkeypatch):
+    """The pretraining split of tar shards (streamed, never held in memory) embeds in shard order: rows named
+    ``<shard>:<key>``, held-out samples left out, the broken image skipped, each vector the encoder's of that
+    image; an interrupted pass continues to the same bytes; neighbours reads its images back from the shards."""
+    folder = Path(shutil.copytree(image_folder, tmp_path / "collection"))
+    held = 0.2  # data.test_fraction's default: labeled shards hold these keys out of pretraining
+    twin = {p: p.with_name(f"copy_of_{p.name}") for p in sorted(folder.rglob("img_*.png"))}
+    source = next(
+        p for p, c in twin.items() if min(hash_position(_key(folder, p)), hash_position(_key(folder, c))) >= held
+    )
+    shutil.copy(source, twin[source])
+    shards, _ = write_shards(folder, str(tmp_path / "shards" / "part-%03d.tar"), 5)
+    data = ["data.name=shards", f"data.root={shards[0].parent}", "data.pretrain_on_test=false", "embed.split=pretrain",
+            "evaluation.batch_size=4"]  # fmt: skip
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert _embed(run, straight, "embed.chunk_images=8", *data) == 0
+    with (straight / "index.csv").open() as f:
+        index = list(csv.DictReader(f))
+    kept = [_key(folder, p) for p in scan_folder(folder)[0] if hash_position(_key(folder, p)) >= held]
+    kept.remove("class_0/broken")
+    assert [row["path"].split(":")[-1] for row in index] == kept, "shard order, held-out keys left out"
+    assert index[0]["path"] == f"{shards[0]}:{kept[0]}" and index[0]["label"] in {"0", "1", "2"}
+    assert "class_0/broken" in (straight / "skipped.txt").read_text()
+    images = torch.stack([torch.from_numpy(decode_image(folder / f"{k}.png", 16, 3).copy()) for k in kept])
+    with torch.no_grad():
+        expected = ssl.load_encoder(run)(images.float() / 255).numpy()
+    np.testing.assert_allclose(np.load(straight / "embeddings.npy"), expected, rtol=1e-4, atol=1e-5)
+
+    _interrupt_after(monkeypatch, batches=3)
+    assert _embed(run, cut, "embed.chunk_images=8", *data) == 130
+    monkeypatch.undo()
+    assert ssl.embed(run, [f"embed.output={cut}", "embed.chunk_images=8", *data]).resumed_from == 8
+    for name in ("embeddings.npy", "index.csv", "skipped.txt"):
+        assert (cut / name).read_bytes() == (straight / name).read_bytes()
+
+    assert main(["neighbours", str(straight), "neighbours.k=3", "neighbours.threshold=0.9999"]) == 0
+    duplicates = json.loads((straight / "neighbours" / "duplicates.json").read_text())
+    names = {_key(folder, source), _key(folder, twin[source])}
+    pair = {row["path"] for row in index if row["path"].split(":")[-1] in names}
+    assert len(pair) == 2 and any(pair <= {head, *rest} for head, rest in duplicates.items()), "the copy found"
+    assert (straight / "neighbours" / "neighbours.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _interrupt_after(monkeypatch, batches: int) -> None:
+    """Make ``embed`` stop (as with Ctrl-C) once it has written ``batches`` batches."""
+    append, calls = embed_module.EmbeddingWriter.append, []
+
+    def dies_after(self, *args):
+        calls.append(1)
+        if len(calls) > batches:
+            raise KeyboardInterrupt
+        append(self, *args)
+
+    monkeypatch.setattr(embed_module.EmbeddingWriter, "append", dies_after)
+
+
+def _key(folder: Path, path: Path) -> str:
+    """The sample key ``write_shards`` gives the image ``path`` of ``folder``."""
+    return path.relative_to(folder).with_suffix("").as_posix()
 
 
 def test_chunked_search_equals_brute_force():

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ...data import DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...data import Batch, DataInfo, EpochBatchSampler, make_loader, to_device_float
 from ...encoders import Encoder
 from ...utils.precision import Precision
 from ...utils.progress import progress_bar
@@ -38,10 +39,27 @@ def describe_position(dataset, position: int) -> IndexRow:
     """The index row of a dataset position: its file (image folders) and its label (class name or number)."""
     files = getattr(dataset, "files", None)
     path = str(files[position]) if files is not None else ""
-    label = int(dataset.labels[position])
-    classes = getattr(dataset, "classes", None) or []
-    text = "" if label < 0 else (classes[label] if label < len(classes) else str(label))
-    return IndexRow(position, path, text)
+    return IndexRow(position, path, label_text(int(dataset.labels[position]), getattr(dataset, "classes", None)))
+
+
+def label_text(label: int, classes: list[str] | None) -> str:
+    """A label as the index writes it: its class name, else its number; empty when unknown (-1)."""
+    classes = classes or []
+    return "" if label < 0 else (classes[label] if label < len(classes) else str(label))
+
+
+def collection_batches(dataset, start: int, batch: int, num_workers, pin_memory: bool) -> Iterator[tuple[Batch, list]]:
+    """``dataset``'s images in position order from ``start`` (a multiple of ``batch``): ``(Batch, index rows of
+    its images)``. Streamed shards are read in shard order, each image named ``<shard>:<key>``."""
+    if getattr(dataset, "streaming", False):
+        for found, names in dataset.in_order(start, batch):
+            positions, labels = found.indices.tolist(), found.labels.tolist()
+            yield found, [IndexRow(p, n, label_text(y, None)) for p, n, y in zip(positions, names, labels, strict=True)]
+        return
+    sampler = EpochBatchSampler(len(dataset), batch, seed=0, shuffle=False, drop_last=False)
+    sampler.set_epoch(0, start // batch)
+    for found in make_loader(dataset, sampler, num_workers, pin_memory):
+        yield found, [describe_position(dataset, int(p)) for p in found.indices]
 
 
 def embed_collection(
@@ -67,16 +85,14 @@ def embed_collection(
     start = resume["positions_done"] if resume else 0
     writer = EmbeddingWriter(folder, len(dataset), encoder.num_features, resume)
     view = FeatureView(encoder.to(device).eval())
-    sampler = EpochBatchSampler(len(dataset), batch, seed=0, shuffle=False, drop_last=False)
-    sampler.set_epoch(0, start // batch)
+    batches = collection_batches(dataset, start, batch, num_workers, pin_memory=device.type == "cuda")
     per_chunk = max(1, chunk // batch)
     bar = progress_bar(len(dataset), "embed", progress, initial=start, unit="images")
     began, done, skipped = time.perf_counter(), start, resume.get("skipped", 0) if resume else 0
     record = {"settings": settings, "complete": False, "positions_done": start, "rows_done": writer.rows}
     try:
-        for i, batch_data in enumerate(make_loader(dataset, sampler, num_workers, pin_memory=device.type == "cuda")):
+        for i, (batch_data, rows) in enumerate(batches):
             vectors = embed_images(view, batch_data.images, info, device, precision, settings["normalize"])
-            rows = [describe_position(dataset, int(p)) for p in batch_data.indices]
             writer.append(vectors, rows, batch_data.skipped)
             done += len(batch_data.indices) + len(batch_data.skipped)
             skipped += len(batch_data.skipped)

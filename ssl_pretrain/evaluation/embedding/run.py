@@ -41,8 +41,6 @@ def embed_source(
     """Embed ``data``'s ``split`` with the encoder at ``source`` into ``output``; the projector log beside."""
     encoder = load_encoder(source)
     dataset = open_split(data, split)
-    if getattr(dataset, "streaming", False):
-        raise BadInput("embed.split: streamed shards cannot be embedded by position; use embed.split=train or test")
     info = encoder_input(data, encoder)
     settings = {"encoder": str(source.resolve()), "data": dataclasses.asdict(data), "split": split,
                 "normalize": normalize}  # fmt: skip

@@ -123,7 +123,7 @@ class EmbeddingWriter:
     def append(self, vectors: np.ndarray, rows: list[IndexRow], skipped: list[str]) -> None:
         self.vectors.write(self.rows, vectors)
         with (self.folder / INDEX).open("a", newline="") as f:
-            writer = csv.writer(f)
+            writer = csv.writer(f, lineterminator="\n")  # as the header: one line ending throughout
             for i, row in enumerate(rows):
                 writer.writerow([self.rows + i, row.position, row.path, row.label])
         if skipped:
@@ -150,8 +150,10 @@ class EmbeddingWriter:
 
 def _truncate_index(path: Path, rows: int) -> None:
     """Keep the header and the first ``rows`` lines of ``index.csv`` (a chunk that was cut off goes)."""
-    lines = path.read_text().splitlines(keepends=True)[: rows + 1]
-    path.write_text("".join(lines))
+    with path.open(newline="") as f:
+        lines = f.readlines()[: rows + 1]
+    with path.open("w", newline="") as f:
+        f.write("".join(lines))
 
 
 def open_embeddings(folder: str | Path) -> tuple[VectorFile, list[dict], dict]:
