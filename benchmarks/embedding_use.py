@@ -2,6 +2,7 @@
 and how many planted near-duplicates the default threshold finds.
 
     python benchmarks/embedding_use.py --runs RUN [RUN ...] [--held-out 10000] [--memory-rows 2000000]
+                                       [--memory-limit-mb 1024]
                                        [--planted 100] [--others 2000] [--smoke]
 
 The collection is a development split of the training images (``data.development=10000``: the first 50k are
@@ -10,8 +11,9 @@ the collection, the last 10k the queries), so the test set is never read. Printe
 - images/s of ``ssl-pretrain embed`` for the first run's encoder (bf16 where the CPU has it natively);
 - the time of an exact top-10 search of 10k query vectors in 60k (random vectors of the encoder's width, the
   sizes the issue names) and in the collection itself;
-- peak memory (resident set) of a top-10 search in an embeddings file of ``--memory-rows`` rows, far larger
-  than that peak: the file is read a chunk at a time, never whole;
+- peak memory (resident set) of a top-10 search in an embeddings file of ``--memory-rows`` rows, run in a
+  memory cgroup of ``--memory-limit-mb`` (smaller than the file; where this process may make a cgroup, else
+  unlimited, as the entry says): the file is read a chunk at a time, never whole;
 - precision@10: the share of each query image's 10 nearest collection images (cosine, centred) that share its
   label, for every run's encoder, a randomly initialised one of the first's architecture, and raw pixels; for
   the first encoder also from faiss's HNSW graph (``neighbours.index=faiss``), with its recall of the exact top 10;
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -115,8 +118,9 @@ print(before, peak_mb())
 """
 
 
-def memory_figures(rows: int, dim: int) -> tuple[float, float, float]:
-    """(file MB, peak resident MB after importing, peak resident MB of the search) in a fresh process."""
+def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, float, str]:
+    """(file MB, peak resident MB after importing, peak resident MB of the search, the limit it ran under) in a
+    fresh process, held to ``limit_mb`` by a memory cgroup where this process may make one."""
     folder = Path(tempfile.mkdtemp(prefix="ssl_memory_"))
     vectors = np.lib.format.open_memmap(folder / "embeddings.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
     rng = np.random.default_rng(0)
@@ -126,14 +130,38 @@ def memory_figures(rows: int, dim: int) -> tuple[float, float, float]:
     del vectors
     (folder / "index.csv").write_text("row,position,path,label\n")
     (folder / "embed.json").write_text(json.dumps({"complete": True}))
-    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(folder), str(dim)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(done.stderr)
-    imported, peak = (float(x) for x in done.stdout.split())
+    group = memory_group(limit_mb)
+    child = subprocess.Popen(
+        [sys.executable, "-c", MEMORY_CHILD, str(folder), str(dim)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    if group is not None:  # joined at once: the child is still importing, the search comes after
+        (group / "cgroup.procs").write_text(str(child.pid))
+    out, err = child.communicate()
+    if group is not None:
+        group.rmdir()
+    if child.returncode:
+        raise SystemExit(f"the search under {limit_mb} MB failed ({child.returncode}): {err}")
+    imported, peak = (float(x) for x in out.split())
     size = (folder / "embeddings.npy").stat().st_size / 2**20
     for path in folder.iterdir():
         path.unlink()
-    return size, imported, peak
+    limit = f"a {limit_mb} MB memory cgroup (no swap on this machine)" if group else "no memory limit (no cgroup here)"
+    return size, imported, peak, limit
+
+
+def memory_group(limit_mb: int) -> Path | None:
+    """A cgroup (v1 memory controller) holding its processes to ``limit_mb`` of memory, page cache included, or
+    None where this process may not make one (then the search runs unlimited and the entry says so)."""
+    group = Path("/sys/fs/cgroup/memory") / f"ssl_pretrain_bench_{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
+    except OSError:
+        if group.is_dir():
+            group.rmdir()
+        return None
+    return group
 
 
 def plant_duplicates(out: Path, data: list[str], planted: int, others: int) -> dict[str, str]:
@@ -194,6 +222,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="pretraining run directories")
     parser.add_argument("--held-out", type=int, default=10000)
     parser.add_argument("--memory-rows", type=int, default=2_000_000)
+    parser.add_argument("--memory-limit-mb", type=int, default=1024, help="memory allowed to that search")
     parser.add_argument("--planted", type=int, default=100)
     parser.add_argument("--others", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true")
@@ -202,6 +231,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ssl_embedding_use_"))
     if args.smoke:
         args.planted, args.others, args.memory_rows = min(args.planted, 4), min(args.others, 20), 20000
+        args.memory_limit_mb = 2048
     base = [f"data.development={args.held_out}", "trainer.progress=false", *args.overrides]
     first = args.runs[0]
     summary = embed(first, work / f"{first.name}-collection", base, "train")
@@ -227,7 +257,7 @@ def main() -> None:
     lines.append(f"| raw pixels | {precision:.2f}% | {seconds:.1f} |")
     dim = summary.dim
     search = synthetic_search_seconds(dim, *((2000, 500) if args.smoke else ()))
-    size, imported, peak = memory_figures(args.memory_rows, dim)
+    size, imported, peak, limit = memory_figures(args.memory_rows, dim, args.memory_limit_mb)
     folder = work / "planted"
     folder.mkdir()
     origin = plant_duplicates(folder, base, args.planted, args.others)
@@ -239,8 +269,8 @@ def main() -> None:
         f"Collection: the first {summary.rows} training images (`data.development={args.held_out}`), queries: the last "
         f"{args.held_out}; the test set was not read. Embedding with {first.name}: {summary.images_per_s:.0f} "
         f"images/s ({summary.rows} images, {summary.seconds:.1f} s). Exact top-10 of 10k random {dim}-d queries in "
-        f"60k vectors: {search:.1f} s. Peak resident memory of a top-10 search of 1000 queries in a "
-        f"{size:.0f} MB embeddings file: {peak:.0f} MB ({imported:.0f} MB after importing the library).\n\n"
+        f"60k vectors: {search:.1f} s. A top-10 search of 1000 queries in a {size:.0f} MB embeddings file, run "
+        f"under {limit}: peak resident memory {peak:.0f} MB ({imported:.0f} MB after importing the library).\n\n"
         "Retrieval: share of each query's 10 nearest collection images with its label (cosine of centred "
         "embeddings).\n\n" + "\n".join(lines) + "\n\nNear-duplicates: share of planted copies paired with their "
         "original at each threshold; false pairs: pairs of images with different originals (Fashion-MNIST holds "

@@ -434,3 +434,4 @@ def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
     rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if "% |" in line and "|---" not in line]
     assert {"rot", "random init", "raw pixels"} <= set(rows)
     assert "0.95 (default)" in out, "the default threshold among those measured"
+    assert "MB embeddings file, run under a 2048 MB memory cgroup" in out or "under no memory limit" in out
