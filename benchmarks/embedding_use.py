@@ -2,13 +2,14 @@
 and how many planted near-duplicates the default threshold finds.
 
     python benchmarks/embedding_use.py --runs RUN [RUN ...] [--held-out 10000] [--memory-rows 2000000]
-                                       [--memory-limit-mb 1024]
+                                       [--memory-limit-mb 1024] [--shard-images 10000]
                                        [--planted 100] [--others 2000] [--smoke]
 
 The collection is a development split of the training images (``data.development=10000``: the first 50k are
 the collection, the last 10k the queries), so the test set is never read. Printed:
 
-- images/s of ``ssl-pretrain embed`` for the first run's encoder (bf16 where the CPU has it natively);
+- images/s of ``ssl-pretrain embed`` for the first run's encoder (bf16 where the CPU has it natively), from
+  memory and, for ``--shard-images`` of the images written as PNG members of tar shards, from the shards;
 - the time of an exact top-10 search of 10k query vectors in 60k (random vectors of the encoder's width, the
   sizes the issue names) and in the collection itself;
 - peak memory (resident set) of a top-10 search in an embeddings file of ``--memory-rows`` rows, run in a
@@ -45,6 +46,7 @@ from common import report  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.config import NeighboursConfig  # noqa: E402
+from ssl_pretrain.data.shards import write_shards  # noqa: E402
 from ssl_pretrain.encoders import encoder_from_spec  # noqa: E402
 from ssl_pretrain.encoders.export import export_encoder  # noqa: E402
 
@@ -95,6 +97,23 @@ def raw_pixels(out: Path, base: list[str], split: str) -> Path:
 def random_init_source(run: Path, out: Path) -> Path:
     torch.manual_seed(0)
     return export_encoder(encoder_from_spec(ssl.load_encoder(run).spec), out)
+
+
+def shard_embedding(source: Path, work: Path, base: list[str], overrides: list[str], count: int):
+    """``embed``'s summary for ``count`` query images written as PNG members of tar shards (their streamed
+    pretraining split: read in shard order, decoded in the calling process)."""
+    from ssl_pretrain.data import open_split
+
+    dataset = open_split(ssl.load_config(None, base).data, "test")
+    folder = work / "png"
+    for position in range(min(count, len(dataset))):
+        labelled = folder / f"class_{int(dataset.labels[position])}"
+        labelled.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dataset.images[position][0].numpy()).save(labelled / f"{position:05d}.png")
+    shards, _ = write_shards(folder, str(work / "shards" / "part-%06d.tar"), 1000)
+    data = ["data.name=shards", f"data.root={shards[0].parent}", "data.image_size=28", "data.channels=1",
+            "data.development=null"]  # fmt: skip
+    return embed(source, work / "from-shards", [*overrides, *data, "data.pretrain_on_test=true"], "pretrain")
 
 
 def synthetic_search_seconds(dim: int, base_rows: int = 60000, queries: int = 10000) -> float:
@@ -223,6 +242,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=10000)
     parser.add_argument("--memory-rows", type=int, default=2_000_000)
     parser.add_argument("--memory-limit-mb", type=int, default=1024, help="memory allowed to that search")
+    parser.add_argument("--shard-images", type=int, default=10000, help="images embedded from tar shards")
     parser.add_argument("--planted", type=int, default=100)
     parser.add_argument("--others", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true")
@@ -231,10 +251,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ssl_embedding_use_"))
     if args.smoke:
         args.planted, args.others, args.memory_rows = min(args.planted, 4), min(args.others, 20), 20000
-        args.memory_limit_mb = 2048
+        args.memory_limit_mb, args.shard_images = 2048, 16
     base = [f"data.development={args.held_out}", "trainer.progress=false", *args.overrides]
     first = args.runs[0]
     summary = embed(first, work / f"{first.name}-collection", base, "train")
+    plain = ["trainer.progress=false", *args.overrides]
+    from_shards = shard_embedding(first, work, base, plain, args.shard_images)
     embed(first, work / f"{first.name}-queries", base, "test")
     lines = ["| encoder | precision@10 | search seconds (10k queries) |", "|---|---|---|"]
     sources = [(run.name, run) for run in args.runs]
@@ -268,7 +290,9 @@ def main() -> None:
     body = (
         f"Collection: the first {summary.rows} training images (`data.development={args.held_out}`), queries: the last "
         f"{args.held_out}; the test set was not read. Embedding with {first.name}: {summary.images_per_s:.0f} "
-        f"images/s ({summary.rows} images, {summary.seconds:.1f} s). Exact top-10 of 10k random {dim}-d queries in "
+        f"images/s ({summary.rows} images, {summary.seconds:.1f} s); {from_shards.rows} query images written as PNG "
+        f"members of tar shards and embedded from the shards (read in shard order): {from_shards.images_per_s:.0f} "
+        f"images/s. Exact top-10 of 10k random {dim}-d queries in "
         f"60k vectors: {search:.1f} s. A top-10 search of 1000 queries in a {size:.0f} MB embeddings file, run "
         f"under {limit}: peak resident memory {peak:.0f} MB ({imported:.0f} MB after importing the library).\n\n"
         "Retrieval: share of each query's 10 nearest collection images with its label (cosine of centred "

@@ -435,3 +435,4 @@ def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert {"rot", "random init", "raw pixels"} <= set(rows)
     assert "0.95 (default)" in out, "the default threshold among those measured"
     assert "MB embeddings file, run under a 2048 MB memory cgroup" in out or "under no memory limit" in out
+    assert "16 query images written as PNG members of tar shards and embedded from the shards" in out
