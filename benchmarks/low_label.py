@@ -412,12 +412,10 @@ def verdicts(results: dict[float, tuple[dict, dict]], semi_method: str = "fixmat
                 f"{fraction:g} of the labels, fine-tuning that also learns from the unlabeled images "
                 f"({SEMI_NAMES[semi_method]}): " + ", ".join(f"{n} {fmt(c, minutes=True)}" for n, c in semi.items())
             )
-    for fraction, (table, _) in results.items():
-        if fraction >= 1:
-            best = max(table, key=lambda name: mean_val(table[name].cells["gap"]))
-            lines.append(
-                f"GAP linear probe, all labels, best config on validation: {best} {fmt(table[best].cells['gap'])}."
-            )
+    for fraction, (table, _) in results.items():  # the GAP probe's targets (issue 36: 1% and all labels)
+        best = max(table, key=lambda name: mean_val(table[name].cells["gap"]))
+        share = "all labels" if fraction >= 1 else f"{fraction:g} of the labels"
+        lines.append(f"GAP linear probe, {share}, best config on validation: {best} {fmt(table[best].cells['gap'])}.")
     return lines
 
 

@@ -141,6 +141,7 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
         assert f"- {fraction} of the labels, picked on validation: multi-task " in out
     assert out.count("vs single tasks rotation ") == 2
     assert "GAP linear probe, all labels, best config on validation:" in out
+    assert "GAP linear probe, 0.5 of the labels, best config on validation:" in out
     best_layer = [row.split(" | ")[2] for row in rows]  # --layer-fractions 0.5: no best-layer probe at 1.0
     assert "-" not in best_layer[:3] and best_layer[3:] == ["-"] * 7, best_layer
     # A second run reuses the finished pretraining runs; --freeze-points full leaves out the auto fine-tuning.
