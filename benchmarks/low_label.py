@@ -480,7 +480,10 @@ def main() -> None:
     for name in args.configs:
         runs[name], how = pretrained_run(name, runs_dir, pretrain_overrides)
         metrics = json.loads((runs[name] / "metrics.json").read_text())
-        made.append(f"{name}: {metrics['train_seconds'] / 60:.1f} min, {metrics['images_seen']} images ({how})")
+        rate = f"{metrics['images_per_s']:.0f} images/s"
+        if metrics.get("views_per_image", 1) > 1:  # view-based tasks: every view is an encoder input
+            rate += f", {metrics['views_per_s']:.0f} views/s"
+        made.append(f"{name}: {metrics['train_seconds'] / 60:.1f} min, {metrics['images_seen']} images, {rate} ({how})")
     results, sections = {}, []
     for fraction in args.fractions:
         seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]

@@ -1,6 +1,7 @@
 """The benchmark scripts' --smoke modes, so they do not rot (their figures come from full runs)."""
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
         "them with fine-tuning on its hold-out; fine-tuning keeps its last epoch)" in out
     )
     assert "### 1 of the labels (1 label seed; probes and kNN choose by one hold-out; fine-tuning keeps" in out
+    rate = re.search(r"multi: [\d.]+ min, \d+ images, (\d+) images/s, (\d+) views/s \(pretrained now\)", out)
+    assert rate and int(rate[2]) > int(rate[1]) > 0, "pretraining speed beside the minutes; multi-task's views too"
     tuned = [json.loads(p.read_text()) for p in (runs / "multi" / "finetune").glob("lowlabel-0.5-*/finetune.json")]
     assert len(tuned) == 6 and {t["protocol"]["keep"] for t in tuned} == {"last"}, "full and auto, semi; 2 seeds"
     from_scratch = (runs / "rotation" / "finetune").glob("lowlabel-*-random-*/finetune.json")
