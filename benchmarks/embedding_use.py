@@ -157,7 +157,9 @@ def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, fl
     if group is not None:  # joined at once: the child is still importing, the search comes after
         (group / "cgroup.procs").write_text(str(child.pid))
     out, err = child.communicate()
-    if group is not None:
+    charged = None
+    if group is not None:  # what the group was charged at its peak: new pages and page cache, not shared libraries
+        charged = int((group / "memory.max_usage_in_bytes").read_text()) / 2**20  # already in the page cache
         group.rmdir()
     if child.returncode:
         raise SystemExit(f"the search under {limit_mb} MB failed ({child.returncode}): {err}")
@@ -165,7 +167,12 @@ def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, fl
     size = (folder / "embeddings.npy").stat().st_size / 2**20
     for path in folder.iterdir():
         path.unlink()
-    limit = f"a {limit_mb} MB memory cgroup (no swap on this machine)" if group else "no memory limit (no cgroup here)"
+    limit = (
+        f"a {limit_mb} MB memory cgroup (no swap on this machine; the group's peak charge, page cache included, "
+        f"{charged:.0f} MB)"
+        if group
+        else "no memory limit (no cgroup here)"
+    )
     return size, imported, peak, limit
 
 
