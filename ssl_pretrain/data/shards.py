@@ -451,18 +451,12 @@ class ShardSource:
     def image_size(self) -> int:
         return self.size
 
-    def in_order(self, start: int, batch_size: int) -> Iterator[tuple[Batch, list[str]]]:
-        """The split in shard order from position ``start`` (what ``embed`` reads, restartable): batches of
-        ``batch_size`` consecutive positions (the last may be shorter; unreadable images named in ``skipped``),
-        each with the ``<shard>:<key>`` names of the images it kept."""
-        chunk: list[tuple[int, dict]] = []
-        for position, sample in self._from(start):
-            chunk.append((position, sample))
-            if len(chunk) == batch_size:
-                yield self._named(chunk)
-                chunk = []
-        if chunk:
-            yield self._named(chunk)
+    def in_order(self, start: int, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
+        """The split in shard order from position ``start`` (what ``embed`` reads, restartable), as ``(Batch,
+        names)``: ``batch_size`` consecutive positions a batch (the last may be shorter; unreadable images named in
+        ``skipped``), ``names`` the ``<shard>:<key>`` of each image kept. ``num_workers`` loader workers decode."""
+        reader = ShardsInOrder(self, start, batch_size)
+        return DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
 
     def __getitems__(self, positions: list[int]) -> Batch:
         """The images at ``positions`` (repeats allowed), in that order: only the shards holding them are read,
@@ -470,7 +464,7 @@ class ShardSource:
         ``skipped``)."""
         wanted, chunk = set(positions), []
         top = max(wanted, default=-1)
-        for position, sample in self._from(min(wanted, default=0), wanted):
+        for position, sample in self.samples_from(min(wanted, default=0), wanted):
             if position > top:
                 break
             if position in wanted:
@@ -480,7 +474,7 @@ class ShardSource:
         order = torch.tensor([slot[p] for p in positions if p in slot], dtype=torch.long)
         return Batch(found.images[order], found.labels[order], found.indices[order], found.skipped)
 
-    def _from(self, start: int, only: set[int] | None = None) -> Iterator[tuple[int, dict]]:
+    def samples_from(self, start: int, only: set[int] | None = None) -> Iterator[tuple[int, dict]]:
         """``(position, sample)`` from ``start`` in shard order; shards before it, or (with ``only``) holding
         none of ``only``, are not read."""
         first = 0
@@ -491,7 +485,8 @@ class ShardSource:
                 yield from ((p, sample) for p, sample in enumerate(samples, start=first) if p >= start)
             first = last
 
-    def _named(self, chunk: list[tuple[int, dict]]) -> tuple[Batch, list[str]]:
+    def named_batch(self, chunk: list[tuple[int, dict]]) -> tuple[Batch, list[str]]:
+        """``(position, sample)`` pairs decoded, with the ``<shard>:<key>`` names of the images kept."""
         batch = decode_chunk(chunk, self.size, self.channels)
         names = {p: f"{s.get('__url__', '')}:{s['__key__']}" for p, s in chunk}
         return batch, [names[int(p)] for p in batch.indices.tolist()]
@@ -501,6 +496,30 @@ class ShardSource:
             "task: this task trains on a chosen subset of the images, which streamed shards cannot give "
             "(for exemplar: task.num_seeds: null)"
         )
+
+
+class ShardsInOrder(IterableDataset):
+    """A :class:`ShardSource`'s split in shard order from position ``start``, as ``(Batch, names)`` of
+    ``batch_size`` consecutive positions. With ``W`` loader workers, worker ``w`` decodes batches ``w, w + W, ...``
+    (each reads every sample, decodes only its own) and the loader, polling its workers in turn, returns the
+    batches in order."""
+
+    def __init__(self, source: ShardSource, start: int, batch_size: int):
+        self.source, self.start, self.batch_size = source, start, batch_size
+
+    def __iter__(self) -> Iterator[tuple[Batch, list[str]]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        chunk: list[tuple[int, dict]] = []
+        number = 0  # of the batch being filled
+        for item in self.source.samples_from(self.start):
+            chunk.append(item)
+            if len(chunk) == self.batch_size:
+                if number % workers == worker:
+                    yield self.source.named_batch(chunk)
+                chunk, number = [], number + 1
+        if chunk and number % workers == worker:
+            yield self.source.named_batch(chunk)
 
 
 def write_shards(src: Path, pattern: str, per_shard: int) -> tuple[list[Path], list[str]]:

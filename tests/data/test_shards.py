@@ -180,15 +180,18 @@ def test_a_run_on_shards_resumed_inside_an_epoch_ends_as_an_unbroken_one(shards,
 
 def test_the_pretraining_split_reads_in_order_from_any_position_and_by_position(shards):
     """What ``embed`` reads: the split in shard order from a position (a restart), named ``<shard>:<key>``,
-    and any positions (repeats allowed) in the order asked, decoded as the in-order pass decodes them."""
+    the same with loader workers decoding every other batch; and any positions (repeats allowed) in the order
+    asked, decoded as the in-order pass decodes them."""
     source = ShardSource(shards, 16, 3, held_out=None, labeled=True, description="shards")
-    whole = list(source.in_order(0, 5))
+    whole = list(source.in_order(0, 5, num_workers=0))
     assert [len(b.indices) for b, _ in whole] == [5] * 7 + [1]
     assert torch.cat([b.indices for b, _ in whole]).tolist() == list(range(36))
     assert whole[0][1][:2] == [f"{shards[0]}:class_0/img_0", f"{shards[0]}:class_0/img_1"]
     images = torch.cat([b.images for b, _ in whole])
-    later = next(source.in_order(10, 5))[0]
-    assert later.indices.tolist() == list(range(10, 15)) and torch.equal(later.images, images[10:15])
+    later = list(source.in_order(10, 5, num_workers=2))
+    assert torch.cat([b.indices for b, _ in later]).tolist() == list(range(10, 36)), "in order across workers"
+    assert torch.equal(torch.cat([b.images for b, _ in later]), images[10:])
+    assert [n for _, names in later for n in names] == [n for _, names in whole for n in names][10:]
     picked = source.__getitems__([30, 2, 30, 17])
     assert picked.indices.tolist() == [30, 2, 30, 17] and torch.equal(picked.images, images[[30, 2, 30, 17]])
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ...data import Batch, DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...data.loader import loader_workers
 from ...encoders import Encoder
 from ...utils.precision import Precision
 from ...utils.progress import progress_bar
@@ -50,9 +51,10 @@ def label_text(label: int, classes: list[str] | None) -> str:
 
 def collection_batches(dataset, start: int, batch: int, num_workers, pin_memory: bool) -> Iterator[tuple[Batch, list]]:
     """``dataset``'s images in position order from ``start`` (a multiple of ``batch``): ``(Batch, index rows of
-    its images)``. Streamed shards are read in shard order, each image named ``<shard>:<key>``."""
+    its images)``. Streamed shards are read in shard order (decoded by ``num_workers`` loader workers), each image named
+    ``<shard>:<key>``."""
     if getattr(dataset, "streaming", False):
-        for found, names in dataset.in_order(start, batch):
+        for found, names in dataset.in_order(start, batch, loader_workers(num_workers, dataset), pin_memory):
             positions, labels = found.indices.tolist(), found.labels.tolist()
             yield found, [IndexRow(p, n, label_text(y, None)) for p, n, y in zip(positions, names, labels, strict=True)]
         return
