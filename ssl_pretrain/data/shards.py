@@ -415,7 +415,8 @@ def stream_loader(stream: ShardStream, num_workers: int, pin_memory: bool) -> Da
 
 class ShardSource:
     """The pretraining split of ``data.name=shards``: what to stream, built into a :class:`ShardStream` by
-    the trainer once it knows the batch size, the processes and the loader workers."""
+    the trainer once it knows the batch size, the processes and the loader workers; read in shard order
+    (:meth:`in_order`) or by position (``__getitems__``) by ``embed`` and ``neighbours``."""
 
     streaming = True
 
