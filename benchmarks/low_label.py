@@ -5,7 +5,8 @@
                                    [--semi-configs exemplar] [--semi-method fixmatch|pretext]
                                    [--freeze-points full auto]
                                    [--layer-fractions 0.01 0.1 1.0] [--val-folds 5]
-                                   [--folded-fractions 0.01] [--smoke]
+                                   [--folded-fractions 0.01] [--scratch-models YAML ...]
+                                   [--scratch-budgets 1 2] [--smoke]
                                    [KEY=VALUE ...]
 
 Each config of ``configs/fashion_mnist/`` is pretrained on the 60k training images without labels (a
@@ -35,7 +36,10 @@ the framework's own commands:
 Controls in the same tables: a randomly initialised encoder of the same architecture (probes, kNN), raw
 pixels (logistic regression, kNN) and training from scratch (``finetune.init=random``), supervised and
 semi-supervised, with the same recipe, budget and candidates as fine-tuning from a pretrained encoder, but
-each with its own head (``HEAD``: the one that won for that start on a development split). Every
+each with its own head (``HEAD``: the one that won for that start on a development split). Its architecture
+and budget may be candidates too, chosen on its validation split like the rest: ``--scratch-models`` (each a
+``finetune.model`` mapping, e.g. ``"{backbone: vgg11_bn, small_input: true}"``; by default the pretrained
+encoder's architecture) and ``--scratch-budgets`` (multiples of the fraction's step budget). Every
 validation split is carved from the labeled training images (seeded, stratified); the test set is scored
 once per choice. Test figures are mean +- standard deviation over seeds.
 
@@ -100,11 +104,12 @@ SEMI_RECIPES = {
 SEMI_NAMES = {"fixmatch": "FixMatch", "pretext": "S4L rotation"}
 SEMI_AUGMENT = "finetune.augment=crop_flip"
 SMOKE_PRETRAIN = ["data.limit=256", "trainer.max_steps=2", "trainer.batch_size=16"]
+SMOKE_STEPS = 4
 SMOKE_EVAL = [
     "probe.max_iter=10",
     "probe.layer_dim=256",
     "finetune.batch_size=8",
-    "finetune.steps=4",
+    f"finetune.steps={SMOKE_STEPS}",
     "finetune.lr=[0.01,0.003]",
 ]
 TUNED = ["ft_full", "ft_auto", "semi"]  # the methods that are fine-tuning runs
@@ -234,6 +239,7 @@ def finetune_cell(
     report = json.loads((done / "finetune.json").read_text()) if done else ssl.finetune(run, config=config).to_dict()
     chosen = report["selected"]["chosen"]
     note = f"{report['protocol']['strategy']}, {chosen['augment']}, epoch {chosen['epoch']}"
+    note += "".join(f", {key} {chosen[key]}" for key in ("model", "steps") if key in chosen)  # control candidates
     study = report["diagnostics"].get("pseudo_label_study", [{}])[-1]
     minutes = report["train_seconds"] / 60
     return Cell(report["val_top1"], report["test_top1"], note, minutes, reused=done is not None, study=study)
@@ -298,6 +304,7 @@ def evaluate(
     keep: str = "best",
     reuse: bool = False,
     semi_method: str = "fixmatch",
+    scratch_candidates: tuple[str, ...] = (),
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
     fine-tuning (``semi_method``) for the configs in ``semi`` and from scratch when ``semi`` names any;
@@ -305,7 +312,8 @@ def evaluate(
     ``auto``); the best-layer probe when ``layers``; probes and kNN choose by ``val_folds``-fold
     cross-validation (1: one hold-out; with more and fine-tuning, the probes are also scored on fine-tuning's
     hold-out, for the pick); fine-tuning keeps its best validation epoch or its last (``keep``), finished
-    runs reused with ``reuse``."""
+    runs reused with ``reuse``; training from scratch also takes the overrides ``scratch_candidates`` (see
+    :func:`scratch_overrides`)."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
@@ -313,7 +321,8 @@ def evaluate(
     tuned = [f"finetune.keep={keep}", *extra]  # the fine-tuning runs' overrides
 
     def tune(run: Path, seed: int, init: str, freeze: str = "null", semi: bool = False) -> Cell:
-        return finetune_cell(run, fraction, seed, init, freeze, tuned, semi_method if semi else None, reuse)
+        overrides = [*tuned, *scratch_candidates] if init == "random" else tuned
+        return finetune_cell(run, fraction, seed, init, freeze, overrides, semi_method if semi else None, reuse)
 
     for seed in seeds:
         for name, run in runs.items():
@@ -348,6 +357,15 @@ def evaluate(
             if semi:
                 scratch.add("semi", tune(runs[first], seed, "random", semi=True))
     return table, controls
+
+
+def scratch_overrides(models: list[str], budgets: list[float], steps: int) -> list[str]:
+    """The from-scratch control's candidates as overrides: ``finetune.model`` (YAML mappings) and
+    ``finetune.steps`` (``budgets`` times ``steps``) where more than the default is asked."""
+    overrides = [f"finetune.model=[{', '.join(models)}]"] if models else []
+    if budgets != [1]:
+        overrides.append(f"finetune.steps=[{','.join(str(round(b * steps)) for b in budgets)}]")
+    return overrides
 
 
 def fraction_table(fraction: float, table: dict, controls: dict, semi_method: str = "fixmatch") -> str:
@@ -465,6 +483,15 @@ def main() -> None:
     parser.add_argument(
         "--reuse-finetuning", action="store_true", help="read finished fine-tuning runs of the same config"
     )
+    parser.add_argument(
+        "--scratch-models", nargs="+", default=[],
+        help="architectures the from-scratch control chooses among on validation, each a finetune.model mapping "
+        "(default: the pretrained encoder's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scratch-budgets", nargs="+", type=float, default=[1],
+        help="step budgets the from-scratch control chooses among, as multiples of the fraction's",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -491,9 +518,11 @@ def main() -> None:
         layers = args.layer_fractions is None or fraction in args.layer_fractions
         folded = fraction in args.folded_fractions
         folds, keep = (args.val_folds, "last") if folded else (1, "best")
+        steps = SMOKE_STEPS if args.smoke else FINETUNE_STEPS.get(fraction, FINETUNE_STEPS[1.0])
         table, controls = evaluate(
             runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds, keep,
             args.reuse_finetuning, args.semi_method,
+            tuple(scratch_overrides(args.scratch_models, args.scratch_budgets, steps)),
         )  # fmt: skip
         results[fraction] = (table, controls)
         validation = f"{folds}-fold cross-validation" if folds > 1 else "one hold-out"

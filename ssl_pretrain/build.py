@@ -15,22 +15,26 @@ from .utils.precision import configure_cuda
 
 def make_encoder(config: Config, info: DataInfo) -> Encoder:
     """The configured backbone for images of ``info``'s channels and size; checks it can take them."""
+    return checked_encoder(config.model.backbone, config.model.options, info, "model")
+
+
+def checked_encoder(backbone: str, options: dict, info: DataInfo, section: str) -> Encoder:
+    """``backbone`` with ``options`` for images of ``info``; an option it refuses, or an input size it cannot
+    take, is a config error naming ``section`` (``model``, ``finetune.model``)."""
     try:
-        encoder = build_encoder(
-            config.model.backbone, config.model.options, info.channels, info.image_size, info.mean, info.std
-        )
+        encoder = build_encoder(backbone, options, info.channels, info.image_size, info.mean, info.std)
     except OptionError as err:
-        raise ConfigError(f"model.{err.option}", str(err).split(": ", 1)[1]) from None
+        raise ConfigError(f"{section}.{err.option}", str(err).split(": ", 1)[1]) from None
     try:
         with torch.no_grad():
             encoder.eval()(torch.zeros(1, info.channels, info.image_size, info.image_size))
         encoder.train()
     except RuntimeError as err:
         raise ConfigError(
-            "model.backbone",
-            f"{config.model.backbone} cannot take {info.image_size} px inputs "
+            f"{section}.backbone",
+            f"{backbone} cannot take {info.image_size} px inputs "
             f"({str(err).splitlines()[0][:120]}); raise data.image_size or set "
-            "model.small_input=true",
+            f"{section}.small_input=true",
         ) from None
     return encoder
 

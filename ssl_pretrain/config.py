@@ -194,7 +194,9 @@ class UnlabeledConfig:
 class FinetuneConfig:
     freeze_until: str | None = None
     epochs: int = _positive(10)
-    steps: int | None = _positive(None)
+    steps: int | list[int] | None = _ranged(
+        None, lambda v: v is None or (_numbers(v) and all(x > 0 for x in listed(v))), "> 0, or a non-empty list of them"
+    )
     batch_size: int = _positive(128)
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float | list[float] = _ranged(
@@ -213,6 +215,9 @@ class FinetuneConfig:
     keep: Literal["best", "last"] = "best"
     test_last_epoch: bool = False
     init: Literal["pretrained", "random"] = "pretrained"
+    # Training from scratch only: the architecture, ``{backbone: NAME, <its options>}`` as in the model section,
+    # or a list of them (candidates chosen on validation); null: the pretrained encoder's own.
+    model: dict | list[dict] | None = None
     name: str | None = _ranged(None, lambda v: v is None or (v and "/" not in v), "a name without '/'")
     auto_probe_images: int = _positive(5000)
     small_per_class: int = _positive(100)
@@ -471,12 +476,46 @@ def build_config(raw: dict) -> Config:
 
     method, options = _build_registered(unlabeled, "finetune.unlabeled", "method", "none", UNLABELED_METHODS)
     sections["finetune"].unlabeled = UnlabeledConfig(method, options)
+    _check_scratch_models(sections["finetune"], ENCODERS)
     top = _build_section(_TopLevel, raw, "")
     config = Config(**dataclasses.asdict(top), model=model, task=task, **sections)
     if config.run_name is None:
         config.run_name = f"{config.data.name}-{config.task.name}"
     _check_device(config.device)
     return config
+
+
+def _check_scratch_models(finetune: FinetuneConfig, encoders: dict) -> None:
+    """``finetune.model``: training from scratch only, each entry a registered backbone with its own options,
+    no entry twice."""
+    if finetune.model is None:
+        return
+    if finetune.init != "random":
+        raise ConfigError("finetune.model", "sets the architecture trained from scratch; it needs finetune.init=random")
+    if not listed(finetune.model):
+        raise ConfigError("finetune.model", "must be a mapping with a backbone, or a non-empty list of them")
+    labels = []
+    for entry in listed(finetune.model):
+        if "backbone" not in entry:
+            raise ConfigError("finetune.model.backbone", f"is required in each entry, got {entry!r}")
+        _build_registered(entry, "finetune.model", "backbone", "", encoders)
+        labels.append(model_label(entry))
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ConfigError("finetune.model", f"lists {twice[0]} more than once")
+
+
+def model_label(entry: dict) -> str:
+    """A short name of a ``{backbone, <options>}`` mapping, its options in name order (the same after a
+    YAML round trip): ``vgg11_bn-small_input=true``, ``small_resnet-blocks=1x1-widths=64x128``."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "x".join(text(v) for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    options = [f"{key}={text(value)}" for key, value in sorted(entry.items()) if key != "backbone"]
+    return "-".join([str(entry["backbone"]), *options])
 
 
 # Sections a bare name may stand for: ``finetune.unlabeled=fixmatch`` is ``{method: fixmatch}``.

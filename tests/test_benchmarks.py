@@ -100,7 +100,11 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
     runs = tmp_path / "runs"
     args = ["benchmarks/low_label.py", "--smoke", "--runs", str(runs), "--configs", "rotation", "multi"]
     args += ["--fractions", "0.5", "1.0", "--finetune-fractions", "0.5", "--semi-configs", "multi"]
-    args += ["--seeded-fractions", "0.5", "--layer-fractions", "0.5", "--seeds", "2"]
+    args += ["--seeded-fractions", "0.5", "--layer-fractions", "0.5", "--seeds", "2", "--scratch-models"]
+    args += [
+        "{backbone: small_resnet, widths: [4, 8], blocks: [1, 1]}",
+        "{backbone: small_resnet, widths: [8], blocks: [1]}",
+    ]
     done = _run(*args, "--folded-fractions", "0.5", "--val-folds", "2", *_tiny_fashion_mnist(fashion_mnist_root))
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -120,6 +124,12 @@ def test_low_label_benchmark_smoke(fashion_mnist_root, tmp_path):
         ("pretrained", "linear on the flattened last stage", "probe"),
         ("random", "linear on global average pooling", "random"),
     }, "each start with its own head (benchmarks/low_label.py HEAD)"
+    models = {"small_resnet-blocks=1x1-widths=4x8", "small_resnet-blocks=1-widths=8"}
+    for run in scratch:  # the control chose its architecture among the candidates asked for
+        assert {c["model"] for c in run["selected"]["candidates"]} == models
+        chosen = run["selected"]["chosen"]["model"]
+        widths = [int(w) for w in chosen.split("widths=")[1].split("x")]
+        assert run["protocol"]["encoder_options"]["widths"] == widths, "the chosen architecture was tested"
     (record_file,) = runs.glob("low_label-*.json")  # every cell as data, beside the printout
     record = json.loads(record_file.read_text())["fractions"]
     cell = record["0.5"]["multi"]["ft_full"][0]
@@ -217,6 +227,15 @@ def test_semi_curve_benchmark_smoke(fashion_mnist_root, tmp_path):
         last = report["diagnostics"]["pseudo_label_study"][-1]
         keys = ("pseudo_label_coverage", "pseudo_label_accuracy", "prediction_accuracy")
         assert row.rstrip(" |").split(" | ")[-3:] == [f"{last[key]:.1f}%" for key in keys]
+
+
+def test_low_label_gives_the_from_scratch_control_its_candidates_as_overrides():
+    overrides = _low_label().scratch_overrides(["{backbone: vgg11_bn}", "{backbone: small_resnet}"], [1, 1.5], 1800)
+    assert overrides == [
+        "finetune.model=[{backbone: vgg11_bn}, {backbone: small_resnet}]",
+        "finetune.steps=[1800,2700]",
+    ]
+    assert _low_label().scratch_overrides([], [1], 1800) == [], "by default the control is the pretrained architecture"
 
 
 def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():

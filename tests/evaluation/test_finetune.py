@@ -171,6 +171,79 @@ def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
     assert not (tmp_path / "run" / "finetune").exists()
 
 
+SCRATCH_MODELS = (
+    "finetune.model=[{backbone: small_resnet, widths: [8, 16], blocks: [1, 1]},"
+    " {backbone: vgg11_bn, small_input: true}]"
+)
+
+
+def test_training_from_scratch_chooses_its_architecture_and_budget_on_validation(image_folder, tmp_path):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    run = tmp_path / "run"
+    args = ["finetune", f"evaluation.encoder={run}", "finetune.init=random", SCRATCH_MODELS, "finetune.steps=[3,6]"]
+    assert main([*args, "finetune.batch_size=8", "finetune.name=scratch", "trainer.progress=false"]) == 0
+    out_dir = run / "finetune" / "scratch"
+    report = json.loads((out_dir / "finetune.json").read_text())
+    labels = ["small_resnet-blocks=1x1-widths=8x16", "vgg11_bn-small_input=true"]
+    candidates = report["selected"]["candidates"]
+    assert [(c["steps"], c["model"]) for c in candidates] == [(s, m) for s in (3, 6) for m in labels]
+    scores = [c["val_top1"] for c in candidates]
+    chosen = candidates[scores.index(max(scores))]  # the first of the best, as everywhere
+    assert report["selected"]["chosen"] == {key: value for key, value in chosen.items() if key != "val_top1"}
+    # Every candidate trained its own architecture for its own budget (26 images at batch 8: 3 steps an epoch).
+    for candidate in candidates:
+        folder = out_dir / "candidates" / f"steps-{candidate['steps']}-model-{candidate['model']}"
+        model, info = load_classifier(folder / "checkpoints" / "last.pt")
+        assert model.encoder.spec.backbone == candidate["model"].split("-")[0]
+        assert info["protocol"]["steps"] == candidate["steps"] and info["epoch"] == candidate["steps"] // 3
+        assert info["protocol"]["init"] == "random"
+    model, _ = load_classifier(out_dir / "checkpoints" / "best.pt")
+    assert model.encoder.spec.backbone == chosen["model"].split("-")[0]
+    assert report["protocol"]["steps"] == chosen["steps"]
+    small = load_classifier(out_dir / "candidates" / f"steps-3-model-{labels[0]}" / "checkpoints" / "last.pt")[0]
+    assert small.encoder.spec.options == {"widths": [8, 16], "blocks": [1, 1]}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("finetune.model=[]", "finetune.model"),
+        ("finetune.model={small_input: true}", "finetune.model.backbone"),
+        ("finetune.model={backbone: resnet9}", "finetune.model.backbone"),
+        ("finetune.model={backbone: vgg11_bn, depth: 3}", "finetune.model.depth"),
+        ("finetune.model=[{backbone: vgg11_bn}, {backbone: vgg11_bn}]", "finetune.model"),
+        ("finetune.steps=[3,0]", "finetune.steps"),
+    ],
+)
+def test_bad_scratch_architectures_and_budgets_are_config_errors(override, key):
+    from ssl_pretrain.config import load_config
+    from ssl_pretrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["finetune.init=random", override])
+    assert err.value.key == key
+    with pytest.raises(ConfigError, match="finetune.model: .*needs finetune.init=random"):
+        load_config(None, ["finetune.model={backbone: vgg11_bn}"])  # a pretrained encoder keeps its own
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("finetune.model={backbone: small_resnet, widths: [0]}", "finetune.model.widths"),  # the factory's own check
+        ("finetune.model={backbone: vgg11_bn}", "finetune.model.backbone"),  # its five max-pools: not 16 px
+    ],
+)
+def test_a_scratch_architecture_the_images_do_not_fit_stops_before_writing(
+    image_folder, tmp_path, capsys, override, key
+):
+    assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
+    args = ["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.init=random", override]
+    assert main([*args, "trainer.progress=false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ssl-pretrain: error: {key}:"), err
+    assert not (tmp_path / "run" / "finetune").exists()
+
+
 def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_path):
     from ssl_pretrain.evaluation.finetuning.loop import finetune_epochs
 
@@ -263,7 +336,7 @@ def test_the_test_set_is_scored_once_unless_the_last_epoch_is_asked_for(image_fo
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     scored = []  # the checkpoint of every test pass
     real = finetune_run._test_top1
-    monkeypatch.setattr(finetune_run, "_test_top1", lambda m, path, *a: scored.append(path.name) or real(m, path, *a))
+    monkeypatch.setattr(finetune_run, "_test_top1", lambda path, *a: scored.append(path.name) or real(path, *a))
     args = ["finetune", f"evaluation.encoder={tmp_path / 'run'}", "finetune.epochs=2", "finetune.batch_size=8"]
     args += ["trainer.progress=false"]
     assert main([*args, "finetune.name=once"]) == 0

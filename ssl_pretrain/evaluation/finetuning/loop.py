@@ -87,9 +87,10 @@ class Recipe:
 
     @classmethod
     def from_config(cls, cfg: FinetuneConfig, method: UnlabeledMethod) -> Recipe:
-        names = ("epochs", "steps", "batch_size", "optimizer", "momentum", "weight_decay", "warmup_steps")
+        names = ("epochs", "batch_size", "optimizer", "momentum", "weight_decay", "warmup_steps")
+        steps = None if isinstance(cfg.steps, list) else cfg.steps  # a list: each candidate's own (its setting)
         return cls(
-            method, **{n: getattr(cfg, n) for n in names}, val_every=cfg.val_every, keep=cfg.keep,
+            method, **{n: getattr(cfg, n) for n in names}, steps=steps, val_every=cfg.val_every, keep=cfg.keep,
             encoder_lr_mult=encoder_lr_mult(cfg.backbone_lr_mult, cfg.init),
         )  # fmt: skip
 
@@ -150,7 +151,7 @@ def fit_candidate(
         )
     optimizer = make_finetune_optimizer(groups, recipe.optimizer, recipe.momentum, precision.needs_fused_optimizer)
     sampler = EpochBatchSampler(len(data.train), recipe.batch_size, options.seed)
-    epochs = finetune_epochs(recipe.epochs, recipe.steps, len(sampler))
+    epochs = finetune_epochs(recipe.epochs, setting.get("steps", recipe.steps), len(sampler))
     steps = epochs * len(sampler)
     warmup = warmup_steps(recipe.warmup_steps, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ...build import prepare_device
-from ...config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, save_config
+from ...build import checked_encoder, prepare_device
+from ...config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, model_label, save_config
 from ...data import DataInfo, open_split
-from ...encoders import encoder_from_spec
+from ...encoders import Encoder, encoder_from_spec
 from ...errors import BadInput
 from ...registry import UNLABELED_METHODS
 from ...runs import write_json
@@ -33,7 +33,7 @@ from ..frozen.layer_view import LayerView, available_layers
 from ..frozen.logistic import LogisticProbe
 from ..frozen.method import validation_scores
 from ..frozen.probe import results_dir
-from ..shared.classifier import ImageClassifier, restore_weights
+from ..shared.classifier import ImageClassifier, load_classifier
 from ..shared.encoder_source import load_encoder
 from ..shared.predict import accuracy, predict_logits
 from ..shared.reports import FinetuneReport
@@ -52,13 +52,30 @@ def unlabeled_method(cfg: FinetuneConfig) -> UnlabeledMethod:
     return UNLABELED_METHODS[cfg.unlabeled.method](**cfg.unlabeled.options)
 
 
-def candidate_settings(lr, augment, method: UnlabeledMethod) -> list[dict]:
-    """Every combination of the listed values of ``finetune.lr``, ``finetune.augment`` and the method's grid
-    options (FixMatch: ``ratio``, ``threshold``), in the order given: the candidates chosen between on
-    validation."""
-    grid = {"lr": listed(lr), "augment": listed(augment)}
+def candidate_settings(cfg: FinetuneConfig, method: UnlabeledMethod) -> list[dict]:
+    """Every combination of the listed values of ``finetune.lr``, ``finetune.augment``, ``finetune.steps`` (when
+    a list), ``finetune.model`` (by :func:`model_label`) and the method's grid options (FixMatch: ``ratio``,
+    ``threshold``), in the order given: the candidates chosen between on validation."""
+    grid = {"lr": listed(cfg.lr), "augment": listed(cfg.augment)}
+    if isinstance(cfg.steps, list):
+        grid["steps"] = cfg.steps
+    if cfg.model is not None:
+        grid["model"] = [model_label(entry) for entry in listed(cfg.model)]
     grid.update({key: listed(method.options[key]) for key in method.grid})
     return [dict(zip(grid, combination, strict=True)) for combination in itertools.product(*grid.values())]
+
+
+def scratch_models(cfg: FinetuneConfig, spec, freeze_until: str | None) -> dict[str, Encoder]:
+    """``{label: untrained encoder}`` of each ``finetune.model`` entry, for images of the pretrained encoder's
+    ``spec``; each built once here so that a bad option, input size or freeze point stops the run before
+    anything is written."""
+    models = {}
+    for entry in listed(cfg.model) if cfg.model is not None else []:
+        options = {key: value for key, value in entry.items() if key != "backbone"}
+        encoder = checked_encoder(entry["backbone"], options, DataInfo.from_spec(spec), "finetune.model")
+        frozen_stages(encoder, freeze_until)
+        models[model_label(entry)] = encoder
+    return models
 
 
 def run_finetune(config: Config) -> FinetuneReport:
@@ -93,16 +110,18 @@ def run_finetune(config: Config) -> FinetuneReport:
         freeze_until, reason, layer_top1 = _auto_freeze_point(
             cfg, config.probe, config.evaluation.batch_size, config.seed, pretrained, train, val, num_classes, device
         )
-    frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
+    scratch = scratch_models(cfg, pretrained.spec, freeze_until)  # {} unless finetune.model is set
+    if not scratch:
+        frozen_stages(pretrained, freeze_until)  # an unknown stage is a config error before anything is written
     method.check(pretrained, len(unlabeled.pool) if unlabeled else 0, config.seed)  # so is a method that cannot train
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
-    settings = candidate_settings(cfg.lr, cfg.augment, method)
+    settings = candidate_settings(cfg, method)
     recipe, data = Recipe.from_config(cfg, method), LabeledData(train, val, unlabeled)
     histories = []
     for setting in settings:
         torch.manual_seed(config.seed)
-        encoder = copy.deepcopy(pretrained) if cfg.init == "pretrained" else encoder_from_spec(pretrained.spec)
+        encoder = _start(cfg.init, pretrained, scratch.get(setting.get("model")))
         model = ImageClassifier(encoder, num_classes, 1 if cfg.head == "gap" else None, pretrained.spec.image_size)
         plan = FreezePlan(model, freeze_until, cfg.freeze_bn)
         if cfg.head_init == "probe":
@@ -116,13 +135,21 @@ def run_finetune(config: Config) -> FinetuneReport:
         candidate = Candidate(model, plan, setting, run_dir, protocol)
         histories.append(fit_candidate(recipe, options, candidate, data, device))
     validation = f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})"
-    report = _choose_and_test(settings, histories, validation, model, out_dir, test, device, cfg.test_last_epoch)
+    report = _choose_and_test(settings, histories, validation, out_dir, test, device, cfg.test_last_epoch)
     write_json(out_dir / "finetune.json", report.to_dict())
     return report
 
 
+def _start(init: str, pretrained: Encoder, scratch: Encoder | None) -> Encoder:
+    """The encoder a candidate trains: a copy of the pretrained one, or a fresh one of its architecture (or
+    of ``scratch``'s, a ``finetune.model`` entry), initialised under the seed set just before."""
+    if init == "pretrained":
+        return copy.deepcopy(pretrained)
+    return encoder_from_spec(scratch.spec if scratch is not None else pretrained.spec)
+
+
 def _choose_and_test(
-    settings: list[dict], histories: list, validation: str, model, out_dir: Path, test, device, test_last: bool
+    settings: list[dict], histories: list, validation: str, out_dir: Path, test, device, test_last: bool
 ) -> FinetuneReport:
     """The candidate with the best kept validation top-1 becomes the run's (its checkpoints adopted), its
     kept weights scored on ``test`` once; with ``test_last`` (and the best epoch kept) also the last
@@ -136,10 +163,10 @@ def _choose_and_test(
     chosen = histories[first_best([h.kept_val_top1 for h in histories])]
     if len(settings) > 1:
         _adopt_candidate(chosen.out_dir, out_dir)
-    selection.test_top1 = _test_top1(model, out_dir / "checkpoints" / "best.pt", test, device)
+    selection.test_top1 = _test_top1(out_dir / "checkpoints" / "best.pt", test, device)
     diagnostics = {"pseudo_label_study": chosen.pseudo_label_study} if chosen.pseudo_label_study else {}
     if test_last and keep == "best":  # with the last epoch kept, best.pt already is the last epoch
-        diagnostics["test_top1_last_epoch"] = _test_top1(model, out_dir / "checkpoints" / "last.pt", test, device)
+        diagnostics["test_top1_last_epoch"] = _test_top1(out_dir / "checkpoints" / "last.pt", test, device)
     return FinetuneReport(
         test_top1=selection.test_top1,
         val_top1=selection.val_top1,
@@ -209,8 +236,10 @@ def _unlabeled(data: DataConfig, seed: int, val, study_accuracy: bool) -> Unlabe
     return Unlabeled(pool, study)
 
 
-def _test_top1(model: ImageClassifier, path: Path, test, device: torch.device) -> float:
-    restore_weights(model, torch.load(path, weights_only=True)["classifier"], path)
+def _test_top1(path: Path, test, device: torch.device) -> float:
+    """The test top-1 of a fine-tuning checkpoint (rebuilt from its own spec: candidates may differ in
+    architecture)."""
+    model, _ = load_classifier(path)
     return accuracy(*predict_logits(model.to(device), test, device))
 
 
@@ -284,6 +313,7 @@ def _protocol(
         "test_split": f"{test.description}, {len(test)} images",
         "image_size": model.image_size,
         "backbone": model.encoder.spec.backbone,
-        "candidates": candidate_settings(cfg.lr, cfg.augment, method),
+        "encoder_options": model.encoder.spec.options,
+        "candidates": candidate_settings(cfg, method),
         "semi_supervised": semi,
     }
