@@ -2,7 +2,8 @@
 
     python benchmarks/recipe_dev.py [--runs DIR] [--config multi] [--fraction 0.01] [--seed 0]
                                     [--held-out 10000] [--smoke] [KEY=VALUE ...]
-                                    [--decisions head lr steps semi keep]
+                                    [--decisions head lr steps semi keep control]
+                                    [--scratch-models YAML ...] [--scratch-budgets 1 2]
 
 Every option of ``benchmarks/low_label.py``'s recipe that was decided (the head each start is fine-tuned
 with, the learning rate, the step budget, how the unlabeled images are used, keeping the last or the best
@@ -15,6 +16,9 @@ whose options are tuned as carefully). A decision's table prints each candidate'
 60-image hold-out) and development-test top-1 (10k images), the higher development-test score marked; the
 shipped recipe changes only where that lead is larger than the seed-to-seed spread of the low-label figures.
 ``keep`` compares how far each kept epoch's validation score runs above its development-test score.
+``control`` is about the from-scratch control alone: its architecture (``--scratch-models``, each a
+``finetune.model`` mapping; default: the pretrained encoder's) times its step budget (``--scratch-budgets``,
+multiples of the fraction's), so the low-label benchmark's control is the strongest design found here.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ SMOKE_PRETRAIN = ["data.limit=256", "trainer.max_steps=2", "trainer.batch_size=1
 SMOKE_FINETUNE = ["finetune.batch_size=8", "probe.max_iter=10"]
 
 
-def candidates(decision: str, init: str, steps: int) -> dict[str, list[str]]:
-    """``{candidate name: overrides}`` of one decision for one start; the shipped choice is among them."""
+def candidates(decision: str, init: str, steps: int, control: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``{candidate name: overrides}`` of one decision for one start; the shipped choice is among them.
+    ``control``: the ``control`` decision's candidates (see :func:`control_candidates`)."""
     head = HEAD[init]
+    if decision == "control":
+        return control
     if decision == "head":
         return {name: [f"finetune.steps={steps}", *overrides] for name, overrides in HEADS.items()}
     if decision == "lr":
@@ -59,6 +66,17 @@ def candidates(decision: str, init: str, steps: int) -> dict[str, list[str]]:
     raise ValueError(decision)
 
 
+def control_candidates(models: list[str], budgets: list[float], steps: int) -> dict[str, list[str]]:
+    """The from-scratch control's architectures (YAML mappings; none: the encoder's own) times its budgets
+    (multiples of ``steps``), as ``{name: overrides}``."""
+    designs = {model: [f"finetune.model={model}"] for model in models} or {"the encoder's design": []}
+    return {
+        f"{name}, {round(budget * steps)} steps": [f"finetune.steps={round(budget * steps)}", *overrides]
+        for name, overrides in designs.items()
+        for budget in budgets
+    }
+
+
 def fine_tune(run: ssl.Run, overrides: list[str], name: str, done: dict) -> dict:
     """One fine-tuning run on the development split; its report as a dict. A candidate whose resolved config
     ran already (the shipped choice appears in several decisions) is read from ``done``, not trained again."""
@@ -72,12 +90,15 @@ def fine_tune(run: ssl.Run, overrides: list[str], name: str, done: dict) -> dict
     return done[key]
 
 
-def decision_rows(decision: str, run: ssl.Run, base: list[str], steps: int, record: list, done: dict) -> list[str]:
-    """Markdown rows of one decision, both starts; each cell also appended to ``record``."""
+def decision_rows(
+    decision: str, run: ssl.Run, base: list[str], steps: int, control: dict[str, list[str]], record: list, done: dict
+) -> list[str]:
+    """Markdown rows of one decision, both starts (``control``: from scratch only); each cell also appended to
+    ``record``."""
     rows = []
-    for init in ("pretrained", "random"):
+    for init in ("random",) if decision == "control" else ("pretrained", "random"):
         results = {}
-        for name, overrides in candidates(decision, init, steps).items():
+        for name, overrides in candidates(decision, init, steps, control).items():
             keep = [] if decision == "keep" else ["finetune.keep=last"]
             full = [*base, f"finetune.init={init}", *FINETUNE_RECIPE, *keep, *overrides]
             result = fine_tune(run, full, decision, done)
@@ -118,7 +139,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--held-out", type=int, default=10000, help="training images held out as the test split")
     decisions = ["head", "lr", "steps", "semi", "keep"]
-    parser.add_argument("--decisions", nargs="+", default=decisions, choices=decisions)
+    parser.add_argument("--decisions", nargs="+", default=decisions, choices=[*decisions, "control"])
+    parser.add_argument("--scratch-models", nargs="+", default=[], help="the control decision's architectures")
+    parser.add_argument(
+        "--scratch-budgets", nargs="+", type=float, default=[1], help="the control decision's step budgets"
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -137,14 +162,16 @@ def main() -> None:
     done: dict[str, dict] = {}  # the runs so far, by resolved config
     lines = ["| decision | start | candidate | validation top-1 | development-test top-1 | | minutes |"]
     lines.append("|---|---|---|---|---|---|---|")
+    control = control_candidates(args.scratch_models, args.scratch_budgets, steps)
     for decision in args.decisions:
-        lines += decision_rows(decision, run, base, steps, record, done)
+        lines += decision_rows(decision, run, base, steps, control, record, done)
     minutes = run.metrics["train_seconds"] / 60
     body = (
         f"Development split: the last {args.held_out} of the training images are the test split; {args.config} "
         f"pretrained on the others ({minutes:.1f} min, {run.metrics['precision']}); {args.fraction:g} of their "
         f"labels (seed {args.seed}); the low-label recipe ({steps} steps unless the decision is the budget), "
-        "each candidate changed in one option. The real test set was not opened.\n\n" + "\n".join(lines)
+        "each candidate changed in one option (the control's: its architecture and budget). The real test set was not opened.\n\n"
+        + "\n".join(lines)
     )
     title = "Recipe choices on a development split of the training images (benchmarks/recipe_dev.py)"
     report(title, body, args.smoke, {"held_out": args.held_out, "config": args.config, "cells": record}, runs)

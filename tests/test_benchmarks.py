@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from ssl_pretrain.utils.precision import cpu_has_native_bf16
 
 from .helpers import TINY
@@ -405,21 +407,33 @@ def test_gpu_check_runs_its_path_at_toy_size_on_the_cpu(fashion_mnist_root):
 def test_recipe_dev_benchmark_decides_on_the_training_images_only(fashion_mnist_root, tmp_path):
     args = ["benchmarks/recipe_dev.py", "--smoke", "--runs", str(tmp_path), "--config", "rotation"]
     args += ["--held-out", "16", "--fraction", "0.5", *_tiny_fashion_mnist(fashion_mnist_root)]
-    done = _run(*args, "--decisions", "head", "keep")
+    models = [
+        "{backbone: small_resnet, widths: [8, 16], blocks: [1, 1]}",
+        "{backbone: small_resnet, widths: [8], blocks: [1]}",
+    ]
+    control = ["--scratch-models", *models, "--scratch-budgets", "1", "2"]
+    done = _run(*args, "--decisions", "head", "keep", "control", *control)
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| head |")]
     assert [(r[1], r[2]) for r in rows] == [(s, h) for s in ("pretrained", "random") for h in HEAD_NAMES]
     assert [r[5] for r in rows].count("**chosen**") == 2, "one head chosen per start"
     keep = [line for line in done.stdout.splitlines() if line.startswith("| keep |")]
     assert len(keep) == 4 and all("validation - test" in line for line in keep)
+    controls = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| control |")]
+    assert [(r[1], r[2]) for r in controls] == [("random", f"{m}, {n} steps") for m in models for n in (4, 8)]
+    assert [r[5] for r in controls].count("**chosen**") == 1, "the control is from scratch only"
     run = tmp_path / "rotation-dev16"
     assert json.loads((run / "data_split.json").read_text())["pretrain_images"] == 48
     reports = [json.loads(p.read_text()) for p in (run / "finetune").glob("*/finetune.json")]
-    assert len(reports) == 6, "two heads and one keep run per start"
+    assert len(reports) == 10, "two heads and one keep run per start, four control candidates"
     assert all("data.development=16" in r["protocol"]["test_split"] for r in reports), "never the real test set"
+    configs = [yaml.safe_load(p.read_text())["finetune"] for p in (run / "finetune").glob("control-*/config.yaml")]
+    trained = sorted((c["model"]["widths"], c["steps"]) for c in configs)
+    assert trained == [([8], 4), ([8], 8), ([8, 16], 4), ([8, 16], 8)], "each design at each budget, from scratch"
+    assert all(c["init"] == "random" for c in configs)
     (record_file,) = tmp_path.glob("recipe_dev-*.json")
     cells = json.loads(record_file.read_text())["cells"]
-    assert len(cells) == 6 and {"val_top1", "dev_test_top1", "chosen"} <= set(cells[0])
+    assert len(cells) == 10 and {"val_top1", "dev_test_top1", "chosen"} <= set(cells[0])
 
 
 HEAD_NAMES = ["flatten, probe-started", "GAP, random"]
