@@ -170,8 +170,8 @@ def main() -> None:
         f"Development split: the last {args.held_out} of the training images are the test split; {args.config} "
         f"pretrained on the others ({minutes:.1f} min, {run.metrics['precision']}); {args.fraction:g} of their "
         f"labels (seed {args.seed}); the low-label recipe ({steps} steps unless the decision is the budget), "
-        "each candidate changed in one option (the control's: its architecture and budget). The real test set was not opened.\n\n"
-        + "\n".join(lines)
+        "each candidate changed in one option (the control's: its architecture and budget). "
+        "The real test set was not opened.\n\n" + "\n".join(lines)
     )
     title = "Recipe choices on a development split of the training images (benchmarks/recipe_dev.py)"
     report(title, body, args.smoke, {"held_out": args.held_out, "config": args.config, "cells": record}, runs)
