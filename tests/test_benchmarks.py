@@ -442,19 +442,32 @@ HEAD_NAMES = ["flatten, probe-started", "GAP, random"]
 def test_ssl_methods_benchmark_ranks_every_checkpoint_on_the_training_images_only(fashion_mnist_root, tmp_path):
     args = ["benchmarks/ssl_methods.py", "--smoke", "--runs", str(tmp_path), "--methods", "vicreg"]
     args += ["--local-crops", "1", "--minutes", "0.01", "--held-out", "16", "--fraction", "0.5"]
-    done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
+    args += [*_tiny_fashion_mnist(fashion_mnist_root), "--recipes", "", "trainer.lr=0.004 task.expander_depth=2"]
+    done = _run(*args)
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| vicreg |")]
-    assert len(rows) == 1 and rows[0][1] == "1", "one method, one local-crop setting"
-    assert "Spearman's rho" in done.stdout and "over all 3 checkpoints" in done.stdout
+    assert [row[1:3] for row in rows] == [["1", "as shipped"], ["1", "`trainer.lr=0.004 task.expander_depth=2`"]]
+    assert sum(row[-1] == "**chosen** |" for row in rows) == 1, "one recipe chosen per method and local crops"
     (record_file,) = tmp_path.glob("ssl_methods-*.json")
-    (run,) = json.loads(record_file.read_text())["runs"]
-    assert [c["step"] for c in run["checkpoints"]] == sorted(c["step"] for c in run["checkpoints"])
-    assert all({"rankme", "probe_dev_test_top1"} <= set(c) for c in run["checkpoints"])
-    (run_dir,) = tmp_path.glob("vicreg-local1-*steps")
-    assert json.loads((run_dir / "data_split.json").read_text())["pretrain_images"] == 48, "never the test set"
-    probes = [json.loads(p.read_text()) for p in run_dir.glob("**/probe*.json")]
+    shipped, tuned = json.loads(record_file.read_text())["runs"]
+    kept = len(shipped["checkpoints"]) + len(tuned["checkpoints"])
+    assert "Spearman's rho" in done.stdout and f"over all {kept} checkpoints" in done.stdout and kept >= 4
+    best = max((shipped, tuned), key=lambda r: r["checkpoints"][-1]["probe_dev_test_top1"])
+    assert [r["chosen"] for r in (shipped, tuned)] == [r is best for r in (shipped, tuned)]
+    for run in (shipped, tuned):
+        assert [c["step"] for c in run["checkpoints"]] == sorted(c["step"] for c in run["checkpoints"])
+        assert all({"rankme", "probe_dev_test_top1"} <= set(c) for c in run["checkpoints"])
+    run_dirs = sorted(tmp_path.glob("vicreg-local1-*steps*"), key=lambda p: len(p.name))
+    assert [d.name.endswith("-trainer.lr_0.004_task.expander_depth_2") for d in run_dirs] == [False, True]
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in run_dirs]
+    assert [(c["trainer"]["lr"], c["task"]["expander_depth"]) for c in configs] == [(0.002, 3), (0.004, 2)]
+    assert json.loads((run_dirs[0] / "data_split.json").read_text())["pretrain_images"] == 48, "never the test set"
+    probes = [json.loads(p.read_text()) for d in run_dirs for p in d.glob("**/probe*.json")]
     assert probes and all("data.development=16" in p["protocol"]["test_split"] for p in probes)
+    made = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    again = _run(*args)  # every run, calibrations too, found finished
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == made
 
 
 def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
