@@ -62,6 +62,13 @@ def run_overrides(base: list[str], recipe: str, runs: Path, name: str, steps: in
             UNCAPPED, f"task.local_crops={local_crops}"]  # fmt: skip
 
 
+def finished_or_pretrained(method: str, run: Path, overrides: list[str]) -> ssl.Run:
+    """The run directory ``run`` if it holds a finished run, else ``method``'s shipped config pretrained there."""
+    if (run / "metrics.json").is_file():
+        return ssl.Run.open(run)
+    return ssl.pretrain(CONFIGS / f"{method}.yaml", overrides)
+
+
 def seconds_per_step(
     method: str, local_crops: int, runs: Path, base: list[str], lengths: tuple[int, int], recipe: str = ""
 ) -> float:
@@ -71,11 +78,8 @@ def seconds_per_step(
     times = []
     for steps in lengths:
         name = run_name(f"calibrate-{method}-{local_crops}-{steps}", recipe)
-        if (runs / name / "metrics.json").is_file():
-            times.append(ssl.Run.open(runs / name).metrics["loop_seconds"])
-            continue
         extra = [*run_overrides(base, recipe, runs, name, steps, local_crops), "gauges.every=null"]
-        times.append(ssl.pretrain(CONFIGS / f"{method}.yaml", extra).metrics["loop_seconds"])
+        times.append(finished_or_pretrained(method, runs / name, extra).metrics["loop_seconds"])
     per_step = (times[1] - times[0]) / (lengths[1] - lengths[0])
     return per_step if per_step > 0 else times[1] / lengths[1]  # noise swamped the difference: the longer's mean
 
@@ -85,12 +89,10 @@ def pretrain_at_budget(
 ) -> ssl.Run:
     """``method``'s shipped config with ``recipe``'s overrides for ``steps`` steps (a finished run is reused)."""
     name = run_name(f"{method}-local{local_crops}-{steps}steps", recipe)
-    if (runs / name / "metrics.json").is_file():
-        return ssl.Run.open(runs / name)
     every = max(1, -(-steps // 3))  # ceil: checkpoints at a third, two thirds and the end (the last three kept)
     extra = run_overrides(base, recipe, runs, name, steps, local_crops)
     extra += ["trainer.keep_last=3", f"trainer.checkpoint_every={every}", f"gauges.every={every}"]
-    return ssl.pretrain(CONFIGS / f"{method}.yaml", extra)
+    return finished_or_pretrained(method, runs / name, extra)
 
 
 def probe_top1(source, base: list[str], fraction: float, seed: int) -> tuple[float, float]:
