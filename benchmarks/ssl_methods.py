@@ -146,6 +146,18 @@ def measured_run(
             "knn_dev_test_top1": knn_top1(run, base, fraction, seed)}  # fmt: skip
 
 
+def bad_recipe(methods: list[str], recipes: list[str], base: list[str]) -> str | None:
+    """A one-line message naming the first recipe that makes no valid config with one of ``methods`` (None: all
+    do), checked before anything runs (the task's own options are checked when it is built)."""
+    for recipe in recipes:
+        try:
+            for method in methods:
+                ssl.load_config(CONFIGS / f"{method}.yaml", [*base, *shlex.split(recipe)])
+        except (ValueError, ssl.BadInput) as err:  # shlex's unclosed quotes; an unknown key or a bad value
+            return f"--recipes {recipe!r}: {err}"
+    return None
+
+
 def mark_chosen(record: list[dict]) -> None:
     """Set ``chosen`` on the recipe with the best development-test GAP probe of each method and local crops."""
     best: dict[tuple, dict] = {}
@@ -201,11 +213,16 @@ def main() -> None:
     runs = args.runs or Path(tempfile.mkdtemp(prefix="ssl_methods_"))
     base = [f"data.development={args.held_out}", "trainer.progress=false", *(SMOKE if args.smoke else [])]
     base += args.overrides
+    if problem := bad_recipe(args.methods, args.recipes, base):
+        parser.exit(2, f"ssl_methods.py: {problem}\n")
     budget = (args.minutes, SMOKE_CALIBRATION_STEPS if args.smoke else CALIBRATION_STEPS)
-    record = [
-        measured_run(method, local_crops, recipe, runs, base, budget, args.fraction, args.seed)
-        for method in args.methods for local_crops in args.local_crops for recipe in args.recipes
-    ]  # fmt: skip
+    try:  # a task option out of range shows when the task is built: runs finished before it are kept, reused
+        record = [
+            measured_run(method, local_crops, recipe, runs, base, budget, args.fraction, args.seed)
+            for method in args.methods for local_crops in args.local_crops for recipe in args.recipes
+        ]  # fmt: skip
+    except ssl.BadInput as err:
+        parser.exit(2, f"ssl_methods.py: {err}\n")
     mark_chosen(record)
     every = [c for r in record for c in r["checkpoints"]]
     finals = [r["checkpoints"][-1] for r in record]

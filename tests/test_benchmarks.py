@@ -470,6 +470,18 @@ def test_ssl_methods_benchmark_ranks_every_checkpoint_on_the_training_images_onl
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == made
 
 
+def test_ssl_methods_benchmark_refuses_a_bad_recipe_in_one_line_before_any_run(fashion_mnist_root, tmp_path):
+    args = ["benchmarks/ssl_methods.py", "--smoke", *_tiny_fashion_mnist(fashion_mnist_root)]
+    args += ["--runs", str(tmp_path / "runs"), "--methods", "vicreg", "--recipes"]
+    for recipe, named in [
+        ("trainer.bogus=1", "trainer.bogus: unknown key"),
+        ("task.projection_dim=0", "task.projection_dim"),
+    ]:
+        done = _run(*args, recipe)
+        assert done.returncode == 2 and named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not any((tmp_path / "runs").glob("*")), "no run, not even a calibration, was made"
+
+
 def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
     from ssl_pretrain.cli import main
 
