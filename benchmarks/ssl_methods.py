@@ -2,8 +2,8 @@
 split of the training images; and whether the label-free RankMe ranking agrees with a 1%-label probe.
 
     python benchmarks/ssl_methods.py [--runs DIR] [--methods exemplar byol vicreg] [--local-crops 0 4]
-                                     [--minutes 10] [--recipes "" "trainer.lr=0.004" ...] [--fraction 0.01]
-                                     [--seed 0] [--held-out 10000] [--smoke] [KEY=VALUE ...]
+                                     [--minutes 10 | --steps N] [--recipes "" "trainer.lr=0.004" ...]
+                                     [--fraction 0.01] [--seed 0] [--held-out 10000] [--smoke] [KEY=VALUE ...]
 
 With ``data.development=10000`` the last 10k of Fashion-MNIST's 60k training images are the test split, every
 method pretrains on the first 50k and the probes take their labels from those 50k: the real test set is never
@@ -14,6 +14,9 @@ Every run keeps three checkpoints (a third, two thirds, the end of its budget). 
 config on the same footing: each is a quoted list of pretraining overrides (``""``: the config as shipped), every
 method and local-crop setting is run with each at the same wall-clock budget (its own calibration, since a wider
 encoder costs more per step), and the recipe with the best development-test GAP probe is marked chosen.
+``--steps N`` gives every run N steps instead, with no calibration: recipes of one cost per step then differ in
+their recipe alone, not in the calibration's noise (about 10% in steps between configs of one cost). Overrides
+after the options (``seed=1``: a second pretraining seed) reach the pretraining runs; the probes keep ``--seed``.
 
 Printed: per run, steps, minutes, images/s and views/s (multi-crop's local views counted), RankMe and the
 normalised spread of its embeddings (no labels), the GAP linear probe with ``--fraction`` of the labels (L2
@@ -131,13 +134,17 @@ def measure(run: ssl.Run, base: list[str], fraction: float, seed: int) -> list[d
 
 
 def measured_run(
-    method: str, local_crops: int, recipe: str, runs: Path, base: list[str], budget: tuple[float, tuple[int, int]],
+    method: str, local_crops: int, recipe: str, runs: Path, base: list[str], budget: tuple[float, tuple] | int,
     fraction: float, seed: int,
 ) -> dict:  # fmt: skip
-    """One (method, local crops, recipe) pretrained for ``budget`` (minutes, calibration lengths): its run's
-    figures, every kept checkpoint's RankMe and probe, and the final run's kNN."""
-    per_step = seconds_per_step(method, local_crops, runs, base, budget[1], recipe)
-    run = pretrain_at_budget(method, local_crops, max(3, int(budget[0] * 60 / per_step)), runs, base, recipe)
+    """One (method, local crops, recipe) pretrained for ``budget`` (minutes, calibration lengths; or an int, fixed
+    steps with no calibration): its run's figures, every kept checkpoint's RankMe and probe, the final run's kNN."""
+    if isinstance(budget, int):
+        per_step, steps = None, budget
+    else:
+        per_step = seconds_per_step(method, local_crops, runs, base, budget[1], recipe)
+        steps = max(3, int(budget[0] * 60 / per_step))
+    run = pretrain_at_budget(method, local_crops, steps, runs, base, recipe)
     figures = {
         k: run.metrics[k] for k in ("steps", "loop_seconds", "images_per_s", "views_per_s", "precision", "gauges")
     }
@@ -194,7 +201,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, help="where the runs go (finished ones are reused)")
     parser.add_argument("--methods", nargs="+", choices=VIEW_METHODS, help=f"default: {' '.join(VIEW_METHODS)}")
     parser.add_argument("--local-crops", nargs="+", type=int, help="default: 0 4")
-    parser.add_argument("--minutes", type=float, help="default: 10")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="default: 10")
+    budget.add_argument("--steps", type=int, help="every run gets this many steps (no calibration)")
     parser.add_argument(
         "--recipes", nargs="+", default=[""],
         help='candidate recipes, each a quoted list of pretraining overrides ("": the config as shipped)',
@@ -215,7 +224,10 @@ def main() -> None:
     base += args.overrides
     if problem := bad_recipe(args.methods, args.recipes, base):
         parser.exit(2, f"ssl_methods.py: {problem}\n")
-    budget = (args.minutes, SMOKE_CALIBRATION_STEPS if args.smoke else CALIBRATION_STEPS)
+    if args.steps is not None and args.steps < 3:
+        parser.exit(2, f"ssl_methods.py: --steps {args.steps}: needs at least 3 (a checkpoint at each third)\n")
+    calibration = SMOKE_CALIBRATION_STEPS if args.smoke else CALIBRATION_STEPS
+    budget = args.steps if args.steps is not None else (args.minutes, calibration)
     try:  # a task option out of range shows when the task is built: runs finished before it are kept, reused
         record = [
             measured_run(method, local_crops, recipe, runs, base, budget, args.fraction, args.seed)
@@ -229,6 +241,11 @@ def main() -> None:
     rho_all = spearman([c["rankme"] for c in every], [c["probe_dev_test_top1"] for c in every])
     rho_final = spearman([c["rankme"] for c in finals], [c["probe_dev_test_top1"] for c in finals])
     recipes = args.recipes != [""]
+    length = (
+        f"{args.steps} steps (no calibration)"
+        if args.steps is not None
+        else f"{args.minutes:g} minutes of this machine (steps from a calibration run)"
+    )
     choice = (
         " Recipes: the shipped config with each row's overrides; chosen: the best development-test GAP probe."
         if recipes
@@ -236,15 +253,17 @@ def main() -> None:
     )
     body = (
         f"Development split: the last {args.held_out} training images are the test split, every run pretrained on "
-        f"the others for {args.minutes:g} minutes of this machine (steps from a calibration run); probes and kNN "
+        f"the others for {length}; probes and kNN "
         f"with {args.fraction:g} of their labels (seed {args.seed}). The real test set was not opened.{choice}\n\n"
         + "\n".join(table(record, recipes))
         + f"\n\nRankMe vs the {args.fraction:g}-label GAP probe (development test), Spearman's rho: "
         f"{_rho(rho_all)} over all {len(every)} checkpoints, {_rho(rho_final)} over the {len(finals)} final runs."
     )
-    title = "View-based methods at one wall-clock budget; RankMe vs the probe (benchmarks/ssl_methods.py)"
+    kind = "step" if args.steps is not None else "wall-clock"
+    title = f"View-based methods at one {kind} budget; RankMe vs the probe (benchmarks/ssl_methods.py)"
     summary = {"rho_all_checkpoints": rho_all, "rho_final_runs": rho_final}
-    report(title, body, args.smoke, {"held_out": args.held_out, "runs": record, **summary}, runs)
+    budgets = {"minutes": None if args.steps is not None else args.minutes, "steps": args.steps}
+    report(title, body, args.smoke, {"held_out": args.held_out, **budgets, "runs": record, **summary}, runs)
 
 
 if __name__ == "__main__":

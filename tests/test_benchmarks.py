@@ -470,6 +470,27 @@ def test_ssl_methods_benchmark_ranks_every_checkpoint_on_the_training_images_onl
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == made
 
 
+def test_ssl_methods_benchmark_fixed_steps_skip_the_calibration_and_overrides_reach_pretraining(
+    fashion_mnist_root, tmp_path
+):
+    args = ["benchmarks/ssl_methods.py", "--smoke", "--runs", str(tmp_path), "--methods", "vicreg"]
+    args += ["--local-crops", "0", "--held-out", "16", "--fraction", "0.5", "--steps", "6", "seed=3"]
+    done = _run(*args, *_tiny_fashion_mnist(fashion_mnist_root))
+    assert done.returncode == 0, done.stderr
+    assert "for 6 steps (no calibration)" in done.stdout
+    assert not any(tmp_path.glob("calibrate-*")) and (tmp_path / "vicreg-local0-6steps").is_dir()
+    run = tmp_path / "vicreg-local0-6steps"
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 6
+    (record_file,) = tmp_path.glob("ssl_methods-*.json")
+    record = json.loads(record_file.read_text())
+    assert (record["steps"], record["minutes"], record["runs"][0]["seconds_per_step"]) == (6, None, None)
+    probes = [json.loads(p.read_text()) for p in run.glob("**/probe*.json")]
+    assert probes and all(p["protocol"]["seed"] == 0 for p in probes), "the probes keep --seed"
+    too_few = _run(*args[:-3], "--steps", "2", *_tiny_fashion_mnist(fashion_mnist_root))
+    assert too_few.returncode == 2 and "--steps 2" in too_few.stderr
+
+
 def test_ssl_methods_benchmark_refuses_a_bad_recipe_in_one_line_before_any_run(fashion_mnist_root, tmp_path):
     args = ["benchmarks/ssl_methods.py", "--smoke", *_tiny_fashion_mnist(fashion_mnist_root)]
     args += ["--runs", str(tmp_path / "runs"), "--methods", "vicreg", "--recipes"]
