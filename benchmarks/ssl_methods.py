@@ -224,10 +224,16 @@ def main() -> None:
     base += args.overrides
     if problem := bad_recipe(args.methods, args.recipes, base):
         parser.exit(2, f"ssl_methods.py: {problem}\n")
-    if args.steps is not None and args.steps < 3:
+    fixed_steps = args.steps is not None
+    if fixed_steps and args.steps < 3:
         parser.exit(2, f"ssl_methods.py: --steps {args.steps}: needs at least 3 (a checkpoint at each third)\n")
     calibration = SMOKE_CALIBRATION_STEPS if args.smoke else CALIBRATION_STEPS
-    budget = args.steps if args.steps is not None else (args.minutes, calibration)
+    budget = args.steps if fixed_steps else (args.minutes, calibration)
+    length = (
+        f"{args.steps} steps (no calibration)"
+        if fixed_steps
+        else f"{args.minutes:g} minutes of this machine (steps from a calibration run)"
+    )
     try:  # a task option out of range shows when the task is built: runs finished before it are kept, reused
         record = [
             measured_run(method, local_crops, recipe, runs, base, budget, args.fraction, args.seed)
@@ -241,11 +247,6 @@ def main() -> None:
     rho_all = spearman([c["rankme"] for c in every], [c["probe_dev_test_top1"] for c in every])
     rho_final = spearman([c["rankme"] for c in finals], [c["probe_dev_test_top1"] for c in finals])
     recipes = args.recipes != [""]
-    length = (
-        f"{args.steps} steps (no calibration)"
-        if args.steps is not None
-        else f"{args.minutes:g} minutes of this machine (steps from a calibration run)"
-    )
     choice = (
         " Recipes: the shipped config with each row's overrides; chosen: the best development-test GAP probe."
         if recipes
@@ -259,10 +260,10 @@ def main() -> None:
         + f"\n\nRankMe vs the {args.fraction:g}-label GAP probe (development test), Spearman's rho: "
         f"{_rho(rho_all)} over all {len(every)} checkpoints, {_rho(rho_final)} over the {len(finals)} final runs."
     )
-    kind = "step" if args.steps is not None else "wall-clock"
+    kind = "step" if fixed_steps else "wall-clock"
     title = f"View-based methods at one {kind} budget; RankMe vs the probe (benchmarks/ssl_methods.py)"
     summary = {"rho_all_checkpoints": rho_all, "rho_final_runs": rho_final}
-    budgets = {"minutes": None if args.steps is not None else args.minutes, "steps": args.steps}
+    budgets = {"minutes": None if fixed_steps else args.minutes, "steps": args.steps}
     report(title, body, args.smoke, {"held_out": args.held_out, **budgets, "runs": record, **summary}, runs)
 
 
