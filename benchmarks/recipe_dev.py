@@ -12,10 +12,14 @@ epoch) is decided here without the test set: with ``data.development=10000`` the
 ``--runs DIR`` is reused), the labels are sampled from those 50k, and the real test set is never opened. Each
 candidate is one fine-tuning run with the low-label benchmark's recipe, changed in the one option the decision
 is about, from the pretrained encoder and from random initialisation (training from scratch: the control,
-whose options are tuned as carefully). A decision's table prints each candidate's validation top-1 (its
-60-image hold-out) and development-test top-1 (10k images), the higher development-test score marked; the
+whose options are tuned as carefully). A decision's table prints each candidate's validation top-1 (on its
+hold-out: 60 images at 1%) and development-test top-1 (10k images), the higher development-test score marked; the
 shipped recipe changes only where that lead is larger than the seed-to-seed spread of the low-label figures.
-``keep`` compares how far each kept epoch's validation score runs above its development-test score.
+``keep`` compares how far each kept epoch's validation score runs above its development-test score, and what
+that does to the pick ``low_label.py`` makes with one hold-out: the frozen best-layer probe (chosen on the same
+hold-out) against fine-tuning with its best or its last epoch kept, and the picked one's development-test top-1.
+A fine-tuning run finished by an earlier invocation with the same config (its name aside) is read, not trained
+again, so further ``--seed`` values or decisions add only the runs they need.
 ``control`` is about the from-scratch control alone: its architecture (``--scratch-models``, each a
 ``finetune.model`` mapping; default: the pretrained encoder's) times its step budget (``--scratch-budgets``,
 multiples of the fraction's), so the low-label benchmark's control is the strongest design found here.
@@ -31,8 +35,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
-from low_label import FINETUNE_RECIPE, FINETUNE_STEPS, HEAD, SEMI_AUGMENT, SEMI_RECIPES  # noqa: E402
+from common import report, run_config  # noqa: E402
+from low_label import (  # noqa: E402
+    FINETUNE_RECIPE,
+    FINETUNE_STEPS,
+    HEAD,
+    SEMI_AUGMENT,
+    SEMI_RECIPES,
+    finished_finetuning,
+    probe_cells,
+)
 
 import ssl_pretrain as ssl  # noqa: E402
 
@@ -78,15 +90,21 @@ def control_candidates(models: list[str], budgets: list[float], steps: int) -> d
 
 
 def fine_tune(run: ssl.Run, overrides: list[str], name: str, done: dict) -> dict:
-    """One fine-tuning run on the development split; its report as a dict. A candidate whose resolved config
-    ran already (the shipped choice appears in several decisions) is read from ``done``, not trained again."""
-    config = ssl.load_config(run.config, overrides).to_dict()
-    config["finetune"].pop("name")
-    key = json.dumps(config, sort_keys=True)
+    """One fine-tuning run on the development split; its report as a dict, ``minutes`` its training time. A
+    candidate whose resolved config ran already is read, not trained again: from ``done`` (this invocation: the
+    shipped choice appears in several decisions) or from a finished ``<name>-*`` run under the encoder's
+    ``finetune/`` (an earlier invocation; ``reused`` then)."""
+    config = run_config(run.directory, [*overrides, f"finetune.name={name}-{int(time.time() * 1000)}"])
+    plain = config.to_dict()
+    plain["finetune"].pop("name")
+    key = json.dumps(plain, sort_keys=True)
     if key not in done:
-        start = time.perf_counter()
-        result = ssl.finetune(run, [*overrides, f"finetune.name={name}-{int(time.time() * 1000)}"]).to_dict()
-        done[key] = {**result, "minutes": (time.perf_counter() - start) / 60}
+        finished = finished_finetuning(run.directory / "finetune", name, config)
+        if finished:
+            result = json.loads((finished / "finetune.json").read_text())
+        else:
+            result = ssl.finetune(run, config=config).to_dict()
+        done[key] = {**result, "minutes": result["train_seconds"] / 60, "reused": finished is not None}
     return done[key]
 
 
@@ -105,9 +123,38 @@ def decision_rows(
             results[name] = result
             record.append({"decision": decision, "start": init, "candidate": name, "overrides": overrides,
                            "val_top1": result["val_top1"], "dev_test_top1": result["test_top1"],
+                           "last_epoch_val_top1": result["val_top1_per_epoch"][-1],
                            "chosen": result["selected"]["chosen"], "minutes": round(result["minutes"], 2),
-                           "diagnostics": result["diagnostics"]})  # fmt: skip
+                           "reused": result["reused"], "diagnostics": result["diagnostics"]})  # fmt: skip
         rows += _rows(decision, init, results)
+    return rows
+
+
+def pick_rows(run: ssl.Run, fraction: float, seed: int, extra: list[str], kept: dict, record: list) -> list[str]:
+    """Markdown rows of the pick ``low_label.py`` makes with one hold-out: the frozen best-layer probe (layer and
+    ``l2`` chosen on the hold-out fine-tuning validates on) against the ``keep`` decision's pretrained run
+    (``kept``: its record cell) with its best or its last epoch kept, ties to the probe as there; each pick's
+    development-test top-1. The probe and the picks are also appended to ``record``."""
+    val_fraction = run_config(run.directory, extra).finetune.val_fraction
+    overrides = [*extra, "evaluation.val_folds=1", f"evaluation.val_fraction={val_fraction}"]
+    probe = probe_cells(run.directory, fraction, seed, "none", True, overrides)["pretrained"]
+    record.append({"decision": "keep", "start": "pretrained", "candidate": "frozen best-layer probe",
+                   "setting": probe.setting, "val_top1": probe.val, "dev_test_top1": probe.test,
+                   "minutes": round(probe.minutes, 2)})  # fmt: skip
+    rows = [
+        f"| keep | pretrained | frozen best-layer probe ({probe.note}) | {probe.val:.2f}% | {probe.test:.2f}% | "
+        f"the pick's other candidate | {probe.minutes:.1f} |"
+    ]
+    last_test = kept["diagnostics"]["test_top1_last_epoch"]
+    rules = {"best": (kept["val_top1"], kept["dev_test_top1"]), "last": (kept["last_epoch_val_top1"], last_test)}
+    for rule, (val, test) in rules.items():
+        chosen, score = ("the probe", probe.test) if probe.val >= val else ("fine-tuning", test)
+        rows.append(
+            f"| keep | pretrained | the pick, fine-tuning's {rule} epoch kept | {max(probe.val, val):.2f}% | "
+            f"{score:.2f}% | {chosen} | |"
+        )
+        record.append({"decision": "keep", "start": "pretrained", "candidate": f"pick, {rule} epoch kept",
+                       "picked": chosen, "dev_test_top1": score})  # fmt: skip
     return rows
 
 
@@ -165,6 +212,9 @@ def main() -> None:
     control = control_candidates(args.scratch_models, args.scratch_budgets, steps)
     for decision in args.decisions:
         lines += decision_rows(decision, run, base, steps, control, record, done)
+    if "keep" in args.decisions:  # what keeping the best or the last epoch does to the pick
+        kept = next(c for c in record if c["decision"] == "keep" and c["start"] == "pretrained")
+        lines += pick_rows(run, args.fraction, args.seed, base, kept, record)
     minutes = run.metrics["train_seconds"] / 60
     body = (
         f"Development split: the last {args.held_out} of the training images are the test split; {args.config} "

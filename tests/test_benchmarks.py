@@ -417,8 +417,16 @@ def test_recipe_dev_benchmark_decides_on_the_training_images_only(fashion_mnist_
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| head |")]
     assert [(r[1], r[2]) for r in rows] == [(s, h) for s in ("pretrained", "random") for h in HEAD_NAMES]
     assert [r[5] for r in rows].count("**chosen**") == 2, "one head chosen per start"
-    keep = [line for line in done.stdout.splitlines() if line.startswith("| keep |")]
-    assert len(keep) == 4 and all("validation - test" in line for line in keep)
+    keep_lines = [line for line in done.stdout.splitlines() if line.startswith("| keep |")]
+    keep = [line.split(" | ") for line in keep_lines]
+    assert len(keep) == 7 and all("validation - test" in row[5] for row in keep[:4])
+    probe, *picks = keep[4:]
+    assert probe[2].startswith("frozen best-layer probe (") and probe[5] == "the pick's other candidate"
+    kept = {"best": keep[0], "last": keep[1]}  # the pretrained start's fine-tuning, each kept epoch
+    for rule, pick in zip(kept, picks, strict=True):
+        assert pick[2] == f"the pick, fine-tuning's {rule} epoch kept"
+        other = probe if float(probe[3][:-1]) >= float(kept[rule][3][:-1]) else kept[rule]
+        assert pick[3:5] == other[3:5] and pick[5] == ("the probe" if other is probe else "fine-tuning")
     controls = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| control |")]
     assert [(r[1], r[2]) for r in controls] == [("random", f"{m}, {n} steps") for m in models for n in (4, 8)]
     assert [r[5] for r in controls].count("**chosen**") == 1, "the control is from scratch only"
@@ -433,7 +441,15 @@ def test_recipe_dev_benchmark_decides_on_the_training_images_only(fashion_mnist_
     assert all(c["init"] == "random" for c in configs)
     (record_file,) = tmp_path.glob("recipe_dev-*.json")
     cells = json.loads(record_file.read_text())["cells"]
-    assert len(cells) == 10 and {"val_top1", "dev_test_top1", "chosen"} <= set(cells[0])
+    assert len(cells) == 13 and {"val_top1", "dev_test_top1", "chosen"} <= set(cells[0])
+    assert not any(cell.get("reused") for cell in cells)
+    made = sorted(p.name for p in (run / "finetune").iterdir())
+    again = _run(*args, "--decisions", "keep")  # an earlier invocation's runs are read, not trained again
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (run / "finetune").iterdir()) == made
+    repeated = [line for line in again.stdout.splitlines() if line.startswith("| keep |")]
+    assert repeated[:4] == keep_lines[:4], "the reused runs' figures and minutes, as first printed"
+    assert [line.rsplit(" | ", 1)[0] for line in repeated[4:]] == [line.rsplit(" | ", 1)[0] for line in keep_lines[4:]]
 
 
 HEAD_NAMES = ["flatten, probe-started", "GAP, random"]
