@@ -166,16 +166,21 @@ def _rows(decision: str, init: str, results: dict[str, dict]) -> list[str]:
         best_gap = result["val_top1"] - result["test_top1"]
         return [
             f"| keep | {init} | best epoch ({result['best_epoch']}) | {result['val_top1']:.2f}% | "
-            f"{result['test_top1']:.2f}% | validation - test {best_gap:+.2f} | {result['minutes']:.1f} |",
+            f"{result['test_top1']:.2f}% | validation - test {best_gap:+.2f} | {_minutes(result)} |",
             f"| keep | {init} | last epoch | {last_val:.2f}% | {last_test:.2f}% | validation - test "
             f"{last_val - last_test:+.2f} | (same run) |",
         ]
     best = max(results, key=lambda name: results[name]["test_top1"])
     return [
         f"| {decision} | {init} | {name} | {r['val_top1']:.2f}% | {r['test_top1']:.2f}% | "
-        f"{'**chosen**' if name == best else ''} | {r['minutes']:.1f} |"
+        f"{'**chosen**' if name == best else ''} | {_minutes(r)} |"
         for name, r in results.items()
     ]
+
+
+def _minutes(result: dict) -> str:
+    """A fine-tuning run's minutes cell: its training time, marked when an earlier invocation ran it."""
+    return f"{result['minutes']:.1f}" + (" (reused)" if result["reused"] else "")
 
 
 def main() -> None:
