@@ -248,15 +248,15 @@ def finetune_cell(
 def finished_finetuning(folder: Path, prefix: str, config: Config) -> Path | None:
     """The newest run ``folder/<prefix>-<clock>`` with a ``finetune.json`` whose saved config is ``config``'s,
     its name aside (names end in a millisecond clock, so the newest sorts last)."""
-    wanted = _unnamed(config.to_dict())
+    wanted = unnamed_config(config.to_dict())
     for candidate in sorted(folder.glob(f"{prefix}-*"), reverse=True):
         saved = candidate / "config.yaml"
-        if (candidate / "finetune.json").is_file() and _unnamed(yaml.safe_load(saved.read_text())) == wanted:
+        if (candidate / "finetune.json").is_file() and unnamed_config(yaml.safe_load(saved.read_text())) == wanted:
             return candidate
     return None
 
 
-def _unnamed(config: dict) -> dict:
+def unnamed_config(config: dict) -> dict:
     """``config`` as its YAML file reads back, without ``finetune.name``."""
     plain = yaml.safe_load(yaml.safe_dump(config))
     plain["finetune"].pop("name")

@@ -40,10 +40,14 @@ from low_label import (  # noqa: E402
     FINETUNE_RECIPE,
     FINETUNE_STEPS,
     HEAD,
+    METHOD_NAMES,
     SEMI_AUGMENT,
     SEMI_RECIPES,
+    Cell,
+    Scores,
     finished_finetuning,
     probe_cells,
+    unnamed_config,
 )
 
 import ssl_pretrain as ssl  # noqa: E402
@@ -95,9 +99,7 @@ def fine_tune(run: ssl.Run, overrides: list[str], name: str, done: dict) -> dict
     shipped choice appears in several decisions) or from a finished ``<name>-*`` run under the encoder's
     ``finetune/`` (an earlier invocation; ``reused`` then)."""
     config = run_config(run.directory, [*overrides, f"finetune.name={name}-{int(time.time() * 1000)}"])
-    plain = config.to_dict()
-    plain["finetune"].pop("name")
-    key = json.dumps(plain, sort_keys=True)
+    key = json.dumps(unnamed_config(config.to_dict()), sort_keys=True)
     if key not in done:
         finished = finished_finetuning(run.directory / "finetune", name, config)
         if finished:
@@ -133,7 +135,7 @@ def decision_rows(
 def pick_rows(run: ssl.Run, fraction: float, seed: int, extra: list[str], kept: dict, record: list) -> list[str]:
     """Markdown rows of the pick ``low_label.py`` makes with one hold-out: the frozen best-layer probe (layer and
     ``l2`` chosen on the hold-out fine-tuning validates on) against the ``keep`` decision's pretrained run
-    (``kept``: its record cell) with its best or its last epoch kept, ties to the probe as there; each pick's
+    (``kept``: its record cell) with its best or its last epoch kept, picked by its own rule; each pick's
     development-test top-1. The probe and the picks are also appended to ``record``."""
     val_fraction = run_config(run.directory, extra).finetune.val_fraction
     overrides = [*extra, "evaluation.val_folds=1", f"evaluation.val_fraction={val_fraction}"]
@@ -147,14 +149,16 @@ def pick_rows(run: ssl.Run, fraction: float, seed: int, extra: list[str], kept: 
     ]
     last_test = kept["diagnostics"]["test_top1_last_epoch"]
     rules = {"best": (kept["val_top1"], kept["dev_test_top1"]), "last": (kept["last_epoch_val_top1"], last_test)}
+    names = {METHOD_NAMES["best"]: "the probe", METHOD_NAMES["ft_full"]: "fine-tuning"}
     for rule, (val, test) in rules.items():
-        chosen, score = ("the probe", probe.test) if probe.val >= val else ("fine-tuning", test)
+        scores = Scores({"best": [probe], "ft_full": [Cell(val, test)]})
+        (pick,) = scores.picked()  # low_label.py's own pick, its tie rule included
         rows.append(
-            f"| keep | pretrained | the pick, fine-tuning's {rule} epoch kept | {max(probe.val, val):.2f}% | "
-            f"{score:.2f}% | {chosen} | |"
+            f"| keep | pretrained | the pick, fine-tuning's {rule} epoch kept | {pick.val:.2f}% | "
+            f"{pick.test:.2f}% | {names[pick.note]} | |"
         )
         record.append({"decision": "keep", "start": "pretrained", "candidate": f"pick, {rule} epoch kept",
-                       "picked": chosen, "dev_test_top1": score})  # fmt: skip
+                       "picked": names[pick.note], "dev_test_top1": pick.test})  # fmt: skip
     return rows
 
 
