@@ -455,7 +455,8 @@ def record_of(results: dict[float, tuple[dict, dict]]) -> dict:
 SMOKE_DEFAULTS = {"configs": ["rotation"], "fractions": [0.01], "seeds": 1}
 
 
-def main() -> None:
+def parsed_args() -> argparse.Namespace:
+    """The command line, with ``--smoke``'s defaults filled in where an option was left at its own."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=Path, help="where the pretraining runs go (finished ones are reused)")
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
@@ -498,6 +499,20 @@ def main() -> None:
     for key, value in SMOKE_DEFAULTS.items() if args.smoke else ():
         if getattr(args, key) == parser.get_default(key):
             setattr(args, key, value)
+    return args
+
+
+def pretraining_line(name: str, run: Path, how: str) -> str:
+    """One config's pretraining summary: minutes, images seen, images/s (and views/s for view-based tasks)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    rate = f"{metrics['images_per_s']:.0f} images/s"
+    if metrics.get("views_per_image", 1) > 1:  # view-based tasks: every view is an encoder input
+        rate += f", {metrics['views_per_s']:.0f} views/s"
+    return f"{name}: {metrics['train_seconds'] / 60:.1f} min, {metrics['images_seen']} images, {rate} ({how})"
+
+
+def main() -> None:
+    args = parsed_args()
     runs_dir = args.runs or Path(tempfile.mkdtemp(prefix="ssl_low_label_"))
     pretrain_overrides = (SMOKE_PRETRAIN if args.smoke else []) + args.overrides
     extra = (SMOKE_EVAL if args.smoke else []) + args.overrides
@@ -506,11 +521,7 @@ def main() -> None:
     runs, made = {}, []
     for name in args.configs:
         runs[name], how = pretrained_run(name, runs_dir, pretrain_overrides)
-        metrics = json.loads((runs[name] / "metrics.json").read_text())
-        rate = f"{metrics['images_per_s']:.0f} images/s"
-        if metrics.get("views_per_image", 1) > 1:  # view-based tasks: every view is an encoder input
-            rate += f", {metrics['views_per_s']:.0f} views/s"
-        made.append(f"{name}: {metrics['train_seconds'] / 60:.1f} min, {metrics['images_seen']} images, {rate} ({how})")
+        made.append(pretraining_line(name, runs[name], how))
     results, sections = {}, []
     for fraction in args.fractions:
         seeds = list(range(args.seeds)) if fraction in args.seeded_fractions else [0]
