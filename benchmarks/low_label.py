@@ -6,7 +6,7 @@
                                    [--freeze-points full auto]
                                    [--layer-fractions 0.01 0.1 1.0] [--val-folds 5]
                                    [--folded-fractions 0.01] [--scratch-models YAML ...]
-                                   [--scratch-budgets 1 2] [--smoke]
+                                   [--scratch-budgets 1 2] [--no-scratch] [--smoke]
                                    [KEY=VALUE ...]
 
 Each config of ``configs/fashion_mnist/`` is pretrained on the 60k training images without labels (a
@@ -46,6 +46,8 @@ once per choice. Test figures are mean +- standard deviation over seeds.
 ``--reuse-finetuning`` takes a finished fine-tuning run whose saved config is the one asked for (its name
 aside) instead of training it again: to finish an interrupted benchmark, or to re-pick after a change to the
 probes. Its figures and minutes are those it printed; the tables say how many runs were reused.
+``--no-scratch`` trains no from-scratch control: to add encoders to a table whose control an earlier run
+measured on the same label seeds and recipe (its fine-tuning and FixMatch runs are the dearest of a table).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ SMOKE_EVAL = [
     f"finetune.steps={SMOKE_STEPS}",
     "finetune.lr=[0.01,0.003]",
 ]
+NO_SCRATCH_LINE = "\n\nSupervised from scratch: not trained in this run (--no-scratch)."
 TUNED = ["ft_full", "ft_auto", "semi"]  # the methods that are fine-tuning runs
 # What "picked" chooses among (labels only, no unlabeled images), in the order ties go. The best-layer probe's
 # candidates include the GAP probe's and were already chosen among by the same rule, so it comes first: a tie
@@ -305,6 +308,7 @@ def evaluate(
     reuse: bool = False,
     semi_method: str = "fixmatch",
     scratch_candidates: tuple[str, ...] = (),
+    scratch: bool = True,
 ):
     """``{row name: Scores}`` at one label fraction: every config, then the controls; semi-supervised
     fine-tuning (``semi_method``) for the configs in ``semi`` and from scratch when ``semi`` names any;
@@ -312,8 +316,8 @@ def evaluate(
     ``auto``); the best-layer probe when ``layers``; probes and kNN choose by ``val_folds``-fold
     cross-validation (1: one hold-out; with more and fine-tuning, the probes are also scored on fine-tuning's
     hold-out, for the pick); fine-tuning keeps its best validation epoch or its last (``keep``), finished
-    runs reused with ``reuse``; training from scratch also takes the overrides ``scratch_candidates`` (see
-    :func:`scratch_overrides`)."""
+    runs reused with ``reuse``; training from scratch (skipped unless ``scratch``) also takes the overrides
+    ``scratch_candidates`` (see :func:`scratch_overrides`)."""
     table: dict[str, Scores] = {name: Scores() for name in runs}
     controls = {name: Scores() for name in ("random init", "raw pixels", "supervised from scratch")}
     first = next(iter(runs))
@@ -351,11 +355,11 @@ def evaluate(
                     table[name].add("ft_auto", tune(run, seed, "pretrained", "auto"))
                 if name in semi:
                     table[name].add("semi", tune(run, seed, "pretrained", semi=True))
-        if finetune:
-            scratch = controls["supervised from scratch"]
-            scratch.add("ft_full", tune(runs[first], seed, "random"))
+        if finetune and scratch:
+            control = controls["supervised from scratch"]
+            control.add("ft_full", tune(runs[first], seed, "random"))
             if semi:
-                scratch.add("semi", tune(runs[first], seed, "random", semi=True))
+                control.add("semi", tune(runs[first], seed, "random", semi=True))
     return table, controls
 
 
@@ -493,6 +497,11 @@ def parsed_args() -> argparse.Namespace:
         "--scratch-budgets", nargs="+", type=float, default=[1],
         help="step budgets the from-scratch control chooses among, as multiples of the fraction's",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-scratch", action="store_true",
+        help="train no from-scratch control (to add encoders to a table whose control, on the same label seeds and "
+        "recipe, an earlier run of this benchmark measured)",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -533,7 +542,7 @@ def main() -> None:
         table, controls = evaluate(
             runs, fraction, seeds, finetune, args.semi_configs, extra, tuple(args.freeze_points), layers, folds, keep,
             args.reuse_finetuning, args.semi_method,
-            tuple(scratch_overrides(args.scratch_models, args.scratch_budgets, steps)),
+            tuple(scratch_overrides(args.scratch_models, args.scratch_budgets, steps)), not args.no_scratch,
         )  # fmt: skip
         results[fraction] = (table, controls)
         validation = f"{folds}-fold cross-validation" if folds > 1 else "one hold-out"
@@ -543,6 +552,7 @@ def main() -> None:
             f"probes and kNN choose by {validation}{paired}; fine-tuning keeps its {keep} epoch)\n\n"
             + fraction_table(fraction, table, controls, args.semi_method)
             + reused_line(table, controls)
+            + (NO_SCRATCH_LINE if finetune and args.no_scratch else "")
         )
     body = (
         "Pretraining (no labels): "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ssl_pretrain.utils.precision import cpu_has_native_bf16
@@ -238,6 +239,37 @@ def test_low_label_gives_the_from_scratch_control_its_candidates_as_overrides():
         "finetune.steps=[1800,2700]",
     ]
     assert _low_label().scratch_overrides([], [1], 1800) == [], "by default the control is the pretrained architecture"
+
+
+@pytest.mark.parametrize("scratch", [True, False])
+def test_low_label_trains_the_from_scratch_control_unless_told_not_to(monkeypatch, scratch):
+    low_label = _low_label()
+    trained = []
+
+    def finetune_cell(run, fraction, seed, init, freeze, overrides, semi, reuse):
+        trained.append((run.name, seed, init, semi))
+        return low_label.Cell(val=80.0, test=79.0)
+
+    def frozen_cells(*args):
+        return {row: low_label.Cell(val=70.0, test=69.0) for row in ("pretrained", "random_init", "raw_pixels")}
+
+    monkeypatch.setattr(low_label, "finetune_cell", finetune_cell)
+    monkeypatch.setattr(low_label, "probe_cells", frozen_cells)
+    monkeypatch.setattr(low_label, "knn_cells", frozen_cells)
+    monkeypatch.setattr(low_label, "add_holdout", lambda *args: None)
+    runs = {"byol": Path("runs/byol"), "exemplar": Path("runs/exemplar")}
+    table, controls = low_label.evaluate(
+        runs, 0.01, [0, 1], True, ["byol"], [], ("full",), True, 5, "last", scratch=scratch
+    )
+    from_scratch = [t for t in trained if t[2] == "random"]
+    pretrained = [t for t in trained if t[2] == "pretrained"]
+    assert len(pretrained) == 6 and len(table["exemplar"].cells["ft_full"]) == 2, "the encoders' rows either way"
+    if scratch:  # one supervised and one FixMatch run per seed, of the first encoder's architecture
+        assert from_scratch == [(n, s, "random", m) for s in (0, 1) for n, m in (("byol", None), ("byol", "fixmatch"))]
+        assert len(controls["supervised from scratch"].cells["semi"]) == 2
+    else:
+        assert from_scratch == [] and controls["supervised from scratch"].cells == {}
+        assert controls["random init"].cells["gap"], "the free controls stay"
 
 
 def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
