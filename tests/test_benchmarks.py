@@ -272,6 +272,13 @@ def test_low_label_trains_the_from_scratch_control_unless_told_not_to(monkeypatc
         assert controls["random init"].cells["gap"], "the free controls stay"
 
 
+def test_low_label_refuses_candidates_for_a_control_it_will_not_train(tmp_path):
+    runs = tmp_path / "runs"
+    done = _run("benchmarks/low_label.py", "--smoke", "--runs", str(runs), "--no-scratch", "--scratch-budgets", "2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--no-scratch" in done.stderr, done.stderr
+    assert not runs.exists(), "nothing written"
+
+
 def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
     """The best-layer probe chose among the GAP probe's candidates too; an equal validation score of the GAP
     probe must not overturn that choice."""
