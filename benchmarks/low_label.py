@@ -505,7 +505,7 @@ def parsed_args() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    if args.no_scratch and (args.scratch_models or args.scratch_budgets != [1]):
+    if args.no_scratch and (args.scratch_models or args.scratch_budgets != parser.get_default("scratch_budgets")):
         parser.exit(2, "low_label.py: --no-scratch with --scratch-models or --scratch-budgets: no control is trained\n")
     for key, value in SMOKE_DEFAULTS.items() if args.smoke else ():
         if getattr(args, key) == parser.get_default(key):
