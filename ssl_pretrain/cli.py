@@ -187,7 +187,8 @@ def _embed(args) -> None:
     resumed = f" (continued from image {summary.resumed_from})" if summary.resumed_from else ""
     print(
         f"{summary.rows} embeddings of width {summary.dim} written to {summary.folder}{resumed}; "
-        f"{summary.images_per_s:.0f} images/s; {summary.skipped} unreadable file(s) skipped (skipped.txt)"
+        f"{summary.images_per_s:.0f} images/s; {summary.skipped} unreadable file(s) skipped (skipped.txt)\n"
+        f"embedded: {summary.source}"
     )
     if summary.projector:
         print(f"projector: tensorboard --logdir {summary.projector}")

@@ -149,7 +149,7 @@ class EmbedConfig:
     """``ssl-pretrain embed``: a collection through a frozen encoder into a memory-mapped embeddings folder."""
 
     output: str | None = None
-    split: Literal["pretrain", "train", "test"] = "pretrain"
+    split: Literal["collection", "pretrain", "train", "test"] = "collection"  # collection: every image of data.root
     normalize: bool = False
     projector_images: int = _non_negative(2000)
     chunk_images: int = _positive(8192)

@@ -6,6 +6,7 @@ Keys: ``format``, ``config`` (resolved), ``encoder_spec``, ``model`` (the task's
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -98,3 +99,14 @@ def _describe_mismatch(expected: dict, given: dict) -> str:
         shown = f"{k}: {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
         parts.append(f"{len(shapes)} shape mismatches (e.g. {shown})")
     return "; ".join(parts)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of ``module``'s ``state_dict`` (names, dtypes, shapes and values): two encoders of one digest
+    compute the same features."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

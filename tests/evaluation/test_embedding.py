@@ -23,6 +23,7 @@ from ssl_pretrain.data.shards import write_shards
 from ssl_pretrain.data.sources import scan_folder
 from ssl_pretrain.errors import BadInput
 from ssl_pretrain.evaluation.embedding import embed as embed_module
+from ssl_pretrain.evaluation.embedding.store import IndexRow
 from ssl_pretrain.evaluation.embedding.search import (
     approximate_top_k,
     collection_mean,
@@ -92,18 +93,62 @@ def test_normalised_embeddings_have_unit_rows_and_other_data_is_resized_for_the_
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
-def test_an_interrupted_embedding_continues_where_it_stopped(run, tmp_path, monkeypatch):
+def test_an_interrupted_embedding_continues_where_it_stopped_whatever_the_batch(run, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
-    assert _embed(run, straight, "evaluation.batch_size=4", "embed.chunk_images=8") == 0
-    _interrupt_after(monkeypatch, batches=3)
+    assert _embed(run, straight, "evaluation.batch_size=4", "embed.chunk_images=12") == 0
+    _interrupt_after(monkeypatch, batches=4)
     cut = tmp_path / "cut"
-    assert _embed(run, cut, "evaluation.batch_size=4", "embed.chunk_images=8") == 130
+    assert _embed(run, cut, "evaluation.batch_size=4", "embed.chunk_images=12") == 130
     monkeypatch.undo()
-    assert json.loads((cut / "embed.json").read_text())["positions_done"] == 8, "the first chunk of 8 was recorded"
-    summary = ssl.embed(run, [f"embed.output={cut}", "evaluation.batch_size=4", "embed.chunk_images=8"])
-    assert summary.resumed_from == 8 and summary.rows == 36
+    assert json.loads((cut / "embed.json").read_text())["positions_done"] == 12, "the first chunk of 12 was recorded"
+    summary = ssl.embed(run, [f"embed.output={cut}", "evaluation.batch_size=8", "embed.chunk_images=12"])
+    assert summary.resumed_from == 12 and summary.rows == 36, "resumed at position 12 with batches of 8"
     np.testing.assert_array_equal(np.load(cut / "embeddings.npy"), np.load(straight / "embeddings.npy"))
     assert (cut / "index.csv").read_bytes() == (straight / "index.csv").read_bytes()
+    assert (cut / "skipped.txt").read_bytes() == (straight / "skipped.txt").read_bytes()
+
+
+def test_a_resume_with_another_encoder_or_precision_is_refused(run, tmp_path, monkeypatch, capsys):
+    _interrupt_after(monkeypatch, batches=2)
+    cut = tmp_path / "cut"
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    assert _embed(copy, cut, "evaluation.batch_size=4", "embed.chunk_images=4") == 130
+    monkeypatch.undo()
+    before = (cut / "embeddings.npy").read_bytes()
+    assert _embed(copy, cut, "evaluation.batch_size=4", "embed.chunk_images=4", "trainer.precision=bf16") == 2
+    assert "precision" in capsys.readouterr().err
+    state = torch.load(copy / "encoder.pt", weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, copy / "encoder.pt")
+    assert _embed(copy, cut, "evaluation.batch_size=4", "embed.chunk_images=4") == 2, "re-pretrained: other weights"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "encoder_sha256" in err[0] and "--force" in err[0]
+    assert (cut / "embeddings.npy").read_bytes() == before
+
+
+def test_the_writer_refuses_rows_past_its_capacity_and_a_resume_keeps_whole_csv_records(tmp_path):
+    folder = tmp_path / "emb"
+    writer = embed_module.EmbeddingWriter(folder, capacity=3, dim=2, resume=None)
+    writer.append(np.ones((2, 2), np.float32), [IndexRow(0, "a\nnewline.png", "x"), IndexRow(1, "b.png", "y")], [])
+    writer.append(np.ones((0, 2), np.float32), [], ["broken\n"[:-1], "gone.png"])
+    with pytest.raises(ValueError, match="do not fit the 3 rows"):
+        writer.append(np.ones((2, 2), np.float32), [IndexRow(2, "c.png", "x"), IndexRow(3, "d.png", "y")], [])
+    writer.flush()
+    embed_module.EmbeddingWriter(folder, capacity=3, dim=2, resume={"rows_done": 1, "skipped": 1})
+    with (folder / "index.csv").open(newline="") as f:
+        assert [row["path"] for row in csv.DictReader(f)] == ["a\nnewline.png"], "a record spanning two lines kept"
+    assert (folder / "skipped.txt").read_text() == "broken\n", "skipped files after the recorded chunk dropped"
+
+
+def test_a_labeled_folder_is_embedded_whole_by_default_and_the_source_is_said(run, image_folder, tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert _embed(run, out, "data.pretrain_on_test=false") == 0
+    files = [p for p in image_folder.rglob("*.png") if p.name != "broken.png"]
+    assert len(np.load(out / "embeddings.npy")) == len(files), "the held-out test files are embedded too"
+    assert f"embedded: image folder {image_folder}" in capsys.readouterr().out
+    train = tmp_path / "train"
+    assert _embed(run, train, "embed.split=train") == 0
+    record = json.loads((train / "embed.json").read_text())
+    assert record["rows"] < len(files) and "without the held-out test files" in record["source"]
 
 
 def test_finished_embeddings_are_not_overwritten_without_force(run, tmp_path, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...data import Batch, DataInfo, EpochBatchSampler, make_loader, to_device_float
+from ...data import Batch, DataInfo, make_loader, to_device_float
 from ...data.loader import loader_workers
 from ...encoders import Encoder
 from ...utils.precision import Precision
@@ -34,6 +34,7 @@ class EmbedSummary:
     normalized: bool
     resumed_from: int
     projector: str | None = None
+    source: str = ""  # what was embedded, e.g. "image folder /data, without the held-out test files (...)"
 
 
 def describe_position(dataset, position: int) -> IndexRow:
@@ -49,18 +50,31 @@ def label_text(label: int, classes: list[str] | None) -> str:
     return "" if label < 0 else (classes[label] if label < len(classes) else str(label))
 
 
+class PositionBatches:
+    """Batches of consecutive dataset positions ``start, start + 1, ...`` up to ``size``, ``batch`` a batch (the
+    last may be shorter): a batch sampler that resumes at any position, whatever the batch size."""
+
+    def __init__(self, start: int, size: int, batch: int):
+        self.start, self.size, self.batch = start, size, batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for first in range(self.start, self.size, self.batch):
+            yield list(range(first, min(self.size, first + self.batch)))
+
+    def __len__(self) -> int:
+        return -(-max(0, self.size - self.start) // self.batch)
+
+
 def collection_batches(dataset, start: int, batch: int, num_workers, pin_memory: bool) -> Iterator[tuple[Batch, list]]:
-    """``dataset``'s images in position order from ``start`` (a multiple of ``batch``): ``(Batch, index rows of
-    its images)``. Streamed shards are read in shard order (decoded by ``num_workers`` loader workers), each image named
+    """``dataset``'s images in position order from position ``start``: ``(Batch, index rows of its images)``.
+    Streamed shards are read in shard order (decoded by ``num_workers`` loader workers), each image named
     ``<shard>:<key>``."""
     if getattr(dataset, "streaming", False):
         for found, names in dataset.in_order(start, batch, loader_workers(num_workers, dataset), pin_memory):
             positions, labels = found.indices.tolist(), found.labels.tolist()
             yield found, [IndexRow(p, n, label_text(y, None)) for p, n, y in zip(positions, names, labels, strict=True)]
         return
-    sampler = EpochBatchSampler(len(dataset), batch, seed=0, shuffle=False, drop_last=False)
-    sampler.set_epoch(0, start // batch)
-    for found in make_loader(dataset, sampler, num_workers, pin_memory):
+    for found in make_loader(dataset, PositionBatches(start, len(dataset), batch), num_workers, pin_memory):
         yield found, [describe_position(dataset, int(p)) for p in found.indices]
 
 
@@ -81,8 +95,8 @@ def embed_collection(
 ) -> EmbedSummary:
     """Write ``folder`` (see :mod:`.store`): ``dataset``'s images, converted to ``info``'s size and channels,
     through ``encoder``'s global average pooling, ``(N, D)`` float32, L2-normalised when
-    ``settings["normalize"]``. Every ``chunk`` images (a multiple of ``batch``) the progress is recorded, so a
-    call on an unfinished folder with the same ``settings`` continues it."""
+    ``settings["normalize"]``. About every ``chunk`` images the progress is recorded, so a call on an unfinished
+    folder with the same ``settings`` continues it at the next position, whatever ``batch`` it uses."""
     resume = claim_folder(folder, settings, force)
     start = resume["positions_done"] if resume else 0
     writer = EmbeddingWriter(folder, len(dataset), encoder.num_features, resume)
@@ -107,12 +121,14 @@ def embed_collection(
         bar.close()
     writer.finish(chunk)
     seconds = time.perf_counter() - began
-    record.update(complete=True, rows=writer.rows, dim=encoder.num_features, seconds=round(seconds, 2))
+    source = getattr(dataset, "description", type(dataset).__name__)
+    record.update(complete=True, rows=writer.rows, dim=encoder.num_features, seconds=round(seconds, 2), source=source)
     write_record(folder, record)
     rate = (done - start) / max(1e-9, seconds)
     return EmbedSummary(
-        str(folder), writer.rows, encoder.num_features, skipped, seconds, rate, settings["normalize"], start
-    )
+        str(folder), writer.rows, encoder.num_features, skipped, seconds, rate, settings["normalize"], start,
+        source=source,
+    )  # fmt: skip
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from ...config import DataConfig
 from ...data import DataInfo, data_info, open_split
 from ...data.decode import decode_image
 from ...errors import BadInput
-from ...utils.files import atomic_write_bytes
+from ...utils.files import atomic_write_bytes, weights_digest
 from ...utils.precision import Precision
 from ..shared.encoder_source import load_encoder, run_dir_of
 from .embed import EmbedSummary, embed_collection, embed_images
@@ -40,10 +40,11 @@ def embed_source(
 ) -> EmbedSummary:  # fmt: skip
     """Embed ``data``'s ``split`` with the encoder at ``source`` into ``output``; the projector log beside."""
     encoder = load_encoder(source)
-    dataset = open_split(data, split)
+    dataset = open_collection(data, split)
     info = encoder_input(data, encoder)
-    settings = {"encoder": str(source.resolve()), "data": dataclasses.asdict(data), "split": split,
-                "normalize": normalize}  # fmt: skip
+    settings = {"encoder": str(source.resolve()), "encoder_sha256": weights_digest(encoder),
+                "data": dataclasses.asdict(data), "split": split, "normalize": normalize,
+                "precision": precision.name if precision is not None else "fp32"}  # fmt: skip
     summary = embed_collection(
         encoder, dataset, info, device, output, settings=settings, batch=batch, chunk=chunk, force=force,
         progress=progress, precision=precision, num_workers=data.num_workers,
@@ -57,6 +58,15 @@ def embed_source(
         labels = [row["label"] for row in chosen]
         summary.projector = str(write_projector(output / PROJECTOR, vectors.take(rows), images, labels, paths))
     return summary
+
+
+def open_collection(data: DataConfig, split: str):
+    """The images ``embed.split`` names: ``collection`` is every image of ``data.root`` (an image folder's or
+    shards' held-out test files too; a built-in dataset's training images), the others are the splits of
+    :func:`~ssl_pretrain.data.open_split`."""
+    if split != "collection":
+        return open_split(data, split)
+    return open_split(dataclasses.replace(data, pretrain_on_test=True, development=None), "pretrain")
 
 
 def encoder_input(data: DataConfig, encoder) -> DataInfo:
@@ -101,7 +111,7 @@ def find_neighbours(
     if output.exists() and any(output.iterdir()) and not force:
         raise BadInput(f"neighbours.output: {output} exists; choose another folder or use --force")
     settings = record["settings"]
-    dataset = open_split(DataConfig(**settings["data"]), settings["split"])
+    dataset = open_collection(DataConfig(**settings["data"]), settings["split"])
     if queries:
         query = external_queries(queries, vectors, index, settings, dataset, device)
     else:

@@ -10,6 +10,7 @@ positions done, so an interrupted ``embed`` continues where it stopped instead o
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
 from dataclasses import dataclass
@@ -54,7 +55,11 @@ def claim_folder(folder: Path, settings: dict, force: bool) -> dict | None:
     if record.get("complete"):
         raise BadInput(f"embed.output: {folder} holds finished embeddings; use --force to overwrite them")
     if record.get("settings") != settings:
-        raise BadInput(f"embed.output: {folder} holds unfinished embeddings of other settings; use --force")
+        before = record.get("settings") or {}
+        changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
+        raise BadInput(
+            f"embed.output: {folder} holds unfinished embeddings of other settings ({', '.join(changed)}); use --force"
+        )
     return record
 
 
@@ -115,12 +120,20 @@ class EmbeddingWriter:
         self.vectors = VectorFile(path, writable=True) if resume else VectorFile.create(path, capacity, dim)
         self.rows = resume["rows_done"] if resume else 0
         if resume:
-            _truncate_index(folder / INDEX, self.rows)
+            _keep_first_records(folder / INDEX, self.rows + 1)  # the header and the rows recorded
+            _keep_first_records(folder / SKIPPED, resume.get("skipped", 0), plain_lines=True)
         else:
             (folder / INDEX).write_text(",".join(COLUMNS) + "\n")
             (folder / SKIPPED).write_text("")
 
     def append(self, vectors: np.ndarray, rows: list[IndexRow], skipped: list[str]) -> None:
+        """Write ``vectors (n, D)`` at the next rows and their ``rows`` to the index; refused (ValueError) past
+        the capacity or when the two counts differ, before anything is written."""
+        if len(vectors) != len(rows) or self.rows + len(vectors) > self.capacity:
+            raise ValueError(
+                f"embeddings: {len(vectors)} vector(s) and {len(rows)} index row(s) after row {self.rows} "
+                f"do not fit the {self.capacity} rows of {self.folder / VECTORS}"
+            )
         self.vectors.write(self.rows, vectors)
         with (self.folder / INDEX).open("a", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")  # as the header: one line ending throughout
@@ -148,12 +161,16 @@ class EmbeddingWriter:
         trimmed.path.replace(self.folder / VECTORS)
 
 
-def _truncate_index(path: Path, rows: int) -> None:
-    """Keep the header and the first ``rows`` lines of ``index.csv`` (a chunk that was cut off goes)."""
-    with path.open(newline="") as f:
-        lines = f.readlines()[: rows + 1]
-    with path.open("w", newline="") as f:
-        f.write("".join(lines))
+def _keep_first_records(path: Path, count: int, plain_lines: bool = False) -> None:
+    """Keep the first ``count`` CSV records of ``path`` (a quoted path may span lines), or its first ``count``
+    lines with ``plain_lines``: what a cut-off chunk wrote after them goes. Streamed through a file beside it."""
+    partial = path.with_name(f".{path.name}.tmp")
+    with path.open(newline="") as source, partial.open("w", newline="") as kept:
+        if plain_lines:
+            kept.writelines(itertools.islice(source, count))
+        else:
+            csv.writer(kept, lineterminator="\n").writerows(itertools.islice(csv.reader(source), count))
+    partial.replace(path)
 
 
 def open_embeddings(folder: str | Path) -> tuple[VectorFile, list[dict], dict]:
