@@ -25,6 +25,14 @@ def test_help_lists_the_api():
         assert name in text, name
 
 
+def test_the_result_objects_import_from_their_documented_paths():
+    from ssl_pretrain.evaluation import reports as old_path
+    from ssl_pretrain.evaluation.shared import reports
+
+    for name in ("Report", "FrozenReport", "FinetuneReport", "EnsembleReport", "GradcamReport"):
+        assert getattr(old_path, name) is getattr(reports, name), name
+
+
 def ssl_pretrain_module():
     return ssl
 

@@ -91,6 +91,11 @@ def existing_root(cfg: DataConfig) -> Path | None:
 def open_split(cfg: DataConfig, split: Split):
     """The dataset of one split, with ``data.limit`` applied to ``pretrain`` (and ``data.development``: the
     last N training images are the test split, the dataset's own test split is never opened)."""
+    if cfg.development is not None and cfg.pretrain_on_test:
+        raise BadInput(
+            "data.pretrain_on_test: cannot be combined with data.development, whose test split is training images "
+            "that pretraining must leave out; set one of them"
+        )
     if cfg.development is None:
         ds = dataset_spec(cfg.name).open(cfg, split)
     else:

@@ -18,12 +18,18 @@ LOADING_NOTE = (
 )
 
 
+MODEL_SUFFIXES = (".pt", ".pth", ".onnx", ".yaml", ".yml", ".bin", ".safetensors", ".ckpt")
+
+
 def export_paths(out: Path, suffix: str = ".pt") -> tuple[Path, Path]:
     """``out`` is a file ending in ``suffix`` (the spec goes next to it as ``.yaml``) or a directory (then
     ``encoder<suffix>`` and ``encoder.yaml`` in it)."""
     out = Path(out)
     if out.suffix == suffix:
         return out, out.with_suffix(".yaml")
+    if out.suffix.lower() in MODEL_SUFFIXES and not out.is_dir():
+        raise BadInput(f"export: {out} is named as a {out.suffix} file but this export writes {suffix}; "
+                       f"name a {suffix} file or a folder")  # fmt: skip
     return out / f"encoder{suffix}", out / "encoder.yaml"
 
 

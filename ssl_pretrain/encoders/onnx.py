@@ -6,6 +6,7 @@ on a random batch and compared with PyTorch."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def export_onnx(encoder: Encoder, out: Path) -> tuple[Path, float | None]:
         import onnxscript  # noqa: F401
     except ImportError:
         raise BadInput(f"export.format=onnx needs the onnx extra: {EXTRA}") from None
-    encoder = encoder.cpu().eval()
+    path, spec_path = export_paths(out, ".onnx")
+    encoder = copy.deepcopy(encoder).cpu().eval()  # the caller's encoder stays on its device, in its mode
     spec = encoder.spec
     example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage on stdout
@@ -40,7 +42,6 @@ def export_onnx(encoder: Encoder, out: Path) -> tuple[Path, float | None]:
             encoder, (example,), input_names=["images"], output_names=["features"],
             dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
         )  # fmt: skip
-    path, spec_path = export_paths(out, ".onnx")
     atomic_write_bytes(path, program.model_proto.SerializeToString())
     atomic_write_bytes(spec_path, yaml.safe_dump(dict(spec.to_dict(), loading=ONNX_NOTE), sort_keys=False).encode())
     return path, onnxruntime_difference(encoder, path)

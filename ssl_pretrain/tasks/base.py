@@ -19,10 +19,12 @@ class PretextTask(nn.Module):
 
     ``needs_whole_batch``: set it when ``loss`` compares the samples of a batch with each other (a
     contrastive loss); under DDP the trainer then gives ``loss`` the outputs and targets of every
-    process's batch instead of this process's share.
+    process's batch instead of this process's share. ``min_batch``: the fewest images a batch (every process's,
+    with ``needs_whole_batch``) the loss is defined for; the trainer refuses a smaller one before it starts.
     """
 
     needs_whole_batch: bool = False
+    min_batch: int = 1
 
     def __init__(self, encoder: Encoder):
         super().__init__()
@@ -58,6 +60,14 @@ class PretextTask(nn.Module):
         """Scalar loss and detached metrics (``{"accuracy": ...}`` where the task has one)."""
         raise NotImplementedError
 
+    def loss_in_fp32(self, outputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`loss` with autocast off and every floating tensor of ``outputs`` and ``targets`` (tensors, or
+        dicts, lists and tuples of them) in float32: what the trainer and S4L call. Under bf16 autocast a loss's
+        statistics (VICReg's covariance, NT-Xent's logits at T = 0.1) would otherwise be bf16 matrix products."""
+        device_type = next((t.device.type for t in _tensors(outputs)), "cpu")
+        with torch.autocast(device_type, enabled=False):
+            return self.loss(_float32(outputs), _float32(targets))
+
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Called after optimizer step ``step`` (1-based) of ``total_steps``, outside autocast and without
         gradients: where a momentum teacher moves. It must not make the host wait for the device. Returns
@@ -67,3 +77,23 @@ class PretextTask(nn.Module):
     def previews(self, inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image grids for TensorBoard: name -> ``(rows, cols, C, H, W)`` in ``[0, 1]``."""
         return {}
+
+
+def _tensors(tree):
+    """The tensors of a tensor, or of a dict, list or tuple of them, in order."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict | list | tuple):
+        for item in tree.values() if isinstance(tree, dict) else tree:
+            yield from _tensors(item)
+
+
+def _float32(tree):
+    """``tree`` with every floating tensor cast to float32 (a no-op for float32 ones)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.float() if tree.is_floating_point() else tree
+    if isinstance(tree, dict):
+        return {key: _float32(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_float32(item) for item in tree)
+    return tree

@@ -85,7 +85,7 @@ class Exemplar(PretextTask):
             "null (every image) needs loss: contrastive; the classifier needs a fixed number of classes",
         )
         check_option(copies >= 2, "copies", f"must be >= 2, got {copies}")
-        check_jitter(translate, list(scale), brightness, contrast, saturation, hue, crop_scale, erase)
+        check_jitter(translate, list(scale), brightness, contrast, saturation, hue, crop_scale, erase, rotation)
         check_option(temperature > 0, "temperature", f"must be > 0, got {temperature}")
         size = encoder.spec.image_size
         check_local_crops(local_crops, local_size, list(local_scale), size)

@@ -43,7 +43,7 @@ class JointEmbeddingTask(PretextTask):
             key: list(options[key]) if key in ("scale", "local_scale") else options[key] for key in VIEW_OPTIONS
         }
         local = {key: view_options.pop(key) for key in ("local_crops", "local_size", "local_scale")}
-        check_jitter(**{k: v for k, v in view_options.items() if k not in ("flip", "rotation")})
+        check_jitter(**{k: v for k, v in view_options.items() if k != "flip"})
         check_local_crops(**local, image_size=encoder.spec.image_size)
         return multi_crop(encoder.spec.in_channels, encoder.spec.image_size, GLOBAL_VIEWS, **view_options, **local)
 

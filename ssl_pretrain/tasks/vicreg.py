@@ -30,6 +30,7 @@ class VICReg(JointEmbeddingTask):
     """
 
     needs_whole_batch = True
+    min_batch = 2  # a standard deviation and a covariance over the batch
 
     def __init__(
         self,

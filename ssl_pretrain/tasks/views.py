@@ -63,9 +63,10 @@ def view_augmentation(
 
 def check_jitter(
     translate: float, scale: list[float], brightness: float, contrast: float, saturation: float, hue: float,
-    crop_scale: list[float] | None, erase: float,
+    crop_scale: list[float] | None, erase: float, rotation: float = 0.0,
 ) -> None:  # fmt: skip
     """Every view option in its range, or an ``OptionError`` naming it."""
+    check_option(0 <= rotation <= 180, "rotation", f"must be in [0, 180] degrees, got {rotation}")
     check_option(0 <= translate <= 0.5, "translate", f"must be in [0, 0.5], got {translate}")
     check_option(len(scale) == 2 and 0 < scale[0] <= scale[1], "scale", f"must be [low, high] > 0, got {scale}")
     for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):

@@ -168,6 +168,16 @@ def _check_distributed_options(config: Config, world: World, device: torch.devic
         )
 
 
+def _check_batch(task, batch: int) -> None:
+    """Refuse a batch smaller than the task's loss is defined for (before the run directory is touched)."""
+    if batch < task.min_batch:
+        raise ConfigError(
+            "trainer.batch_size",
+            f"{type(task).__name__} needs at least {task.min_batch} images a batch, got {batch} "
+            "(trainer.batch_size, or the images there are)",
+        )
+
+
 def _pretrain(config: Config, resume: bool, world: World, device: torch.device) -> Path:
     seed_everything(config.seed)
     info = data_info(config.data)
@@ -187,6 +197,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
         dataset, config.trainer.batch_size, config.seed, world.rank, world.size, config.data.num_workers, pin,
         decode_here, world.local_size,
     )  # fmt: skip
+    _check_batch(task, sampler.global_batch_size if task.needs_whole_batch else sampler.batch_size)
     steps = total_steps(config, len(sampler))
     precision = resolve_precision(config.trainer.precision, device, warn=world.is_main)
     channels_last = resolve_channels_last(config.trainer.channels_last, device, task)
@@ -429,7 +440,7 @@ def _forward(run: TrainingRun, batch):
             loss_scale = run.wiring.world.size
         else:
             everyones = outputs, targets
-        loss, metrics = run.wiring.task.loss(*everyones)
+    loss, metrics = run.wiring.task.loss_in_fp32(*everyones)  # the loss's statistics in fp32, autocast or not
     return inputs, targets, outputs, loss.float(), metrics, loss_scale
 
 

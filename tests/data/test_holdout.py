@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -10,6 +11,7 @@ from ssl_pretrain.config import DataConfig
 from ssl_pretrain.data import image_folder as image_folder_module
 from ssl_pretrain.data import open_split, sources
 from ssl_pretrain.data.holdout import hash_position, held_out_mask
+from ssl_pretrain.errors import BadInput
 
 from ..helpers import folder_overrides
 
@@ -133,3 +135,11 @@ def test_a_development_split_tests_on_the_last_training_images_and_pretraining_n
     assert main([*probe[:-1], "data.development=20", f"data.root={fashion_mnist_root}", "data.download=false"]) == 0
     assert json.loads((tmp_path / "dev" / "probe.json").read_text())["protocol"]["encoder_saw_test_images"] is True
     assert main([*probe[:-1], "data.development=64", f"data.root={fashion_mnist_root}", "data.download=false"]) == 2
+
+
+def test_a_development_split_refuses_transductive_pretraining_on_a_folder(image_folder):
+    """An image folder's pretrain split with ``pretrain_on_test`` holds its test files too, so its first images
+    are not the development split's training images: the combination is refused, naming the key."""
+    cfg = DataConfig(name="image_folder", root=str(image_folder), development=8, pretrain_on_test=True)
+    with pytest.raises(BadInput, match=r"^data\.pretrain_on_test: .*data\.development"):
+        open_split(cfg, "pretrain")

@@ -4,7 +4,6 @@ features equal PyTorch's within 1e-4; without the optional extra, one line sayin
 import builtins
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 import yaml
@@ -23,6 +22,7 @@ def checkpoint(image_folder, tmp_path):
 
 
 def test_the_onnx_encoder_matches_pytorch_at_any_batch_size(checkpoint, tmp_path, capsys):
+    onnxruntime = pytest.importorskip("onnxruntime")  # the optional extra: skipped, not an error, without it
     out = tmp_path / "exported"
     assert main(["export", str(checkpoint), str(out), "export.format=onnx"]) == 0
     assert "onnxruntime matches PyTorch to" in capsys.readouterr().out
@@ -53,3 +53,16 @@ def test_without_the_onnx_extra_export_says_what_to_install(checkpoint, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "export.format=onnx" in err[0] and "pip install 'ssl-pretrain[onnx]'" in err[0]
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_export_leaves_the_caller_s_encoder_alone_and_refuses_a_pt_name_for_onnx(checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    from ssl_pretrain.encoders.onnx import export_onnx
+
+    encoder = ssl.load_encoder(checkpoint).train()
+    export_onnx(encoder, tmp_path / "own.onnx")
+    assert encoder.training, "the caller's encoder keeps its mode (and device)"
+    assert main(["export", str(checkpoint), str(tmp_path / "x.pt"), "export.format=onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.pt" in err[0] and ".onnx" in err[0]
+    assert not (tmp_path / "x.pt").exists(), "no folder named x.pt"

@@ -323,6 +323,14 @@ def test_faiss_hnsw_finds_nearly_what_exact_search_finds_and_skips_the_query_s_o
     assert torch.all(sims[:, :-1] >= sims[:, 1:]), "most similar first"
 
 
+def test_both_searches_return_at_most_the_rows_there_are():
+    base = torch.randn(6, 4).numpy()
+    for search in (top_k_cosine, approximate_top_k):
+        sims, rows = search(torch.from_numpy(base[:2]), base, k=10, exclude=torch.arange(2))
+        assert rows.shape == (2, 5) and (rows >= 0).all(), search.__name__
+        assert sorted(rows[0].tolist()) == [1, 2, 3, 4, 5], search.__name__
+
+
 def test_without_faiss_the_approximate_index_says_what_to_install(monkeypatch):
     import builtins
 

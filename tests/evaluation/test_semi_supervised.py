@@ -196,6 +196,12 @@ def test_pretext_loss_is_supervised_plus_weighted_pretext_on_labeled_and_unlabel
     assert model.head.weight.grad.any() and any(p.grad.any() for p in model.encoder.parameters())
 
 
+def test_pretext_refuses_a_task_with_a_momentum_teacher_that_fine_tuning_would_never_move():
+    entries = [{"name": "byol", "weight": 1.0, "projection_dim": 16}]
+    with pytest.raises(ConfigError, match=r"finetune\.unlabeled\.tasks\[0\].*momentum teacher"):
+        build_pretext(entries, _tiny_classifier().encoder, pool_size=100, seed=0)
+
+
 def test_pretext_refuses_a_task_that_trains_on_a_subset_of_the_images():
     entries = [{"name": "exemplar", "weight": 1.0, "num_seeds": 8, "loss": "classifier"}]
     with pytest.raises(ConfigError, match=r"finetune\.unlabeled\.tasks\[0\]"):

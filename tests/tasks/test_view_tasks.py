@@ -127,6 +127,9 @@ def test_exemplar_local_crops_are_positives_of_their_seed():
         (BYOL, {"local_crops": 2, "local_size": SIZE}, "local_size"),
         (Exemplar, {"local_crops": -1}, "local_crops"),
         (BYOL, {"local_crops": 2, "local_scale": [0.5, 0.2]}, "local_scale"),
+        (BYOL, {"rotation": -10.0}, "rotation"),
+        (VICReg, {"rotation": 200.0}, "rotation"),
+        (Exemplar, {"rotation": -1.0}, "rotation"),
     ],
 )
 def test_bad_view_task_options_name_the_option(task_class, options, option):
@@ -140,3 +143,39 @@ def test_the_previews_show_each_image_with_its_global_and_local_views():
     inputs, targets = task.make_batch(torch.rand(6, 1, SIZE, SIZE), torch.arange(6))
     grid = task.previews(inputs, targets, task(inputs))["vicreg/image_then_views"]
     assert grid.shape == (4, 5, 1, SIZE, SIZE) and not math.isnan(grid.sum().item())
+
+
+@pytest.mark.parametrize("task_class", [VICReg, Exemplar, BYOL])
+def test_the_loss_statistics_are_fp32_under_bf16_autocast(task_class):
+    """VICReg's covariance, NT-Xent's logits at T = 0.1 and BYOL's cosines: computed from the same bf16 outputs,
+    ``loss_in_fp32`` under autocast equals the fp32 loss; the plain loss under autocast does not (bf16 products)."""
+    options = {"num_seeds": None, "loss": "contrastive"} if task_class is Exemplar else {"projection_dim": 32}
+    task = task_class(_encoder(), **options)
+    torch.manual_seed(1)
+    inputs, targets = task.make_batch(torch.rand(16, 1, SIZE, SIZE), torch.arange(16))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = task(inputs)
+        in_bf16, _ = task.loss(outputs, targets)
+        in_fp32, _ = task.loss_in_fp32(outputs, targets)
+    reference, _ = task.loss(_upcast(outputs), targets)
+    assert in_fp32.dtype == torch.float32
+    torch.testing.assert_close(in_fp32, reference, rtol=1e-6, atol=1e-6)
+    assert (in_bf16.float() - reference).abs() > 1e-6 * reference.abs(), "bf16 statistics would differ"
+
+
+def _upcast(tree):
+    if isinstance(tree, dict):
+        return {k: _upcast(v) for k, v in tree.items()}
+    return tree.float() if tree.is_floating_point() else tree
+
+
+def test_vicreg_refuses_a_batch_of_one_before_the_run_starts(image_folder, tmp_path, capsys):
+    from ssl_pretrain.cli import main
+
+    from ..helpers import folder_overrides
+
+    args = ["pretrain", "-c", "configs/fashion_mnist/vicreg.yaml", *folder_overrides(image_folder, tmp_path)]
+    assert main([*args, "trainer.batch_size=1", "gauges.every=null"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trainer.batch_size" in err[0] and "at least 2" in err[0]
+    assert not (tmp_path / "run").exists(), "nothing written"

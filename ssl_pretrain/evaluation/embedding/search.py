@@ -97,6 +97,7 @@ def approximate_top_k(
     for start in range(0, len(base), chunk):
         graph.add(_chunk(base, start, chunk, centre).numpy())
     extra = 0 if exclude is None else 1
+    k = min(k, len(base) - extra)  # never more rows than there are (faiss would pad with row -1)
     graph.hnsw.efSearch = max(breadth, k + extra)
     q = _normalised(queries, centre)
     sims, rows = (torch.from_numpy(a) for a in graph.search(q.numpy(), k + extra))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ....errors import ConfigError
-from ....tasks import MultiTask
+from ....tasks import MultiTask, PretextTask
 from ....tasks.draws import augment_on_device
 from ..augment import finetune_augmentation
 from .base import Objective, PoolMethod
@@ -26,6 +26,9 @@ def build_pretext(entries: list[dict], encoder: nn.Module, pool_size: int, seed:
     for i, sub in enumerate(task.subtasks.values()):
         if sub.select_images(pool_size, seed) is not None:
             message = "trains on a subset of the images; for exemplar: num_seeds: null"
+            raise ConfigError(f"finetune.unlabeled.tasks[{i}]", message)
+        if type(sub).after_step is not PretextTask.after_step:  # e.g. BYOL's momentum teacher
+            message = f"{entries[i]['name']} updates itself after each step (a momentum teacher), which S4L does not do"
             raise ConfigError(f"finetune.unlabeled.tasks[{i}]", message)
     return task
 
@@ -50,7 +53,7 @@ def pretext_loss(
     supervised = F.cross_entropy(model(labeled), labels)
     images = torch.cat([labeled, unlabeled])
     inputs, targets = task.make_batch(images, torch.arange(len(images), device=images.device))
-    pretext, metrics = task.loss(task(inputs), targets)
+    pretext, metrics = task.loss_in_fp32(task(inputs), targets)
     stats = {"supervised_loss": supervised.detach(), "pretext_loss": pretext.detach()}
     stats.update({f"pretext/{name}": value for name, value in metrics.items()})
     return supervised + weight * pretext, stats
