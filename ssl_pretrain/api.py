@@ -29,7 +29,7 @@ from .config import Config, apply_overrides, build_config, read_yaml
 from .encoders import Encoder
 from .errors import BadInput
 from .evaluation.embedding.embed import EmbedSummary
-from .evaluation.embedding.run import NeighboursSummary
+from .evaluation.embedding.find import NeighboursSummary
 from .evaluation.frozen.label_free import RankedEncoder
 from .evaluation.shared.reports import FinetuneReport, FrozenReport
 
@@ -193,11 +193,13 @@ def embed(
 def neighbours(
     embeddings: str | Path | None = None, overrides: Overrides = None, *, config: ConfigLike = None, force: bool = False
 ) -> NeighboursSummary:
-    """Nearest neighbours (cosine, exact) of ``neighbours.queries`` (image files or folders; none: sampled rows)
-    in an embeddings folder, as a PNG grid and JSON, and its near-duplicate groups (similarity >=
-    ``neighbours.threshold``) as JSON or CSV, in ``neighbours.output`` (default ``<embeddings>/neighbours``)."""
+    """Nearest neighbours (cosine; exact, or faiss's HNSW with ``neighbours.index=faiss``) of
+    ``neighbours.queries`` (image files or folders; none: sampled rows) in an embeddings folder, as a PNG grid and
+    JSON, and its near-duplicates (``neighbours.threshold``): ``pairs.csv`` and groups whose members are within
+    the threshold of their first image, as JSON or CSV, in ``neighbours.output`` (default
+    ``<embeddings>/neighbours``)."""
     from .build import prepare_device
-    from .evaluation.embedding.run import find_neighbours
+    from .evaluation.embedding.find import DuplicateOptions, find_neighbours
 
     extra = [f"neighbours.embeddings={embeddings}"] if embeddings is not None else []
     cfg = load_config(config, [*extra, *_override_strings(overrides)])
@@ -207,10 +209,10 @@ def neighbours(
     folder = Path(n.embeddings).expanduser()
     output = Path(n.output).expanduser() if n.output else folder / "neighbours"
     queries = None if n.queries is None else [n.queries] if isinstance(n.queries, str) else list(n.queries)
+    duplicates = DuplicateOptions(n.threshold, n.format, n.index, n.candidates)
     return find_neighbours(
-        folder, queries, output, num_queries=n.num_queries, k=n.k, threshold=n.threshold, fmt=n.format,
-        chunk=n.chunk_size, device=prepare_device(cfg), seed=cfg.seed, force=force, centre=n.centre,
-        index_kind=n.index,
+        folder, queries, output, num_queries=n.num_queries, k=n.k, duplicates=duplicates, chunk=n.chunk_size,
+        device=prepare_device(cfg), seed=cfg.seed, force=force, centre=n.centre, batch=cfg.evaluation.batch_size,
     )  # fmt: skip
 
 
@@ -222,13 +224,13 @@ def nearest(
     embeddings folder ``embeddings``, as ``(similarities (Q, k), rows (Q, k))`` tensors, most similar first.
     ``centre``: centre both on the collection's mean first (as ``neighbours`` does); ``exclude (Q,)``: a row
     each query must not return (its own; -1 for none); ``index``: ``exact`` or ``faiss`` (approximate, HNSW;
-    the optional extra)."""
+    the optional extra). The index file is not read: memory is the vectors' chunks (and faiss's graph)."""
     import torch
 
     from .evaluation.embedding.search import approximate_top_k, collection_mean, top_k_cosine
-    from .evaluation.embedding.store import open_embeddings
+    from .evaluation.embedding.store import open_vectors
 
-    vectors, _, _ = open_embeddings(embeddings)
+    vectors, _ = open_vectors(embeddings)
     mean = collection_mean(vectors, chunk) if centre else None
     queries = torch.as_tensor(queries, dtype=torch.float32)
     exclude = None if exclude is None else torch.as_tensor(exclude)
@@ -237,15 +239,25 @@ def nearest(
     return (approximate_top_k if index == "faiss" else top_k_cosine)(queries, vectors, k, chunk, exclude, mean)
 
 
-def near_duplicates(embeddings: str | Path, threshold: float = 0.95, *, centre: bool = True, chunk: int = 4096):
-    """The near-duplicates of an embeddings folder: ``(groups, pairs)``, every pair ``(row, row, similarity)``
-    with cosine similarity >= ``threshold`` and the groups of rows they join (each sorted, biggest first)."""
-    from .evaluation.embedding.search import collection_mean, duplicate_groups, similar_pairs
-    from .evaluation.embedding.store import open_embeddings
+def near_duplicates(
+    embeddings: str | Path, threshold: float = 0.95, *, centre: bool = True, chunk: int = 4096, index: str = "exact",
+    candidates: int = 32,
+):  # fmt: skip
+    """The near-duplicates of an embeddings folder: ``(groups, pairs)``. ``pairs``: every ``(row, row,
+    similarity)`` with cosine similarity >= ``threshold`` (``index=faiss``: among each row's ``candidates``
+    approximate nearest neighbours); ``groups``: lists of rows, biggest first, each member within the threshold
+    of its group's first row (groups do not chain)."""
+    from .evaluation.embedding.duplicates import LeaderGroups, pair_chunks
+    from .evaluation.embedding.search import collection_mean
+    from .evaluation.embedding.store import open_vectors
 
-    vectors, _, _ = open_embeddings(embeddings)
-    pairs = similar_pairs(vectors, threshold, chunk, collection_mean(vectors, chunk) if centre else None)
-    return duplicate_groups(pairs), pairs
+    vectors, _ = open_vectors(embeddings)
+    mean = collection_mean(vectors, chunk) if centre else None
+    groups, pairs = LeaderGroups.empty(len(vectors)), []
+    for i, j, sims in pair_chunks(vectors, threshold, chunk, mean, index, candidates):
+        groups.add(i, j, sims)
+        pairs += zip(i.tolist(), j.tolist(), sims.tolist(), strict=True)
+    return groups.groups(), pairs
 
 
 def _encoder_path(value: str | None, command: str) -> Path:

@@ -166,6 +166,7 @@ class NeighboursConfig:
     threshold: float = _ranged(0.95, lambda v: -1 <= v <= 1, "in [-1, 1] (cosine similarity)")
     centre: bool = True
     index: Literal["exact", "faiss"] = "exact"
+    candidates: int = _positive(32)  # index=faiss: each image's near-duplicates are looked for among this many
     format: Literal["json", "csv"] = "json"
     chunk_size: int = _positive(4096)
     output: str | None = None

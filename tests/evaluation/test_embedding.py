@@ -23,14 +23,12 @@ from ssl_pretrain.data.shards import write_shards
 from ssl_pretrain.data.sources import scan_folder
 from ssl_pretrain.errors import BadInput
 from ssl_pretrain.evaluation.embedding import embed as embed_module
-from ssl_pretrain.evaluation.embedding.store import IndexRow
-from ssl_pretrain.evaluation.embedding.search import (
-    approximate_top_k,
-    collection_mean,
-    duplicate_groups,
-    similar_pairs,
-    top_k_cosine,
-)
+from ssl_pretrain.config import DataConfig
+from ssl_pretrain.evaluation.embedding.find import external_queries
+from ssl_pretrain.evaluation.embedding.run import open_collection
+from ssl_pretrain.evaluation.embedding.store import IndexRow, IndexRows, open_embeddings
+from ssl_pretrain.evaluation.embedding.duplicates import LeaderGroups, approximate_pair_chunks, exact_pair_chunks
+from ssl_pretrain.evaluation.embedding.search import approximate_top_k, collection_mean, top_k_cosine
 
 from ..helpers import folder_overrides
 
@@ -210,7 +208,13 @@ def test_neighbours_answer_queries_skip_non_images_and_report_planted_duplicates
     assert inside[0]["source"] == str(copy) and inside[0]["similarity"] > 0.9999, "itself excluded, its copy first"
     assert found[str(outside)][0]["source"] == str(image_folder / "class_2" / "img_5.png")
     duplicates = json.loads((out / "neighbours" / "duplicates.json").read_text())
-    assert [str(copy)] in duplicates.values() or str(copy) in duplicates
+    original = str(image_folder / "class_1" / "img_3.png")
+    group = duplicates[original] if original in duplicates else duplicates[str(copy)]
+    assert {member["source"] for member in group} & {original, str(copy)} and group[0]["similarity"] > 0.999
+    with (out / "neighbours" / "pairs.csv").open() as f:
+        pairs = list(csv.DictReader(f))
+    assert {original, str(copy)} in [{p["source_a"], p["source_b"]} for p in pairs], "the pair, with its similarity"
+    assert all(float(p["similarity"]) >= 0.999 for p in pairs)
     assert (out / "neighbours" / "neighbours.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -220,9 +224,52 @@ def test_neighbours_refuse_to_overwrite_and_write_csv_with_force(run, tmp_path, 
     assert main(["neighbours", str(out)]) == 0
     assert main(["neighbours", str(out), "neighbours.format=csv"]) == 2
     assert "neighbours.output" in capsys.readouterr().err
-    assert main(["neighbours", "--force", str(out), "neighbours.format=csv", "neighbours.threshold=-1"]) == 0
+    args = ["neighbours", "--force", str(out), "neighbours.format=csv", "neighbours.threshold=-1"]
+    assert main([*args, "neighbours.index=faiss", "neighbours.candidates=4"]) == 0
+    with (out / "neighbours" / "pairs.csv").open() as f:
+        assert len(list(csv.DictReader(f))) <= 4 * 36, "faiss: pairs among each image's 4 candidates only"
+    assert main(args) == 0
     rows = (out / "neighbours" / "duplicates.csv").read_text().splitlines()
-    assert rows[0] == "group,size,source" and len(rows) == 37, "threshold -1: one group of every image"
+    assert rows[0] == "group,size,source,similarity" and len(rows) == 37, "threshold -1: one group of every image"
+
+
+def test_outside_queries_are_embedded_in_batches_in_the_collection_s_precision(run, image_folder, tmp_path):
+    out = tmp_path / "emb"
+    assert _embed(run, out, "trainer.precision=bf16", "embed.projector_images=0") == 0
+    outside = tmp_path / "queries"
+    outside.mkdir()
+    originals = sorted(image_folder.rglob("img_*.png"))[:5]
+    for n, original in enumerate(originals):
+        shutil.copy(original, outside / f"q{n}.png")
+    args = ["neighbours", str(out), f"neighbours.queries=[{outside}]", "neighbours.k=1", "evaluation.batch_size=2"]
+    assert main(args) == 0
+    found = json.loads((out / "neighbours" / "neighbours.json").read_text())
+    assert [found[str(outside / f"q{n}.png")][0]["source"] for n in range(5)] == [str(o) for o in originals]
+    vectors, index, record = open_embeddings(out)
+    dataset = open_collection(DataConfig(**record["settings"]["data"]), record["settings"]["split"])
+    query = external_queries([str(outside)], vectors, index, record["settings"], dataset, torch.device("cpu"), 2)
+    rows = [next(int(r["row"]) for r in index if r["path"] == str(o)) for o in originals]
+    expected = vectors.take(rows)
+    np.testing.assert_allclose(query.vectors.numpy(), expected, rtol=0, atol=1e-6), "as embed wrote them, in bf16"
+    fp32 = dict(record["settings"], precision="fp32")
+    other = external_queries([str(outside)], vectors, index, fp32, dataset, torch.device("cpu"), 2).vectors.numpy()
+    assert np.abs(other - expected).max() > 1e-4, "fp32 would not give the collection's vectors"
+
+
+def test_nearest_reads_no_index_and_the_index_is_read_by_row_with_multi_line_records(run, tmp_path):
+    out = tmp_path / "emb"
+    assert _embed(run, out, "embed.projector_images=0") == 0
+    vectors = np.load(out / "embeddings.npy")
+    (out / "index.csv").unlink()
+    sims, rows = ssl.nearest(vectors[:3], out, k=1)
+    assert rows.flatten().tolist() == [0, 1, 2] and torch.all(sims > 0.9999)
+    index = tmp_path / "index.csv"
+    records = [["row", "position", "path", "label"], [0, 5, 'a "quoted"\nname.png', "x"], [1, 6, "b.png", ""]]
+    with index.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(records)
+    rows_read = IndexRows(index)
+    assert len(rows_read) == 2 and rows_read[0]["path"] == 'a "quoted"\nname.png' and rows_read[1]["position"] == "6"
+    assert [row["path"] for row in rows_read] == ['a "quoted"\nname.png', "b.png"]
 
 
 def test_streamed_shards_embed_in_order_by_key_continue_and_serve_neighbours(run, image_folder, tmp_path, monkeypatch):
@@ -264,7 +311,8 @@ def test_streamed_shards_embed_in_order_by_key_continue_and_serve_neighbours(run
     duplicates = json.loads((straight / "neighbours" / "duplicates.json").read_text())
     names = {_key(folder, source), _key(folder, twin[source])}
     pair = {row["path"] for row in index if row["path"].split(":")[-1] in names}
-    assert len(pair) == 2 and any(pair <= {head, *rest} for head, rest in duplicates.items()), "the copy found"
+    groups = [{head, *(member["source"] for member in rest)} for head, rest in duplicates.items()]
+    assert len(pair) == 2 and any(pair <= group for group in groups), "the copy found"
     assert (straight / "neighbours" / "neighbours.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -304,11 +352,28 @@ def test_chunked_search_equals_brute_force():
     assert all(i not in own[i].tolist() for i in range(3)), "a base row is not its own neighbour"
 
 
-def test_duplicate_groups_join_chains_biggest_first():
-    base = np.array([[1, 0], [1, 0.001], [0, 1], [0.001, 1], [0.002, 1], [-1, 0]], dtype=np.float32)
-    pairs = similar_pairs(base, threshold=0.999, chunk=2)
-    assert {(i, j) for i, j, _ in pairs} == {(0, 1), (2, 3), (2, 4), (3, 4)}
-    assert duplicate_groups(pairs) == [[2, 3, 4], [0, 1]]
+def _groups(chunks):
+    groups = LeaderGroups.empty(6)
+    pairs = []
+    for i, j, sims in chunks:
+        groups.add(i, j, sims)
+        pairs += zip(i.tolist(), j.tolist(), strict=True)
+    return groups, pairs
+
+
+def test_near_duplicate_groups_do_not_chain_and_come_biggest_first():
+    # 0 ~ 1 ~ 2 along an arc (0 and 2 apart); 3, 4, 5 all close together
+    angles = [0.0, 0.04, 0.08, 1.5, 1.51, 1.52]
+    base = np.array([[np.cos(a), np.sin(a)] for a in angles], dtype=np.float32)
+    threshold = float(np.cos(0.05))
+    groups, pairs = _groups(exact_pair_chunks(base, threshold, chunk=2, centre=None))
+    assert set(pairs) == {(0, 1), (1, 2), (3, 4), (3, 5), (4, 5)}
+    assert groups.groups() == [[3, 4, 5], [0, 1]], "2 joins no group: it is not within the threshold of 0"
+    for group in groups.groups():
+        for member in group[1:]:
+            assert groups.similarity[member] >= threshold and groups.leader[member] == group[0]
+    approximate, approximate_pairs = _groups(approximate_pair_chunks(base, threshold, 4, None, candidates=5))
+    assert set(approximate_pairs) == set(pairs) and approximate.groups() == groups.groups()
 
 
 def test_faiss_hnsw_finds_nearly_what_exact_search_finds_and_skips_the_query_s_own_row():

@@ -1,5 +1,6 @@
 """What ``neighbours`` writes: a PNG grid of each query beside its nearest neighbours, the neighbours as
-JSON, and the near-duplicate report (groups above a similarity threshold, biggest first) as JSON or CSV."""
+JSON, and the near-duplicate report (groups whose members are within a similarity threshold of their first
+image, biggest first) as JSON or CSV."""
 
 from __future__ import annotations
 
@@ -41,16 +42,21 @@ def neighbour_report(names: list[str], rows: torch.Tensor, sims: torch.Tensor, i
     }
 
 
-def duplicate_report(groups: list[list[int]], index: list[dict], fmt: str) -> bytes:
-    """JSON ``{first file of a group: [its near-duplicates]}`` (biggest group first), or CSV rows
-    ``group,size,source``."""
+def duplicate_report(groups: list[list[int]], similarity: torch.Tensor, index, fmt: str) -> bytes:
+    """JSON ``{first file of a group: [{"source", "similarity"}, ...]}`` (biggest group first; each member's
+    similarity to the group's first file), or CSV rows ``group,size,source,similarity``."""
     if fmt == "json":
-        named = {source_name(index[g[0]]): [source_name(index[r]) for r in g[1:]] for g in groups}
+        named = {
+            source_name(index[g[0]]): [
+                {"source": source_name(index[r]), "similarity": round(float(similarity[r]), 4)} for r in g[1:]
+            ]
+            for g in groups
+        }
         return (json.dumps(named, indent=2) + "\n").encode()
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["group", "size", "source"])
+    writer.writerow(["group", "size", "source", "similarity"])
     for number, group in enumerate(groups):
         for row in group:
-            writer.writerow([number, len(group), source_name(index[row])])
+            writer.writerow([number, len(group), source_name(index[row]), f"{float(similarity[row]):.4f}"])
     return out.getvalue().encode()

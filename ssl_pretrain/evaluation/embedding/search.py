@@ -1,6 +1,6 @@
 """Exact cosine search over an embeddings file in chunked matrix products: memory is one chunk of the base
 times one chunk of the queries, whatever the collection's size, so a memory-mapped file larger than memory
-works. Near-duplicates are the connected groups of pairs above a similarity threshold.
+works (near-duplicates: :mod:`.duplicates`).
 
 Every function takes ``centre``: a vector subtracted from every embedding (and query) before the cosine, the
 collection's mean by default in ``neighbours``. A CNN's pooled features are all positive after its last ReLU,
@@ -24,7 +24,7 @@ def read_rows(base, start: int, stop: int) -> np.ndarray:
     return np.array(base[start:stop], dtype=np.float32)
 
 
-def _chunk(base, start: int, size: int, centre: torch.Tensor | None) -> torch.Tensor:
+def normalised_chunk(base, start: int, size: int, centre: torch.Tensor | None) -> torch.Tensor:
     """Rows ``start:start + size`` of ``base``, centred and normalised, float32."""
     rows = torch.from_numpy(read_rows(base, start, start + size))
     return F.normalize(rows - centre if centre is not None else rows, dim=1)
@@ -64,7 +64,7 @@ def top_k_cosine(
     best_sim = torch.full((len(q), 0), -2.0)
     best_row = torch.zeros((len(q), 0), dtype=torch.long)
     for start in range(0, len(base), chunk):
-        sims = q @ _chunk(base, start, chunk, centre).T
+        sims = q @ normalised_chunk(base, start, chunk, centre).T
         rows = torch.arange(start, start + sims.shape[1]).expand(len(q), -1)
         if exclude is not None:
             sims = sims.masked_fill(rows == exclude[:, None], -2.0)
@@ -72,6 +72,18 @@ def top_k_cosine(
         top = merged_sim.topk(min(k, merged_sim.shape[1]), dim=1)
         best_sim, best_row = top.values, merged_row.gather(1, top.indices)
     return best_sim, best_row
+
+
+def hnsw_graph(base, chunk: int, centre: torch.Tensor | None, links: int = 32):
+    """faiss's HNSW graph (inner product) of the centred, normalised rows of ``base``, added a chunk at a time."""
+    try:
+        import faiss
+    except ImportError:
+        raise BadInput(f"neighbours.index=faiss needs the faiss extra: {FAISS_EXTRA}") from None
+    graph = faiss.IndexHNSWFlat(base.shape[1], links, faiss.METRIC_INNER_PRODUCT)
+    for start in range(0, len(base), chunk):
+        graph.add(normalised_chunk(base, start, chunk, centre).numpy())
+    return graph
 
 
 @torch.no_grad()
@@ -89,13 +101,7 @@ def approximate_top_k(
     and normalised vectors, added a chunk at a time: for millions of rows, where exact search is slow. The
     graph lives in memory (``N x D`` floats plus ``links`` edges a row); ``breadth`` is faiss's ``efSearch``.
     Its recall against exact search is measured by ``benchmarks/embedding_use.py``."""
-    try:
-        import faiss
-    except ImportError:
-        raise BadInput(f"neighbours.index=faiss needs the faiss extra: {FAISS_EXTRA}") from None
-    graph = faiss.IndexHNSWFlat(base.shape[1], links, faiss.METRIC_INNER_PRODUCT)
-    for start in range(0, len(base), chunk):
-        graph.add(_chunk(base, start, chunk, centre).numpy())
+    graph = hnsw_graph(base, chunk, centre, links)
     extra = 0 if exclude is None else 1
     k = min(k, len(base) - extra)  # never more rows than there are (faiss would pad with row -1)
     graph.hnsw.efSearch = max(breadth, k + extra)
@@ -106,39 +112,3 @@ def approximate_top_k(
         keep = torch.where(own.any(1, keepdim=True), ~own, torch.arange(k + 1) < k)
         sims, rows = sims[keep].view(len(q), k), rows[keep].view(len(q), k)
     return sims, rows
-
-
-@torch.no_grad()
-def similar_pairs(
-    base, threshold: float, chunk: int = 4096, centre: torch.Tensor | None = None
-) -> list[tuple[int, int, float]]:
-    """Every pair ``(i, j, similarity)`` of rows with ``i < j`` and cosine similarity >= ``threshold``."""
-    pairs = []
-    for a in range(0, len(base), chunk):
-        left = _chunk(base, a, chunk, centre)
-        for b in range(a, len(base), chunk):
-            sims = left @ _chunk(base, b, chunk, centre).T
-            i, j = torch.nonzero(sims >= threshold, as_tuple=True)
-            keep = (i + a) < (j + b)
-            for x, y, s in zip((i + a)[keep].tolist(), (j + b)[keep].tolist(), sims[i, j][keep].tolist(), strict=True):
-                pairs.append((x, y, s))
-    return pairs
-
-
-def duplicate_groups(pairs: list[tuple[int, int, float]]) -> list[list[int]]:
-    """Rows joined by any chain of pairs, as groups (each sorted), biggest group first."""
-    parent: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j, _ in pairs:
-        parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for x in parent:
-        groups.setdefault(root(x), []).append(x)
-    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))

@@ -9,7 +9,9 @@ positions done, so an interrupted ``embed`` continues where it stopped instead o
 
 from __future__ import annotations
 
+import array
 import csv
+import io
 import itertools
 import json
 import shutil
@@ -123,7 +125,7 @@ class EmbeddingWriter:
             _keep_first_records(folder / INDEX, self.rows + 1)  # the header and the rows recorded
             _keep_first_records(folder / SKIPPED, resume.get("skipped", 0), plain_lines=True)
         else:
-            (folder / INDEX).write_text(",".join(COLUMNS) + "\n")
+            (folder / INDEX).write_text(",".join(COLUMNS) + "\n", encoding="utf-8")
             (folder / SKIPPED).write_text("")
 
     def append(self, vectors: np.ndarray, rows: list[IndexRow], skipped: list[str]) -> None:
@@ -135,12 +137,12 @@ class EmbeddingWriter:
                 f"do not fit the {self.capacity} rows of {self.folder / VECTORS}"
             )
         self.vectors.write(self.rows, vectors)
-        with (self.folder / INDEX).open("a", newline="") as f:
+        with (self.folder / INDEX).open("a", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")  # as the header: one line ending throughout
             for i, row in enumerate(rows):
                 writer.writerow([self.rows + i, row.position, row.path, row.label])
         if skipped:
-            with (self.folder / SKIPPED).open("a") as f:
+            with (self.folder / SKIPPED).open("a", encoding="utf-8") as f:
                 f.write("".join(f"{path}\n" for path in skipped))
         self.rows += len(vectors)
 
@@ -165,7 +167,7 @@ def _keep_first_records(path: Path, count: int, plain_lines: bool = False) -> No
     """Keep the first ``count`` CSV records of ``path`` (a quoted path may span lines), or its first ``count``
     lines with ``plain_lines``: what a cut-off chunk wrote after them goes. Streamed through a file beside it."""
     partial = path.with_name(f".{path.name}.tmp")
-    with path.open(newline="") as source, partial.open("w", newline="") as kept:
+    with path.open(newline="", encoding="utf-8") as source, partial.open("w", newline="", encoding="utf-8") as kept:
         if plain_lines:
             kept.writelines(itertools.islice(source, count))
         else:
@@ -173,15 +175,57 @@ def _keep_first_records(path: Path, count: int, plain_lines: bool = False) -> No
     partial.replace(path)
 
 
-def open_embeddings(folder: str | Path) -> tuple[VectorFile, list[dict], dict]:
-    """``(vectors (N, D) read by position, index rows, embed.json)`` of a finished embeddings folder."""
+def open_vectors(folder: str | Path) -> tuple[VectorFile, dict]:
+    """``(vectors (N, D) read by position, embed.json)`` of a finished embeddings folder; the index unread."""
     folder = Path(folder).expanduser()
     record = read_record(folder)
     if record is None or not (folder / VECTORS).is_file():
         raise BadInput(f"neighbours.embeddings: {folder} is not an embeddings folder (run ssl-pretrain embed)")
     if not record.get("complete"):
         raise BadInput(f"neighbours.embeddings: {folder} is unfinished; run ssl-pretrain embed again to complete it")
-    vectors = VectorFile(folder / VECTORS)
-    with (folder / INDEX).open(newline="") as f:
-        index = list(csv.DictReader(f))
-    return vectors, index, record
+    return VectorFile(folder / VECTORS), record
+
+
+def open_embeddings(folder: str | Path) -> tuple[VectorFile, IndexRows, dict]:
+    """``(vectors (N, D) read by position, index rows read by row number, embed.json)`` of a finished folder."""
+    vectors, record = open_vectors(folder)
+    return vectors, IndexRows(Path(folder).expanduser() / INDEX), record
+
+
+class IndexRows:
+    """``index.csv`` read by row number: only each record's byte offset is held (8 bytes a row, not the rows as
+    Python dicts); ``rows[r]`` reads row ``r``'s fields from the file, ``iter(rows)`` streams every row."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offsets = _record_offsets(path)
+        self.file = path.open("rb")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> dict:
+        if not 0 <= row < len(self):
+            raise IndexError(f"{self.path}: no row {row}")
+        self.file.seek(self.offsets[row])
+        text = self.file.read(self.offsets[row + 1] - self.offsets[row]).decode("utf-8")
+        return dict(zip(COLUMNS, next(csv.reader(io.StringIO(text, newline=""))), strict=True))
+
+    def __iter__(self):
+        with self.path.open(newline="", encoding="utf-8") as f:
+            yield from csv.DictReader(f)
+
+
+def _record_offsets(path: Path) -> array.array:
+    """Byte offsets of each CSV record after the header, and of the file's end: ``(N + 1,)``. A record continues
+    on the next line while its count of quote characters is odd (a quoted field holding a line break)."""
+    offsets, inside = array.array("q"), False
+    with path.open("rb") as f:
+        position = len(f.readline())
+        for line in f:
+            if not inside:
+                offsets.append(position)
+            inside ^= line.count(b'"') % 2 == 1
+            position += len(line)
+    offsets.append(position)
+    return offsets
