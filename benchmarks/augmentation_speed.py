@@ -27,7 +27,7 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, sync  # noqa: E402
+from common import report, run_main, sync  # noqa: E402
 
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
 from ssl_pretrain.data.sources import TensorImages  # noqa: E402
@@ -155,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -101,6 +101,18 @@ def report(title: str, body: str, smoke: bool, record: dict | None = None, recor
         append_results(title, body)
 
 
+def run_main(main) -> None:
+    """Run a benchmark's ``main`` as the command line runs a command: bad input (a config key, a path, a run)
+    is one line on stderr naming it and exit code 2, not a traceback."""
+    from ssl_pretrain.errors import BadInput
+
+    try:
+        main()
+    except BadInput as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_config(run: Path, overrides: list[str]) -> Config:
     """The config of a finished run directory, evaluating its encoder (no progress bars)."""
     return load_config(run / "config.yaml", [f"evaluation.encoder={run}", "trainer.progress=false", *overrides])

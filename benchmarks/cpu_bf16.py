@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, report, run_checked  # noqa: E402
+from common import REPO, report, run_checked, run_main  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.utils.precision import cpu_has_native_bf16, describe_precision  # noqa: E402
@@ -159,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BareStep, report, sync  # noqa: E402
+from common import BareStep, report, run_main, sync  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
@@ -158,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_captured  # noqa: E402
+from common import report, run_captured, run_main  # noqa: E402
 
 SMOKE = [
     "trainer.max_steps=2",
@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

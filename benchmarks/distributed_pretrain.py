@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_checked  # noqa: E402
+from common import report, run_checked, run_main  # noqa: E402
 
 from ssl_pretrain.utils.files import safe_torch_load  # noqa: E402
 
@@ -88,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

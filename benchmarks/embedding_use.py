@@ -1,6 +1,7 @@
 """An encoder put to work on Fashion-MNIST: embedding speed, exact search time and memory, retrieval quality,
 and how many planted near-duplicates the default threshold finds.
 
+    python benchmarks/embedding_use.py --memory-only WIDTH [--memory-rows 2000000] [--memory-limit-mb 1024]
     python benchmarks/embedding_use.py --runs RUN [RUN ...] [--held-out 10000] [--memory-rows 2000000]
                                        [--memory-limit-mb 1024] [--shard-images 10000]
                                        [--planted 100] [--others 2000] [--smoke]
@@ -14,7 +15,8 @@ the collection, the last 10k the queries), so the test set is never read. Printe
   sizes the issue names) and in the collection itself;
 - peak memory (resident set) of a top-10 search in an embeddings file of ``--memory-rows`` rows, run in a
   memory cgroup of ``--memory-limit-mb`` (smaller than the file; where this process may make a cgroup, else
-  unlimited, as the entry says): the file is read a chunk at a time, never whole;
+  unlimited, as the entry says): the file is read a chunk at a time, never whole; its ``index.csv`` is a real
+  one (a path and a label a row), opened afterwards as ``neighbours`` opens it to name the rows found;
 - precision@10: the share of each query image's 10 nearest collection images (cosine, centred) that share its
   label, for every run's encoder, a randomly initialised one of the first's architecture, and raw pixels; for
   the first encoder also from faiss's HNSW graph (``neighbours.index=faiss``), with its recall of the exact top 10;
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +45,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
+from common import report, run_main  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.config import NeighboursConfig  # noqa: E402
@@ -130,16 +133,21 @@ import sys, numpy as np, ssl_pretrain as ssl
 def peak_mb():  # this process's own high-water mark (ru_maxrss would carry the parent's peak across exec)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024
+from ssl_pretrain.evaluation.embedding.store import open_embeddings
 before = peak_mb()
 q = np.random.default_rng(1).standard_normal((1000, int(sys.argv[2])), dtype=np.float32)
-ssl.nearest(q, sys.argv[1], k=10)
-print(before, peak_mb())
+_, rows = ssl.nearest(q, sys.argv[1], k=10)
+searched = peak_mb()
+_, index, _ = open_embeddings(sys.argv[1])  # what neighbours reads: each row's offset, then the rows it names
+names = [index[r]["path"] for r in rows.flatten().tolist()]
+assert len(names) == 10000 and all(names)
+print(before, searched, peak_mb())
 """
 
 
-def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, float, str]:
-    """(file MB, peak resident MB after importing, peak resident MB of the search, the limit it ran under) in a
-    fresh process, held to ``limit_mb`` by a memory cgroup where this process may make one."""
+def memory_figures(rows: int, dim: int, limit_mb: int) -> MemoryFigures:
+    """The peak resident memory of a search and of naming its rows, in a fresh process, held to ``limit_mb`` by a
+    memory cgroup where this process may make one; the embeddings file has a real ``index.csv``."""
     folder = Path(tempfile.mkdtemp(prefix="ssl_memory_"))
     vectors = np.lib.format.open_memmap(folder / "embeddings.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
     rng = np.random.default_rng(0)
@@ -147,7 +155,7 @@ def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, fl
         vectors[start : start + 100000] = rng.standard_normal((min(100000, rows - start), dim), dtype=np.float32)
     vectors.flush()
     del vectors
-    (folder / "index.csv").write_text("row,position,path,label\n")
+    write_index(folder / "index.csv", rows)
     (folder / "embed.json").write_text(json.dumps({"complete": True}))
     group = memory_group(limit_mb)
     child = subprocess.Popen(
@@ -163,8 +171,9 @@ def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, fl
         group.rmdir()
     if child.returncode:
         raise SystemExit(f"the search under {limit_mb} MB failed ({child.returncode}): {err}")
-    imported, peak = (float(x) for x in out.split())
+    imported, peak, named = (float(x) for x in out.split())
     size = (folder / "embeddings.npy").stat().st_size / 2**20
+    index_mb = (folder / "index.csv").stat().st_size / 2**20
     for path in folder.iterdir():
         path.unlink()
     limit = (
@@ -173,7 +182,40 @@ def memory_figures(rows: int, dim: int, limit_mb: int) -> tuple[float, float, fl
         if group
         else "no memory limit (no cgroup here)"
     )
-    return size, imported, peak, limit
+    return MemoryFigures(size, index_mb, imported, peak, named, limit)
+
+
+@dataclass
+class MemoryFigures:
+    """MB: the embeddings file, its index.csv, resident after import, after the search, after naming its rows."""
+
+    vectors_mb: float
+    index_mb: float
+    imported_mb: float
+    search_mb: float
+    named_mb: float
+    limit: str
+
+    def sentence(self, rows: int) -> str:
+        return (
+            f"A top-10 search of 1000 queries in a {self.vectors_mb:.0f} MB embeddings file of {rows} rows with a "
+            f"{self.index_mb:.0f} MB index.csv (a path and a label a row), run under {self.limit}: peak resident "
+            f"memory {self.search_mb:.0f} MB after `ssl.nearest` ({self.imported_mb:.0f} MB after importing the "
+            f"library), {self.named_mb:.0f} MB after opening the index as `neighbours` does and naming the 10,000 "
+            "rows found."
+        )
+
+
+def write_index(path: Path, rows: int) -> None:
+    """An index.csv of ``rows`` rows as ``embed`` writes one for an image folder: a file path and a class name."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["row", "position", "path", "label"])
+        for start in range(0, rows, 100000):
+            writer.writerows(
+                [r, r, f"/data/photos/class_{r % 10}/image_{r:08d}.jpg", f"class_{r % 10}"]
+                for r in range(start, min(rows, start + 100000))
+            )
 
 
 def memory_group(limit_mb: int) -> Path | None:
@@ -245,7 +287,8 @@ def duplicate_rows(run: Path, folder: Path, origin: dict[str, str], work: Path, 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="pretraining run directories")
+    parser.add_argument("--runs", nargs="+", type=Path, help="pretraining run directories (all but --memory-only)")
+    parser.add_argument("--memory-only", type=int, metavar="WIDTH", help="only the memory figure, vectors this wide")
     parser.add_argument("--held-out", type=int, default=10000)
     parser.add_argument("--memory-rows", type=int, default=2_000_000)
     parser.add_argument("--memory-limit-mb", type=int, default=1024, help="memory allowed to that search")
@@ -259,6 +302,13 @@ def main() -> None:
     if args.smoke:
         args.planted, args.others, args.memory_rows = min(args.planted, 4), min(args.others, 20), 20000
         args.memory_limit_mb, args.shard_images = 2048, 16
+    if args.memory_only:
+        memory = memory_figures(args.memory_rows, args.memory_only, args.memory_limit_mb)
+        report("Search memory with a real index (benchmarks/embedding_use.py --memory-only)",
+               memory.sentence(args.memory_rows), args.smoke)  # fmt: skip
+        return
+    if not args.runs:
+        parser.error("--runs is required (or --memory-only WIDTH)")
     base = [f"data.development={args.held_out}", "trainer.progress=false", *args.overrides]
     first = args.runs[0]
     summary = embed(first, work / f"{first.name}-collection", base, "train")
@@ -286,7 +336,7 @@ def main() -> None:
     lines.append(f"| raw pixels | {precision:.2f}% | {seconds:.1f} |")
     dim = summary.dim
     search = synthetic_search_seconds(dim, *((2000, 500) if args.smoke else ()))
-    size, imported, peak, limit = memory_figures(args.memory_rows, dim, args.memory_limit_mb)
+    memory = memory_figures(args.memory_rows, dim, args.memory_limit_mb)
     folder = work / "planted"
     folder.mkdir()
     origin = plant_duplicates(folder, base, args.planted, args.others)
@@ -300,8 +350,7 @@ def main() -> None:
         f"images/s ({summary.rows} images, {summary.seconds:.1f} s); {from_shards.rows} query images written as PNG "
         f"members of tar shards and embedded from the shards (read in shard order): {from_shards.images_per_s:.0f} "
         f"images/s. Exact top-10 of 10k random {dim}-d queries in "
-        f"60k vectors: {search:.1f} s. A top-10 search of 1000 queries in a {size:.0f} MB embeddings file, run "
-        f"under {limit}: peak resident memory {peak:.0f} MB ({imported:.0f} MB after importing the library).\n\n"
+        f"60k vectors: {search:.1f} s. {memory.sentence(args.memory_rows)}\n\n"
         "Retrieval: share of each query's 10 nearest collection images with its label (cosine of centred "
         "embeddings).\n\n" + "\n".join(lines) + "\n\nNear-duplicates: share of planted copies paired with their "
         "original at each threshold; false pairs: pairs of images with different originals (Fashion-MNIST holds "
@@ -314,4 +363,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

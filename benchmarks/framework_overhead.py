@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BareStep, report, run_checked  # noqa: E402
+from common import BareStep, report, run_checked, run_main  # noqa: E402
 
 from ssl_pretrain.config import Config, load_config  # noqa: E402
 from ssl_pretrain.data import open_split  # noqa: E402
@@ -113,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, report, run_checked  # noqa: E402
+from common import REPO, report, run_checked, run_main  # noqa: E402
 from framework_overhead import bare_loop  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
@@ -170,4 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BareStep, report, run_checked, sync  # noqa: E402
+from common import BareStep, report, run_checked, run_main, sync  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import load_config  # noqa: E402
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

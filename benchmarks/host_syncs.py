@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, report  # noqa: E402
+from common import REPO, report, run_main  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 
@@ -67,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

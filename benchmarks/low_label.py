@@ -65,7 +65,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_config  # noqa: E402
+from common import report, run_config, run_main  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.config import Config  # noqa: E402
@@ -570,4 +570,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import report  # noqa: E402
+from common import report, run_main  # noqa: E402
 
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import listed, load_config  # noqa: E402
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

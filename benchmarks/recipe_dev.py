@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_config  # noqa: E402
+from common import report, run_config, run_main  # noqa: E402
 from low_label import (  # noqa: E402
     FINETUNE_RECIPE,
     FINETUNE_STEPS,
@@ -237,4 +237,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

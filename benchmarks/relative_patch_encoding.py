@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
+from common import report, run_main  # noqa: E402
 
 from ssl_pretrain.encoders import build_encoder  # noqa: E402
 from ssl_pretrain.tasks import RelativePatchLocation  # noqa: E402
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

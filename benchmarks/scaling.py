@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_checked  # noqa: E402
+from common import report, run_checked, run_main  # noqa: E402
 
 
 def run(config: str, overrides: list[str], out: Path, name: str) -> dict:
@@ -74,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402
+from common import report, run_main  # noqa: E402
 from low_label import K_GRID, L2_GRID  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
@@ -268,4 +268,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_config  # noqa: E402
+from common import report, run_config, run_main  # noqa: E402
 from low_label import (  # noqa: E402
     FINETUNE_RECIPE,
     HEAD,
@@ -108,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -118,9 +118,9 @@ def _evaluation_config(source, key: str, config: ConfigLike, overrides: Override
     if source is not None:
         extra = [f"{key}={source.directory if isinstance(source, Run) else source}", *extra]
         if config is None:
-            from .evaluation.shared.encoder_source import saved_run_config
+            from .evaluation.shared.encoder_source import defaults_for, saved_run_config
 
-            config = saved_run_config(source.directory if isinstance(source, Run) else source)
+            config = defaults_for(saved_run_config(source.directory if isinstance(source, Run) else source), extra)
     return load_config(config, extra)
 
 
@@ -160,7 +160,7 @@ def rank(
     if not paths:
         raise BadInput("rank: give at least one run directory, encoder.pt or checkpoint")
     found = expand_sources(paths, snapshots)
-    cfg = _evaluation_config(None, "evaluation.encoder", config or _saved_config(paths[0]), overrides)
+    cfg = _evaluation_config(None, "evaluation.encoder", config or _saved_config(paths[0], overrides), overrides)
     images = gauge_images(open_split(cfg.data, "pretrain"), cfg.gauges.images, cfg.seed)
     return rank_encoders(found, images, data_info(cfg.data), prepare_device(cfg), cfg.evaluation.batch_size)
 
@@ -269,13 +269,13 @@ def _encoder_path(value: str | None, command: str) -> Path:
     return path
 
 
-def _saved_config(path: str) -> dict:
-    from .evaluation.shared.encoder_source import saved_run_config
+def _saved_config(path: str, overrides: Overrides) -> dict:
+    from .evaluation.shared.encoder_source import defaults_for, saved_run_config
 
     saved = saved_run_config(path)
     if saved is None:
         raise BadInput(f"rank: {path} is not inside a run directory; give a config (-c) naming the data")
-    return saved
+    return defaults_for(saved, _override_strings(overrides))
 
 
 def load_encoder(path: str | Path | Run) -> Encoder:

@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 def _evaluation_config(args, key: str) -> Config:
     """``-c`` may be left out when the command's model source belongs to a run (a directory holding
     ``config.yaml``): that config gives the defaults (for ``ensemble``, the first member's)."""
-    from .evaluation.shared.encoder_source import saved_run_config
+    from .evaluation.shared.encoder_source import defaults_for, saved_run_config
 
     base = None
     given = (o.split("=", 1) for o in args.overrides if "=" in o)
@@ -123,7 +123,7 @@ def _evaluation_config(args, key: str) -> Config:
         members = yaml.safe_load(value)
         value = members[0] if isinstance(members, list) and members and isinstance(members[0], str) else None
     if value:
-        base = saved_run_config(value)
+        base = defaults_for(saved_run_config(value), args.overrides)
     if args.config is None and base is None:
         raise BadInput(f"{args.command}: give -c CONFIG or {key}=PATH inside a run directory (one with config.yaml)")
     return load_config(args.config, args.overrides, base=base)

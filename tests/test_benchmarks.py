@@ -565,7 +565,7 @@ def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
 
     data = [f"data.root={fashion_mnist_root}", "data.download=false", "data.development=16"]
     args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *TINY, *data, f"output_dir={tmp_path}"]
-    assert main([*args, "run_name=rot", "gauges.every=null"]) == 0
+    assert main([*args, "run_name=rot", "gauges.every=null", "data.limit=40"]) == 0  # not carried to the shards
     done = _run("benchmarks/embedding_use.py", "--smoke", "--runs", str(tmp_path / "rot"), "--held-out", "16",
                 f"data.root={fashion_mnist_root}", "data.download=false")  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -574,5 +574,9 @@ def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
     rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if "% |" in line and "|---" not in line]
     assert {"rot", "random init", "raw pixels"} <= set(rows)
     assert "0.95 (default)" in out, "the default threshold among those measured"
-    assert "MB embeddings file, run under a 2048 MB memory cgroup" in out or "under no memory limit" in out
+    assert "MB index.csv (a path and a label a row), run under a 2048 MB memory cgroup" in out or "no memory limit" in out
+    assert "after opening the index as `neighbours` does and naming the 10,000 rows found" in out
+    missing = _run("benchmarks/embedding_use.py", "--smoke", "--runs", str(tmp_path / "missing"))
+    err = missing.stderr.strip().splitlines()
+    assert missing.returncode == 2 and len(err) == 1 and "evaluation.encoder" in err[0], missing.stderr
     assert "16 query images written as PNG members of tar shards and embedded from the shards" in out

@@ -71,5 +71,5 @@ class RandomHueDirect(K.RandomHue):
     ) -> torch.Tensor:
         if input.dtype not in (torch.float32, torch.float64):
             return super().apply_transform(input, params, flags, transform)
-        angle = params["hue_factor"].to(input.device, input.dtype) * (2 * math.pi)
+        angle = params["hue_factor"].to(input.dtype) * (2 * math.pi)  # drawn on the images' device already
         return shift_hue(input.clamp(0, 1), angle, self.offsets).clamp(0, 1)

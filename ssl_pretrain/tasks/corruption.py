@@ -57,7 +57,7 @@ class RandomPixelMasking(IntensityAugmentationBase2D):
         flags: dict[str, Any],
         transform: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return apply_mask(input, params["mask"].to(input.device))
+        return apply_mask(input, params["mask"])  # drawn on the images' device (augment_on_device places it)
 
 
 class RandomSaltPepper(nn.Module):

@@ -24,12 +24,21 @@ def place_draws(pipeline: nn.Module, device: torch.device, dtype: torch.dtype) -
     for op in pipeline.modules():
         generator = getattr(op, "_param_generator", None)
         if isinstance(generator, PlainUniformGenerator):  # its ranges: tensors kept on the CPU
-            generator.samplers = tuple(
-                (factor.to(device, dtype) if isinstance(factor, torch.Tensor) else factor, *rest)
-                for factor, *rest in generator.samplers
-            )
+            generator.samplers = tuple((_placed(factor, device, dtype), *rest) for factor, *rest in generator.samplers)
         if hasattr(op, "set_rng_device_and_dtype"):
             op.set_rng_device_and_dtype(device, dtype)
+
+
+def _placed(factor, device: torch.device, dtype: torch.dtype):
+    """A sampler's range on ``device`` in ``dtype``: moved once (the trainer places them before its first step),
+    left as it is when already there, so a step never asks for the move again."""
+    if not isinstance(factor, torch.Tensor):
+        return factor
+    device = torch.device(device)
+    there = factor.device.type == device.type and device.index in (None, factor.device.index)
+    if there and factor.dtype == dtype:
+        return factor
+    return factor.to(device, dtype)
 
 
 def augment_on_device(pipeline: nn.Module, images: torch.Tensor) -> torch.Tensor:

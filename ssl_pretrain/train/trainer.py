@@ -40,6 +40,7 @@ from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
 from ..tasks import PretextTask
+from ..tasks.draws import place_draws
 from ..utils.files import FORMAT, atomic_torch_save, atomic_write_bytes, load_checkpoint, load_state_strict
 from ..utils.optim import make_optimizer, make_scheduler
 from ..utils.precision import (
@@ -182,6 +183,7 @@ def _pretrain(config: Config, resume: bool, world: World, device: torch.device) 
     seed_everything(config.seed)
     info = data_info(config.data)
     task = make_task(config, make_encoder(config, info)).to(device)
+    place_draws(task, device, torch.float32)  # Kornia's ranges moved now, not asked for inside a step
     dataset = open_split(config.data, "pretrain")
     decode_here = decodes_on_device(config.data.decode, device, dataset)
     gauge = _make_gauge(config, dataset, info, device, world)

@@ -2,11 +2,15 @@
 
 On a GPU, reading a value (``.item()``, ``float(t)``, ``.tolist()``, ``if t:``, printing), a data-dependent
 shape (``nonzero``, boolean-mask indexing, ``unique``, one-argument ``torch.where``, ``repeat_interleave``
-with tensor repeats, ``bincount``, an inverse's error check) or a copy between host and device
+with tensor repeats, ``bincount``, an inverse's error check) or a blocking copy between host and device
 (``torch.tensor(list, device=...)``, a list used as an index, ``.to('cpu')``, ``copy_``) stalls the host
 until the GPU has caught up, and the GPU then idles while the host prepares the next step. On the CPU
 nothing stalls, but the same calls happen: :class:`HostSyncCounter` counts them wherever the code runs, so
-a CPU test can prove a step free of them.
+a CPU test can prove a step free of them. Moves are judged by intent: a blocking ``.to(device)`` is counted
+even where host and device are the same memory (a CPU run), since on a GPU it would cross; a non-blocking copy
+is not, and where a copy really crosses (the ATen level on a GPU) one from pinned host memory is not either.
+Calls made inside PyTorch, torchvision and Kornia are judged by what they move on the device at hand (their
+``.to(device=self.device)`` on tensors drawn there moves nothing); a GPU run checks those at the ATen level.
 
 Two levels are watched: the Python calls (a ``TorchFunctionMode``: method names, constructions from host
 data, list indices) and every ATen operator that runs, however deep inside a torch function or a library
@@ -58,8 +62,18 @@ def _target_device(args, kwargs) -> torch.device | None:
     return None
 
 
-def _python_kind(name: str, args, kwargs) -> str | None:
-    """What a Python-level torch call does that waits for the device, or None."""
+LIBRARIES = ("torch", "torchvision", "kornia")  # their .to() calls are judged by what they move on this device
+
+
+def _from_library(frame) -> bool:
+    """Whether ``frame`` (the caller of a torch call) is code of PyTorch, torchvision or Kornia."""
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return module.split(".")[0] in LIBRARIES
+
+
+def _python_kind(name: str, args, kwargs, by_intent: bool = True) -> str | None:
+    """What a Python-level torch call does that waits for the device, or None. ``by_intent``: judge a ``.to()``
+    by the move it asks for (the project's and a user's code), not by what it moves on this run's device."""
     if name in SYNCING:
         return name
     if name in CONSTRUCTORS and kwargs.get("device") is not None and args and not isinstance(args[0], torch.Tensor):
@@ -78,11 +92,29 @@ def _python_kind(name: str, args, kwargs) -> str | None:
     first = args[0] if args else None
     if name == "to" and isinstance(first, torch.Tensor):
         target = _target_device(args, kwargs)
-        if target is not None and _moves(first.device, target):
-            return f"to({target.type})"
+        if not by_intent:
+            return f"to({target.type})" if target is not None and _moves(first.device, target) else None
+        return _move_request(first, target, _non_blocking(args, kwargs))
     if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and _moves(args[1].device, first.device):
         return "copy_ between devices"
     return None
+
+
+def _non_blocking(args, kwargs) -> bool:
+    """``Tensor.to``'s ``non_blocking``, given by keyword or as the positional after the device or dtype."""
+    if "non_blocking" in kwargs:
+        return bool(kwargs["non_blocking"])
+    return any(isinstance(a, bool) and a for a in args[1:])
+
+
+def _move_request(tensor: torch.Tensor, target: torch.device | None, non_blocking: bool) -> str | None:
+    """What a ``tensor.to(target)`` asks for, judged by intent, not by the devices of this run: any blocking move
+    with a device named is counted (``x.sum().to("cpu")`` on a CPU run is a device-to-host wait on a GPU, and
+    ``torch.zeros(n).to(x.device)`` a host-to-device one). A non-blocking copy is not a wait: from the host it
+    must come from pinned memory on an accelerator, which the ATen level checks where a copy really crosses."""
+    if target is None or non_blocking:
+        return None
+    return "to(cpu): a move to host memory" if target.type == "cpu" else f"to({target.type}): a blocking move"
 
 
 def _moves(source: torch.device, target: torch.device) -> bool:
@@ -135,12 +167,22 @@ def _aten_kind(func, args, kwargs) -> str | None:
     if name == "repeat_interleave" and args and isinstance(args[0], torch.Tensor) and len(args) == 1:
         return None if kwargs.get("output_size") is not None else "repeat_interleave(tensor repeats)"
     if name == "_to_copy" and args and kwargs.get("device") is not None:
-        return "_to_copy between devices" if _moves(args[0].device, torch.device(kwargs["device"])) else None
-    if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor):
-        return "copy_ between devices" if _moves(args[1].device, args[0].device) else None
+        return _crossing("_to_copy", args[0], torch.device(kwargs["device"]), kwargs.get("non_blocking", False))
+    if name == "copy_" and len(args) > 1 and hasattr(args[1], "is_pinned"):  # a tensor (or one's stand-in)
+        return _crossing("copy_", args[1], args[0].device, args[2] if len(args) > 2 else kwargs.get("non_blocking"))
     if name == "index" and len(args) > 1 and any(_is_mask(item) for item in args[1]):
         return "boolean mask index"
     return None
+
+
+def _crossing(name: str, source, target: torch.device, non_blocking) -> str | None:
+    """An ATen copy that really crosses between host and device: a wait unless it is non-blocking and, from the
+    host, reads pinned memory (a non-blocking copy from pageable memory is staged by the host, which waits)."""
+    if not _moves(source.device, target):
+        return None
+    if non_blocking and (source.device.type != "cpu" or source.is_pinned()):
+        return None
+    return f"{name} between devices" + (" from pageable memory" if non_blocking else "")
 
 
 class HostSyncCounter(TorchFunctionMode):
@@ -191,7 +233,7 @@ class HostSyncCounter(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        kind = _python_kind(name, args, kwargs)
+        kind = _python_kind(name, args, kwargs, by_intent=name != "to" or not _from_library(sys._getframe(1)))
         if kind is None:
             return func(*args, **kwargs)
         if not self._by_design(name, args, kwargs):

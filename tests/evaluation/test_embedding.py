@@ -272,6 +272,19 @@ def test_nearest_reads_no_index_and_the_index_is_read_by_row_with_multi_line_rec
     assert [row["path"] for row in rows_read] == ['a "quoted"\nname.png', "b.png"]
 
 
+def test_a_run_s_dataset_keys_stay_behind_when_a_command_names_another_dataset(image_folder, tmp_path):
+    """Pretrained with ``data.limit`` on a folder; embedding shards through the API must not inherit the limit
+    (streamed data refuses one), nor the folder's other keys."""
+    args = ["pretrain", "-c", "configs/fashion_mnist/rotation.yaml", *folder_overrides(image_folder, tmp_path)]
+    assert main([*args, "data.limit=30", "gauges.every=null"]) == 0
+    shards, _ = write_shards(image_folder, str(tmp_path / "shards" / "part-%03d.tar"), 10)
+    data = {"data.name": "shards", "data.root": str(shards[0].parent), "data.image_size": 16}
+    summary = ssl.embed(tmp_path / "run", {**data, "embed.output": str(tmp_path / "emb"), "embed.projector_images": 0})
+    assert summary.rows == 36, "every readable image of the shards, no limit carried over"
+    record = json.loads((tmp_path / "emb" / "embed.json").read_text())
+    assert record["settings"]["data"]["limit"] is None and record["settings"]["data"]["development"] is None
+
+
 def test_streamed_shards_embed_in_order_by_key_continue_and_serve_neighbours(run, image_folder, tmp_path, monkeypatch):
     """The pretraining split of tar shards (streamed, never held in memory) embeds in shard order: rows named
     ``<shard>:<key>``, held-out samples left out, the broken image skipped, each vector the encoder's of that

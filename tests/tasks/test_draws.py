@@ -80,3 +80,21 @@ def test_draws_follow_the_images_not_the_default_device():
     finally:
         torch.set_default_device(None)
     assert out.device == images.device and torch.equal(out, expected)
+
+
+def test_ranges_placed_before_the_step_are_not_asked_to_move_again():
+    """The trainer places every pipeline's ranges before its first step; a step then requests no ``.to()`` (the
+    counter judges a ``.to(device)`` by intent: on a GPU each would be a copy from the host)."""
+    from ssl_pretrain.tasks.draws import place_draws
+    from ssl_pretrain.utils.host_syncs import HostSyncCounter
+
+    pipeline = _exemplar()
+    place_draws(pipeline, torch.device("cpu"), torch.float64)
+    images = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    with HostSyncCounter() as counter:
+        augment_on_device(pipeline, images)
+    assert counter.counts == {}
+    unplaced = _exemplar()
+    with HostSyncCounter() as counter:
+        augment_on_device(unplaced, images)
+    assert counter.counts.get("to(cpu): a move to host memory", 0) > 0, "placing inside the step asks for moves"

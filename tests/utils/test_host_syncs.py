@@ -32,13 +32,61 @@ def counted(action) -> dict:
             "repeat_interleave(tensor repeats)",
         ),
         (lambda x: torch.bincount((x.flatten() * 3).long()), "bincount"),
-        (lambda x: x.to("meta"), "to(meta)"),
+        (lambda x: x.to("meta"), "to(meta): a blocking move"),
+        # Judged by intent: on this CPU these copy nothing, on a GPU each crosses between host and device.
+        (lambda x: x.sum().to("cpu"), "to(cpu): a move to host memory"),
+        (lambda x: x.sum().to(torch.device("cpu")), "to(cpu): a move to host memory"),
+        (lambda x: x.sum().to(device=torch.device("cpu")), "to(cpu): a move to host memory"),
+        (lambda x: torch.zeros(4).to(x.device), "to(cpu): a move to host memory"),
+        (lambda x: torch.zeros(4).to(x), "to(cpu): a move to host memory"),
         (lambda x: torch.empty(3, 4, device="meta").copy_(x), "copy_ between devices"),
     ],
 )
 def test_python_level_calls_that_wait_are_counted_once(action, kind):
     x = torch.rand(3, 4)
     assert counted(lambda: action(x)) == {kind: 1}
+
+
+def test_a_non_blocking_copy_is_not_a_wait_at_the_python_level():
+    x = torch.rand(3, 4)
+    assert counted(lambda: torch.zeros(4).to(x.device, non_blocking=True)) == {}
+    assert counted(lambda: x.to("cpu", torch.float16, True)) == {}
+    assert counted(lambda: x.to(torch.float16)) == {}, "a dtype change moves nothing"
+
+
+class _Tensor:
+    """Stands for a tensor where a copy really crosses (a GPU): its device, and whether it is pinned."""
+
+    def __init__(self, device: str, pinned: bool = False):
+        self.device, self.pinned = torch.device(device), pinned
+
+    def is_pinned(self) -> bool:
+        return self.pinned
+
+
+class _Op:
+    def __init__(self, name: str):
+        self._schema = type("Schema", (), {"name": f"aten::{name}"})()
+
+
+@pytest.mark.parametrize(
+    "source, target, non_blocking, kind",
+    [
+        (_Tensor("cpu", pinned=True), "cuda", True, None),  # the loader's pinned batch, copied ahead of use
+        (_Tensor("cpu", pinned=False), "cuda", True, "aten _to_copy between devices from pageable memory"),
+        (_Tensor("cpu", pinned=True), "cuda", False, "aten _to_copy between devices"),
+        (_Tensor("cuda"), "cpu", False, "aten _to_copy between devices"),
+        (_Tensor("cuda"), "cpu", True, None),  # into pinned memory the copy allocates; nothing waits
+        (_Tensor("cuda"), "cuda", False, None),
+    ],
+)
+def test_aten_copies_that_cross_count_unless_non_blocking_from_pinned_memory(source, target, non_blocking, kind):
+    from ssl_pretrain.utils.host_syncs import _aten_kind
+
+    found = _aten_kind(_Op("_to_copy"), (source,), {"device": torch.device(target), "non_blocking": non_blocking})
+    assert (None if found is None else f"aten {found}") == kind
+    copied = _aten_kind(_Op("copy_"), (_Tensor(target), source, non_blocking), {})
+    assert (None if copied is None else f"aten {copied}") == (kind and kind.replace("_to_copy", "copy_"))
 
 
 def test_syncs_inside_torch_functions_are_seen_at_the_aten_level():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from ...config import DataConfig, read_yaml
 from ...data.image_folder import resolved_root
 from ...encoders import Encoder, encoder_from_spec
@@ -28,6 +30,22 @@ def saved_run_config(source: str | Path) -> dict | None:
     API both find an evaluation's config through this."""
     run = run_dir_of(Path(source).expanduser())
     return read_yaml(run / "config.yaml") if run is not None else None
+
+
+MACHINE_DATA_KEYS = ("num_workers", "decode")  # data.* keys about the machine, not the dataset
+
+
+def defaults_for(saved: dict | None, overrides: list[str]) -> dict | None:
+    """A run's saved config as the defaults of a command given ``overrides`` (``key=value`` strings): when they
+    name another ``data.name``, the run's dataset-specific ``data.*`` keys (root, limit, development, ...) stay
+    behind, so the other dataset is read as the command names it."""
+    if saved is None:
+        return None
+    named = [value for key, _, value in (o.partition("=") for o in overrides) if key.strip() == "data.name"]
+    data = saved.get("data") or {}
+    if not named or yaml.safe_load(named[-1]) == data.get("name"):
+        return saved
+    return {**saved, "data": {key: value for key, value in data.items() if key in MACHINE_DATA_KEYS}}
 
 
 def encoder_state(task_state: dict, source: str) -> dict:
