@@ -26,6 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
+def shipped_configs(dataset: str = "fashion_mnist") -> list[str]:
+    """The names of every config shipped for ``dataset`` (``configs/<dataset>/*.yaml``), read from the folder so
+    that "every shipped config" stays true when one is added."""
+    return sorted(path.stem for path in (REPO / "configs" / dataset).glob("*.yaml"))
+
+
 def machine() -> str:
     import kornia
     import torchvision

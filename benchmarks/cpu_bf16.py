@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, report, run_checked, run_main  # noqa: E402
+from common import REPO, report, run_checked, run_main, shipped_configs  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.utils.precision import cpu_has_native_bf16, describe_precision  # noqa: E402
 
 CONFIGS = REPO / "configs" / "fashion_mnist"
-SHIPPED = ["dae", "rotation", "exemplar", "relative_patch", "multi"]
+SHIPPED = shipped_configs()
 PRECISIONS = ("fp32", "bf16")
 SMOKE = ["model.widths=[4,8]", "model.blocks=[1,1]", "trainer.batch_size=8", "data.limit=256"]
 PROBE = ["data.label_fraction=0.01", "probe.l2=[1e-4,1e-3,1e-2]", "evaluation.val_folds=5",

@@ -1,4 +1,4 @@
-"""One command that shows the framework working on a GPU (under 8 minutes on one GPU).
+"""One command that shows the framework working on a GPU (it prints its own wall time; no GPU has run it yet).
 
     python benchmarks/gpu_check.py [--steps 300] [--configs dae rotation ...] [--smoke] [KEY=VALUE ...]
 
@@ -34,14 +34,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, report, run_checked, run_main  # noqa: E402
+from common import REPO, report, run_checked, run_main, shipped_configs  # noqa: E402
 from framework_overhead import bare_loop  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.utils.precision import cpu_has_native_bf16  # noqa: E402
 
 CONFIGS = REPO / "configs" / "fashion_mnist"
-SHIPPED = ["dae", "rotation", "exemplar", "relative_patch", "multi"]
+SHIPPED = shipped_configs()
 NEEDED = ["kornia", "webdataset", "wids", "tensorboard", "tqdm", "yaml", "PIL", "sklearn", "pytest"]
 TOY = ["model.widths=[4,8]", "model.blocks=[1,1]", "data.limit=1024", "trainer.batch_size=16"]
 PROBE = ["data.label_fraction=0.01", "probe.l2=[1e-4,1e-3,1e-2]", "evaluation.val_folds=5", "trainer.progress=false"]

@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, report, run_main  # noqa: E402
+from common import REPO, report, run_main, shipped_configs  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 
 CONFIGS = REPO / "configs" / "fashion_mnist"
-SHIPPED = ["dae", "rotation", "exemplar", "relative_patch", "multi"]
+SHIPPED = shipped_configs()
 PRECISIONS = ["fp32", "bf16", "fp16"]
 
 

@@ -580,3 +580,21 @@ def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
     err = missing.stderr.strip().splitlines()
     assert missing.returncode == 2 and len(err) == 1 and "evaluation.encoder" in err[0], missing.stderr
     assert "16 query images written as PNG members of tar shards and embedded from the shards" in out
+
+
+def test_every_list_of_shipped_configs_is_the_configs_folder():
+    """cpu_bf16.py, host_syncs.py and gpu_check.py, and the CUDA tests, cover every shipped Fashion-MNIST config,
+    byol and vicreg among them, read from the folder (a config added is covered without editing a list)."""
+    sys.path.insert(0, "benchmarks")
+    try:
+        import cpu_bf16
+        import gpu_check
+        import host_syncs
+
+        from . import test_cuda
+    finally:
+        sys.path.remove("benchmarks")
+    shipped = sorted(p.stem for p in Path("configs/fashion_mnist").glob("*.yaml"))
+    assert {"byol", "vicreg"} <= set(shipped)
+    for listed in (cpu_bf16.SHIPPED, host_syncs.SHIPPED, gpu_check.SHIPPED, test_cuda.GREY):
+        assert listed == shipped
