@@ -198,7 +198,7 @@ def _neighbours(args) -> None:
     from .api import neighbours
 
     summary = neighbours(args.embeddings, args.overrides, config=args.config, force=args.force)
-    groups = f"{summary.groups} near-duplicate group(s) of {summary.duplicate_images} images"
+    groups = f"{summary.groups} near-duplicate group(s) of {summary.duplicate_images} images ({summary.pairs} pairs)"
     print(f"{summary.queries} queries answered; {groups}")
     for path in summary.skipped_queries:
         print(f"skipped (not a readable image): {path}")

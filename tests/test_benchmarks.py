@@ -574,7 +574,8 @@ def test_embedding_use_benchmark_smoke(fashion_mnist_root, tmp_path):
     rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if "% |" in line and "|---" not in line]
     assert {"rot", "random init", "raw pixels"} <= set(rows)
     assert "0.95 (default)" in out, "the default threshold among those measured"
-    assert "MB index.csv (a path and a label a row), run under a 2048 MB memory cgroup" in out or "no memory limit" in out
+    limit = "MB index.csv (a path and a label a row), run under a 2048 MB memory cgroup"
+    assert limit in out or "no memory limit" in out
     assert "after opening the index as `neighbours` does and naming the 10,000 rows found" in out
     missing = _run("benchmarks/embedding_use.py", "--smoke", "--runs", str(tmp_path / "missing"))
     err = missing.stderr.strip().splitlines()

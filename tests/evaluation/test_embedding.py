@@ -17,18 +17,18 @@ from werkzeug.test import Client
 
 import ssl_pretrain as ssl
 from ssl_pretrain.cli import main
+from ssl_pretrain.config import DataConfig
 from ssl_pretrain.data.decode import decode_image
 from ssl_pretrain.data.holdout import hash_position
 from ssl_pretrain.data.shards import write_shards
 from ssl_pretrain.data.sources import scan_folder
 from ssl_pretrain.errors import BadInput
 from ssl_pretrain.evaluation.embedding import embed as embed_module
-from ssl_pretrain.config import DataConfig
+from ssl_pretrain.evaluation.embedding.duplicates import LeaderGroups, approximate_pair_chunks, exact_pair_chunks
 from ssl_pretrain.evaluation.embedding.find import external_queries
 from ssl_pretrain.evaluation.embedding.run import open_collection
-from ssl_pretrain.evaluation.embedding.store import IndexRow, IndexRows, open_embeddings
-from ssl_pretrain.evaluation.embedding.duplicates import LeaderGroups, approximate_pair_chunks, exact_pair_chunks
 from ssl_pretrain.evaluation.embedding.search import approximate_top_k, collection_mean, top_k_cosine
+from ssl_pretrain.evaluation.embedding.store import IndexRow, IndexRows, open_embeddings
 
 from ..helpers import folder_overrides
 
