@@ -7,7 +7,8 @@ Runs each shipped Fashion-MNIST config for a few steps through the real trainer 
 design) is watched at the Python level (``.item()``, printing, ``torch.tensor(list, device=...)``, list and
 boolean-mask indices, copies between devices, ...) and at the ATen level (every operator, also inside torch
 functions and libraries: ``_local_scalar_dense``, ``nonzero``, ``_linalg_check_errors``, ...). Counted on the
-CPU: the calls are the same wherever the step runs.
+CPU: the calls are the same wherever the step runs, and a blocking ``.to(device)`` counts by the move it asks
+for (on a GPU it would cross between host and device), not by what it moves on this CPU.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def main() -> None:
         "\n\nCounted with `trainer.sync_debug=count` around every training step (task batch construction, forward, "
         "loss, backward, optimizer and schedule), at the Python level (`.item()`, `.tolist()`, `bool`/`int`/`float` "
         "of a tensor, printing, `torch.tensor(host data, device=...)`, list and boolean-mask indices, `nonzero`, "
-        "`unique`, one-argument `where`, `repeat_interleave` with tensor repeats, `bincount`, copies between "
-        "devices) and at the ATen level (the same operators anywhere below, e.g. `_local_scalar_dense`, "
-        "`_linalg_check_errors`); the optimizer's host-side step counters excepted. One process here; "
+        "`unique`, one-argument `where`, `repeat_interleave` with tensor repeats, `bincount`, and any blocking "
+        "`.to(device)` in the framework's code, judged by intent: counted even where host and device are this "
+        "CPU's one memory) and at the ATen level (the same operators anywhere below, e.g. `_local_scalar_dense`, "
+        "`_linalg_check_errors`, copies between devices); the optimizer's host-side step counters excepted. "
+        "Shown on the CPU only: no GPU has run `benchmarks/gpu_check.py` for this repository yet. One process here; "
         "`tests/train/test_host_syncs.py` also counts every shipped config under torchrun with two."
     )
     report("Host synchronisations in the training step (benchmarks/host_syncs.py)", body, args.smoke)

@@ -179,3 +179,21 @@ def test_vicreg_refuses_a_batch_of_one_before_the_run_starts(image_folder, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trainer.batch_size" in err[0] and "at least 2" in err[0]
     assert not (tmp_path / "run").exists(), "nothing written"
+
+
+def test_pretraining_in_bf16_computes_the_loss_outside_autocast_in_fp32(image_folder, tmp_path, monkeypatch):
+    from ssl_pretrain.cli import main
+
+    from ..helpers import folder_overrides
+
+    seen = []
+    loss = VICReg.loss
+
+    def watched(self, outputs, targets):
+        seen.append((torch.is_autocast_enabled("cpu"), outputs.dtype))
+        return loss(self, outputs, targets)
+
+    monkeypatch.setattr(VICReg, "loss", watched)
+    args = ["pretrain", "-c", "configs/fashion_mnist/vicreg.yaml", *folder_overrides(image_folder, tmp_path)]
+    assert main([*args, "trainer.precision=bf16", "trainer.max_steps=2", "gauges.every=null"]) == 0
+    assert seen and all(state == (False, torch.float32) for state in seen), seen

@@ -204,6 +204,10 @@ class IndexRows:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def __del__(self) -> None:
+        if hasattr(self, "file"):
+            self.file.close()
+
     def __getitem__(self, row: int) -> dict:
         if not 0 <= row < len(self):
             raise IndexError(f"{self.path}: no row {row}")
