@@ -32,20 +32,21 @@ def saved_run_config(source: str | Path) -> dict | None:
     return read_yaml(run / "config.yaml") if run is not None else None
 
 
-MACHINE_DATA_KEYS = ("num_workers", "decode")  # data.* keys about the machine, not the dataset
+# data.* keys about the machine or the encoder's input, not about which dataset: they follow a run anywhere
+CARRIED_DATA_KEYS = ("num_workers", "decode", "image_size", "channels")
 
 
 def defaults_for(saved: dict | None, overrides: list[str]) -> dict | None:
     """A run's saved config as the defaults of a command given ``overrides`` (``key=value`` strings): when they
     name another ``data.name``, the run's dataset-specific ``data.*`` keys (root, limit, development, ...) stay
-    behind, so the other dataset is read as the command names it."""
+    behind, so the other dataset is read as the command names it (image size and channels follow the run)."""
     if saved is None:
         return None
     named = [value for key, _, value in (o.partition("=") for o in overrides) if key.strip() == "data.name"]
     data = saved.get("data") or {}
     if not named or yaml.safe_load(named[-1]) == data.get("name"):
         return saved
-    return {**saved, "data": {key: value for key, value in data.items() if key in MACHINE_DATA_KEYS}}
+    return {**saved, "data": {key: value for key, value in data.items() if key in CARRIED_DATA_KEYS}}
 
 
 def encoder_state(task_state: dict, source: str) -> dict:
