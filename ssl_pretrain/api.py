@@ -247,15 +247,14 @@ def near_duplicates(
     similarity)`` with cosine similarity >= ``threshold`` (``index=faiss``: among each row's ``candidates``
     approximate nearest neighbours); ``groups``: lists of rows, biggest first, each member within the threshold
     of its group's first row (groups do not chain)."""
-    from .evaluation.embedding.duplicates import LeaderGroups, pair_chunks
+    from .evaluation.embedding.duplicates import LeaderGroups, grouped_pair_chunks
     from .evaluation.embedding.search import collection_mean
     from .evaluation.embedding.store import open_vectors
 
     vectors, _ = open_vectors(embeddings)
     mean = collection_mean(vectors, chunk) if centre else None
     groups, pairs = LeaderGroups.empty(len(vectors)), []
-    for i, j, sims in pair_chunks(vectors, threshold, chunk, mean, index, candidates):
-        groups.add(i, j, sims)
+    for i, j, sims in grouped_pair_chunks(vectors, threshold, chunk, mean, index, candidates, groups):
         pairs += zip(i.tolist(), j.tolist(), sims.tolist(), strict=True)
     return groups.groups(), pairs
 

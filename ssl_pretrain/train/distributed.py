@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -168,12 +167,3 @@ def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
     if world.distributed:
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
-
-
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of every tensor's name and bytes in ``state_dict`` order: equal iff bit-identical."""
-    digest = hashlib.sha256()
-    for name, tensor in state_dict.items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

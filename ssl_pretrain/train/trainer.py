@@ -41,7 +41,14 @@ from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
 from ..tasks import PretextTask
 from ..tasks.draws import place_draws
-from ..utils.files import FORMAT, atomic_torch_save, atomic_write_bytes, load_checkpoint, load_state_strict
+from ..utils.files import (
+    FORMAT,
+    atomic_torch_save,
+    atomic_write_bytes,
+    load_checkpoint,
+    load_state_strict,
+    weights_digest,
+)
 from ..utils.optim import make_optimizer, make_scheduler
 from ..utils.precision import (
     Precision,
@@ -55,7 +62,7 @@ from ..utils.progress import PlainProgress, progress_bar
 from ..utils.rng import rng_state, seed_everything, set_rng_state
 from . import distributed
 from .checkpoint import keep_snapshot
-from .distributed import World, rank_device, rank_seed, weights_digest, world_from_env
+from .distributed import World, rank_device, rank_seed, world_from_env
 from .gauges import RepresentationGauge, collapse_warning, gauge_summary
 from .online_eval import OnlineEvaluator
 from .step_watch import NonFiniteWatch, StepTimer, SyncCheck, TrainingError

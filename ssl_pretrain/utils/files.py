@@ -101,11 +101,11 @@ def _describe_mismatch(expected: dict, given: dict) -> str:
     return "; ".join(parts)
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of ``module``'s ``state_dict`` (names, dtypes, shapes and values): two encoders of one digest
-    compute the same features."""
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes in ``state_dict`` order: equal iff bit-identical
+    (two encoders of one digest compute the same features)."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state_dict.items():
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())

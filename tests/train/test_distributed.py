@@ -8,8 +8,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.data import EpochBatchSampler
-from ssl_pretrain.train.distributed import rank_seed, weights_digest
-from ssl_pretrain.utils.files import safe_torch_load
+from ssl_pretrain.train.distributed import rank_seed
+from ssl_pretrain.utils.files import safe_torch_load, weights_digest
 
 from ..helpers import folder_overrides
 from ..processes import run_cli, run_on_nodes

@@ -95,8 +95,14 @@ class LeaderGroups:
         return sorted(by_leader.values(), key=lambda g: (-len(g), g[0]))
 
 
-def pair_chunks(base, threshold: float, chunk: int, centre, index_kind: str, candidates: int) -> Iterator[Pairs]:
-    """The pair chunks of ``index_kind``: ``exact`` or ``faiss``."""
+def grouped_pair_chunks(
+    base, threshold: float, chunk: int, centre, index_kind: str, candidates: int, groups: LeaderGroups
+) -> Iterator[Pairs]:
+    """The pair chunks of ``index_kind`` (``exact`` or ``faiss``), each added to ``groups`` as it is handed on."""
     if index_kind == "faiss":
-        return approximate_pair_chunks(base, threshold, chunk, centre, candidates)
-    return exact_pair_chunks(base, threshold, chunk, centre)
+        chunks = approximate_pair_chunks(base, threshold, chunk, centre, candidates)
+    else:
+        chunks = exact_pair_chunks(base, threshold, chunk, centre)
+    for pairs in chunks:
+        groups.add(*pairs)
+        yield pairs

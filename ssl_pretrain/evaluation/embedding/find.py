@@ -16,7 +16,7 @@ from ...errors import BadInput
 from ...utils.files import atomic_write_bytes
 from ...utils.precision import resolve_precision
 from ..shared.encoder_source import load_encoder
-from .duplicates import LeaderGroups, pair_chunks
+from .duplicates import LeaderGroups, grouped_pair_chunks
 from .embed import embed_images
 from .neighbours import duplicate_report, neighbour_report, save_neighbour_grid, source_name
 from .projector import projector_rows
@@ -100,8 +100,10 @@ def near_duplicate_files(
     with partial.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["source_a", "source_b", "similarity"])
-        for i, j, sims in pair_chunks(vectors, options.threshold, chunk, mean, options.index_kind, options.candidates):
-            groups.add(i, j, sims)
+        chunks = grouped_pair_chunks(
+            vectors, options.threshold, chunk, mean, options.index_kind, options.candidates, groups
+        )
+        for i, j, sims in chunks:
             for a, b, s in zip(i.tolist(), j.tolist(), sims.tolist(), strict=True):
                 writer.writerow([source_name(index[a]), source_name(index[b]), f"{s:.4f}"])
             count += len(i)

@@ -39,7 +39,7 @@ def embed_source(
     encoder = load_encoder(source)
     dataset = open_collection(data, split)
     info = encoder_input(data, encoder)
-    settings = {"encoder": str(source.resolve()), "encoder_sha256": weights_digest(encoder),
+    settings = {"encoder": str(source.resolve()), "encoder_sha256": weights_digest(encoder.state_dict()),
                 "data": dataclasses.asdict(data), "split": split, "normalize": normalize,
                 "precision": precision.name if precision is not None else "fp32"}  # fmt: skip
     summary = embed_collection(
