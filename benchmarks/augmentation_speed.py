@@ -31,7 +31,7 @@ from common import report, run_main, sync  # noqa: E402
 
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
 from ssl_pretrain.data.sources import TensorImages  # noqa: E402
-from ssl_pretrain.tasks.views import view_augmentation  # noqa: E402
+from ssl_pretrain.tasks.parts.views import view_augmentation  # noqa: E402
 
 PIPELINE = dict(translate=0.2, scale=[0.7, 1.4], rotation=20.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 BATCH = 128

@@ -23,7 +23,7 @@ from common import report, run_main  # noqa: E402
 
 from ssl_pretrain.encoders import build_encoder  # noqa: E402
 from ssl_pretrain.tasks import RelativePatchLocation  # noqa: E402
-from ssl_pretrain.tasks.patches import CENTRE, NEIGHBOURS  # noqa: E402
+from ssl_pretrain.tasks.parts.patches import CENTRE, NEIGHBOURS  # noqa: E402
 
 
 def naive_forward(task: RelativePatchLocation, patches: torch.Tensor) -> torch.Tensor:

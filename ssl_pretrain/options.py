@@ -4,11 +4,14 @@ A factory declares its user-facing options, their types and defaults in its own 
 
     def small_resnet(in_channels: int, *, widths: list[int] = (32, 64, 128), ...)
 
-Everything after ``*`` is an option a config may set; the rest is supplied by the framework.
+Everything after ``*`` is an option a config may set; the rest is supplied by the framework. A factory that
+takes ``**kwargs`` may name dataclass instances in ``option_groups``: their fields are options too, with the
+instances' values as defaults (the view options Exemplar, BYOL and VICReg share).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
@@ -29,6 +32,11 @@ def option_signature(factory: Callable) -> dict[str, tuple[Any, Any]]:
             if isinstance(default, tuple):
                 default = list(default)
             options[name] = (hints.get(name, Any), default)
+    for group in getattr(factory, "option_groups", ()):
+        group_hints = typing.get_type_hints(type(group))
+        for item in dataclasses.fields(group):
+            default = getattr(group, item.name)
+            options[item.name] = (group_hints[item.name], list(default) if isinstance(default, tuple) else default)
     return options
 
 

@@ -2,7 +2,7 @@
 momentum teacher's projection of the other global views; no negatives.
 
 student: encoder -> projector -> predictor; teacher: an exponential moving average of the student's encoder
-and projector (:class:`~ssl_pretrain.tasks.momentum.MomentumTeacher`), updated after every optimizer step,
+and projector (:class:`~ssl_pretrain.tasks.parts.momentum.MomentumTeacher`), updated after every optimizer step,
 its momentum on a cosine schedule from ``momentum`` to ``momentum_end``. The teacher sees the global views
 only; with multi-crop (``local_crops > 0``) the student also predicts them from small local crops.
 """
@@ -13,11 +13,11 @@ import torch
 
 from ..encoders import Encoder
 from ..errors import check_option
-from .heads import mlp_head
-from .joint_embedding import JointEmbeddingTask
-from .losses import byol_loss
-from .momentum import MomentumTeacher
-from .views import per_sample
+from .parts.heads import mlp_head
+from .parts.joint_embedding import JointEmbeddingTask
+from .parts.losses import byol_loss
+from .parts.momentum import MomentumTeacher
+from .parts.views import per_sample
 
 
 class BYOL(JointEmbeddingTask):
@@ -43,24 +43,12 @@ class BYOL(JointEmbeddingTask):
         hidden_dim: int = 512,
         momentum: float = 0.99,
         momentum_end: float = 1.0,
-        crop_scale: list[float] | None = (0.3, 1.0),
-        flip: bool = True,
-        translate: float = 0.0,
-        scale: list[float] = (1.0, 1.0),
-        rotation: float = 0.0,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        saturation: float = 0.0,
-        hue: float = 0.0,
-        erase: float = 0.0,
-        local_crops: int = 0,
-        local_size: int | None = None,
-        local_scale: list[float] = (0.1, 0.4),
+        **views,
     ):
         self.check_widths(projection_dim=projection_dim, hidden_dim=hidden_dim)
         check_option(0 <= momentum <= 1, "momentum", f"must be in [0, 1], got {momentum}")
         check_option(momentum <= momentum_end <= 1, "momentum_end", f"must be in [momentum, 1], got {momentum_end}")
-        views = self.make_views(encoder, locals())
+        views = self.make_views(encoder, views)
         super().__init__(encoder, views)
         self.projector = mlp_head(encoder.num_features, hidden_dim, projection_dim)
         self.predictor = mlp_head(projection_dim, hidden_dim, projection_dim)

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 from ..encoders import Encoder
 from ..errors import check_option
+from ..utils.draws import augment_on_device
 from .base import PretextTask
-from .corruption import make_corruption
-from .decoder import MirrorDecoder
-from .draws import augment_on_device
+from .parts.corruption import make_corruption
+from .parts.decoder import MirrorDecoder
 
 
 class DenoisingAutoencoder(PretextTask):

@@ -24,16 +24,19 @@ from torch import nn
 
 from ..encoders import Encoder
 from ..errors import BadInput, check_option
+from ..utils.draws import augment_on_device
 from .base import PretextTask
-from .draws import augment_on_device
-from .heads import accuracy
-from .losses import multi_positive_nt_xent
-from .preview import label_each
-from .views import check_jitter, check_local_crops, local_side, view_augmentation
+from .parts.heads import accuracy
+from .parts.losses import multi_positive_nt_xent
+from .parts.preview import label_each
+from .parts.views import ViewOptions
 
 
 class Exemplar(PretextTask):
     """Surrogate-class discrimination between random transformations of seed images.
+
+    ``**views`` are the :class:`~ssl_pretrain.tasks.parts.views.ViewOptions` (config keys ``task.translate``,
+    ...), with the paper's jitter as defaults (:attr:`VIEW_DEFAULTS`); the local crops are extra copies.
 
     Args:
         num_seeds: how many seed images (surrogate classes), drawn by the run's seed from the
@@ -54,6 +57,11 @@ class Exemplar(PretextTask):
             the image's side), with the same jitter; they are positives of their seed's other copies.
     """
 
+    VIEW_DEFAULTS = ViewOptions(
+        crop_scale=None, flip=False, translate=0.2, scale=(0.7, 1.4), rotation=20.0, brightness=0.2, contrast=0.4
+    )
+    option_groups = (VIEW_DEFAULTS,)  # its fields are options too (options.option_signature)
+
     def __init__(
         self,
         encoder: Encoder,
@@ -63,19 +71,7 @@ class Exemplar(PretextTask):
         loss: Literal["classifier", "contrastive"] = "classifier",
         temperature: float = 0.1,
         projection_dim: int = 128,
-        translate: float = 0.2,
-        scale: list[float] = (0.7, 1.4),
-        rotation: float = 20.0,
-        brightness: float = 0.2,
-        contrast: float = 0.4,
-        saturation: float = 0.0,
-        hue: float = 0.0,
-        crop_scale: list[float] | None = None,
-        flip: bool = False,
-        erase: float = 0.0,
-        local_crops: int = 0,
-        local_size: int | None = None,
-        local_scale: list[float] = (0.1, 0.4),
+        **views,
     ):
         super().__init__(encoder)
         check_option(num_seeds is None or num_seeds >= 2, "num_seeds", f"must be >= 2 or null, got {num_seeds}")
@@ -85,23 +81,15 @@ class Exemplar(PretextTask):
             "null (every image) needs loss: contrastive; the classifier needs a fixed number of classes",
         )
         check_option(copies >= 2, "copies", f"must be >= 2, got {copies}")
-        check_jitter(translate, list(scale), brightness, contrast, saturation, hue, crop_scale, erase, rotation)
         check_option(temperature > 0, "temperature", f"must be > 0, got {temperature}")
-        size = encoder.spec.image_size
-        check_local_crops(local_crops, local_size, list(local_scale), size)
+        views = self.VIEW_DEFAULTS.given(views, encoder.spec.image_size)
         self.num_seeds = num_seeds
         self.copies = copies
         self.loss_kind = loss
         self.needs_whole_batch = loss == "contrastive"
         self.temperature = temperature
-        channels = encoder.spec.in_channels
-        jitter = (channels, translate, list(scale), rotation, brightness, contrast, saturation, hue)
-        self.augment = view_augmentation(*jitter, crop_scale=crop_scale, flip=flip, erase=erase, size=size)
-        self.local_crops = local_crops
-        if local_crops:
-            self.local_augment = view_augmentation(
-                *jitter, crop_scale=list(local_scale), flip=flip, erase=erase, size=local_side(local_size, size)
-            )
+        self.local_crops = views.local_crops
+        self.augment, self.local_augment = views.pipelines(encoder.spec.in_channels, encoder.spec.image_size)
         d = encoder.num_features
         if loss == "classifier":
             self.head = nn.Linear(d, num_seeds)

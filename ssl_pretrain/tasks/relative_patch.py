@@ -18,9 +18,9 @@ from ..encoders import Encoder
 from ..errors import check_option
 from ..utils.images import to_grey
 from .base import PretextTask
-from .heads import accuracy, classifier_head
-from .patches import CENTRE, NEIGHBOURS, default_geometry, extract_patches, grid_origins
-from .preview import draw_labels, label_each
+from .parts.heads import accuracy, classifier_head
+from .parts.patches import CENTRE, NEIGHBOURS, default_geometry, extract_patches, grid_origins
+from .parts.preview import draw_labels, label_each
 from .rotation import balanced_labels
 
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from ..encoders import Encoder
 from ..errors import check_option
 from .base import PretextTask
-from .heads import accuracy, classifier_head
-from .preview import label_each
+from .parts.heads import accuracy, classifier_head
+from .parts.preview import label_each
 
 
 def balanced_labels(count: int, classes: int, device: torch.device) -> torch.Tensor:

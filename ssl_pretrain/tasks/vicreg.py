@@ -12,9 +12,9 @@ import torch
 
 from ..encoders import Encoder
 from ..errors import check_option
-from .heads import mlp_head
-from .joint_embedding import GLOBAL_VIEWS, JointEmbeddingTask
-from .losses import vicreg_terms
+from .parts.heads import mlp_head
+from .parts.joint_embedding import GLOBAL_VIEWS, JointEmbeddingTask
+from .parts.losses import vicreg_terms
 
 
 class VICReg(JointEmbeddingTask):
@@ -41,26 +41,14 @@ class VICReg(JointEmbeddingTask):
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
-        crop_scale: list[float] | None = (0.3, 1.0),
-        flip: bool = True,
-        translate: float = 0.0,
-        scale: list[float] = (1.0, 1.0),
-        rotation: float = 0.0,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        saturation: float = 0.0,
-        hue: float = 0.0,
-        erase: float = 0.0,
-        local_crops: int = 0,
-        local_size: int | None = None,
-        local_scale: list[float] = (0.1, 0.4),
+        **views,
     ):
         self.check_widths(projection_dim=projection_dim, expander_depth=expander_depth)
         weights = {"invariance": invariance_weight, "variance": variance_weight, "covariance": covariance_weight}
         for name, weight in weights.items():
             check_option(weight >= 0, f"{name}_weight", f"must be >= 0, got {weight}")
         check_option(sum(weights.values()) > 0, "invariance_weight", "the three weights cannot all be 0")
-        views = self.make_views(encoder, locals())
+        views = self.make_views(encoder, views)
         super().__init__(encoder, views)
         self.weights = weights
         self.expander = mlp_head(encoder.num_features, projection_dim, projection_dim, depth=expander_depth)

@@ -40,7 +40,7 @@ from ..encoders.export import export_encoder
 from ..errors import BadInput, ConfigError
 from ..runs import check_run_dir, checkpoint_path, write_json
 from ..tasks import PretextTask
-from ..tasks.draws import place_draws
+from ..utils.draws import place_draws
 from ..utils.files import (
     FORMAT,
     atomic_torch_save,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from kornia.enhance import adjust_hue
 
-from ssl_pretrain.tasks.colour import RandomHueDirect, shift_hue
+from ssl_pretrain.tasks.parts.colour import RandomHueDirect, shift_hue
 
 
 def _images(dtype=torch.float32) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssl_pretrain.tasks.corruption import RandomPixelMasking, apply_mask, make_corruption, pixel_mask
+from ssl_pretrain.tasks.parts.corruption import RandomPixelMasking, apply_mask, make_corruption, pixel_mask
 
 
 @pytest.fixture

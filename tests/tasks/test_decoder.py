@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.tasks import DenoisingAutoencoder
-from ssl_pretrain.tasks.decoder import bed_of_nails_unpool, max_unpool, nearest_unpool
+from ssl_pretrain.tasks.parts.decoder import bed_of_nails_unpool, max_unpool, nearest_unpool
 
 
 def test_nearest_unpool_copies_each_value_into_its_block():

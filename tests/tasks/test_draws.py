@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ssl_pretrain.evaluation.finetuning.augment import finetune_augmentation, strong_augmentation
-from ssl_pretrain.tasks.draws import augment_on_device
-from ssl_pretrain.tasks.views import view_augmentation
+from ssl_pretrain.tasks.parts.views import view_augmentation
+from ssl_pretrain.utils.draws import augment_on_device
 
 
 def _exemplar():
@@ -85,7 +85,7 @@ def test_draws_follow_the_images_not_the_default_device():
 def test_ranges_placed_before_the_step_are_not_asked_to_move_again():
     """The trainer places every pipeline's ranges before its first step; a step then requests no ``.to()`` (the
     counter judges a ``.to(device)`` by intent: on a GPU each would be a copy from the host)."""
-    from ssl_pretrain.tasks.draws import place_draws
+    from ssl_pretrain.utils.draws import place_draws
     from ssl_pretrain.utils.host_syncs import HostSyncCounter
 
     pipeline = _exemplar()

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import BadInput, OptionError
 from ssl_pretrain.tasks import Exemplar
-from ssl_pretrain.tasks.losses import multi_positive_nt_xent
-from ssl_pretrain.tasks.preview import label_each
+from ssl_pretrain.tasks.parts.losses import multi_positive_nt_xent
+from ssl_pretrain.tasks.parts.preview import label_each
 
 from ..helpers import seeded_batch
 

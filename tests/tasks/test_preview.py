@@ -2,7 +2,7 @@
 
 import torch
 
-from ssl_pretrain.tasks.preview import draw_labels, label_each
+from ssl_pretrain.tasks.parts.preview import draw_labels, label_each
 
 
 def test_draw_labels_upscales_and_writes_red_text_where_asked():

@@ -4,7 +4,7 @@ import torch
 
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.tasks import RotationPrediction
-from ssl_pretrain.tasks.preview import label_each
+from ssl_pretrain.tasks.parts.preview import label_each
 from ssl_pretrain.tasks.rotation import balanced_labels
 
 from ..helpers import seeded_batch

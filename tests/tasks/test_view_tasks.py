@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import OptionError
 from ssl_pretrain.tasks import BYOL, Exemplar, VICReg
-from ssl_pretrain.tasks.losses import byol_loss, covariance_term, variance_term, vicreg_terms
-from ssl_pretrain.tasks.momentum import MomentumTeacher, cosine_momentum
+from ssl_pretrain.tasks.parts.losses import byol_loss, covariance_term, variance_term, vicreg_terms
+from ssl_pretrain.tasks.parts.momentum import MomentumTeacher, cosine_momentum
 
 SIZE = 28
 

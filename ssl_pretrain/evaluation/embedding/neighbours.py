@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ...tasks.preview import label_each
+from ...tasks.parts.preview import label_each
 
 
 def source_name(row: dict) -> str:

@@ -15,7 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ...config import FinetuneConfig
 from ...data import EpochBatchSampler, make_loader, to_device_float
-from ...tasks.draws import augment_on_device
+from ...utils.draws import augment_on_device
 from ...utils.files import atomic_torch_save
 from ...utils.optim import warmup_cosine_factor
 from ...utils.precision import resolve_channels_last, resolve_precision, to_memory_format

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...encoders import Encoder
-from ...tasks.patches import PatchGeometry, extract_patches, grid_origins
+from ...tasks.parts.patches import PatchGeometry, extract_patches, grid_origins
 from ...tasks.relative_patch import normalise_patches
 
 

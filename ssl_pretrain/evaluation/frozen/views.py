@@ -8,7 +8,7 @@ from ...config import ProbeConfig
 from ...encoders import Encoder, EncoderSpec, encoder_from_spec
 from ...errors import ConfigError
 from ...registry import TASKS
-from ...tasks.patches import default_geometry
+from ...tasks.parts.patches import default_geometry
 from .feature_view import FeatureView
 from .layer_view import LayerView, available_layers
 

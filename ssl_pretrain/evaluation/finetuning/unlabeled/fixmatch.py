@@ -17,7 +17,7 @@ from torch import nn
 
 from ....config import listed
 from ....errors import check_option
-from ....tasks.draws import augment_on_device
+from ....utils.draws import augment_on_device
 from ..augment import STRONG_OPS, finetune_augmentation, strong_augmentation
 from .base import Objective, PoolMethod
 

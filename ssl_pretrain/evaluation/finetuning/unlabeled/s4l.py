@@ -13,7 +13,7 @@ from torch import nn
 
 from ....errors import ConfigError
 from ....tasks import MultiTask, PretextTask
-from ....tasks.draws import augment_on_device
+from ....utils.draws import augment_on_device
 from ..augment import finetune_augmentation
 from .base import Objective, PoolMethod
 

@@ -1,5 +1,5 @@
 """The shape BYOL and VICReg share: views of each image (two global crops plus optional local ones, made on the
-device by :class:`~ssl_pretrain.tasks.views.MultiCrop`), embedded by the encoder once per resolution and
+device by :class:`~ssl_pretrain.tasks.parts.views.MultiCrop`), embedded by the encoder once per resolution and
 compared; no labels of any kind, not even surrogate ones."""
 
 from __future__ import annotations
@@ -7,23 +7,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..encoders import Encoder
-from ..errors import check_option
-from .base import PretextTask
-from .views import MultiCrop, check_jitter, check_local_crops, multi_crop, per_sample
+from ...encoders import Encoder
+from ...errors import check_option
+from ..base import PretextTask
+from .views import MultiCrop, ViewOptions, multi_crop, per_sample
 
 GLOBAL_VIEWS = 2
-# The view options BYOL and VICReg share, named in each one's signature (what the config validates against).
-VIEW_OPTIONS = (
-    "crop_scale", "flip", "translate", "scale", "rotation", "brightness", "contrast", "saturation", "hue", "erase",
-    "local_crops", "local_size", "local_scale",
-)  # fmt: skip
 
 
 class JointEmbeddingTask(PretextTask):
     """Base class. ``make_batch`` gives ``{"global": (2B, C, S, S), "local": (K * B, C, s, s)}`` (view-major;
     ``local`` only with local crops) and the images' indices as targets; :meth:`features_per_sample` runs the
     encoder once per resolution and returns ``(B, V, D)``, the global views first."""
+
+    VIEW_DEFAULTS = ViewOptions()
+    option_groups = (VIEW_DEFAULTS,)  # its fields are options too (options.option_signature)
 
     def __init__(self, encoder: Encoder, views: MultiCrop):
         super().__init__(encoder)
@@ -37,15 +35,9 @@ class JointEmbeddingTask(PretextTask):
 
     @classmethod
     def make_views(cls, encoder: Encoder, options: dict) -> MultiCrop:
-        """The task's :class:`MultiCrop` from the :data:`VIEW_OPTIONS` among ``options`` (its constructor's
-        arguments), each checked (an ``OptionError`` names it)."""
-        view_options = {
-            key: list(options[key]) if key in ("scale", "local_scale") else options[key] for key in VIEW_OPTIONS
-        }
-        local = {key: view_options.pop(key) for key in ("local_crops", "local_size", "local_scale")}
-        check_jitter(**{k: v for k, v in view_options.items() if k != "flip"})
-        check_local_crops(**local, image_size=encoder.spec.image_size)
-        return multi_crop(encoder.spec.in_channels, encoder.spec.image_size, GLOBAL_VIEWS, **view_options, **local)
+        """The task's :class:`MultiCrop` from its ``VIEW_DEFAULTS`` with ``options`` (its ``**views``) put in."""
+        views = cls.VIEW_DEFAULTS.given(options, encoder.spec.image_size)
+        return multi_crop(encoder.spec.in_channels, encoder.spec.image_size, GLOBAL_VIEWS, views)
 
     def make_batch(self, images: torch.Tensor, indices: torch.Tensor):
         self._last_images = images[:4].detach()

@@ -7,13 +7,15 @@ Views are laid out view-major: view ``v`` of image ``i`` is row ``v * B + i``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
+
 import kornia.augmentation as K
 import torch
 from torch import nn
 
-from ..errors import check_option
+from ...errors import check_option
+from ...utils.draws import augment_on_device
 from .colour import RandomHueDirect
-from .draws import augment_on_device
 
 
 def view_augmentation(
@@ -127,22 +129,60 @@ def per_sample(views: torch.Tensor, batch: int) -> torch.Tensor:
     return views.unflatten(0, (-1, batch)).transpose(0, 1)
 
 
-def multi_crop(
-    channels: int,
-    size: int,
-    views: int,
-    *,
-    crop_scale: list[float] | None,
-    local_crops: int,
-    local_size: int | None,
-    local_scale: list[float],
-    **jitter,
-) -> MultiCrop:
-    """A :class:`MultiCrop` whose global views crop ``crop_scale`` of the area at ``size`` px and whose local
-    views crop ``local_scale`` of it at :func:`local_side` px; both with the same ``jitter`` (the other
-    arguments of :func:`view_augmentation`)."""
-    global_views = view_augmentation(channels, crop_scale=crop_scale, size=size, **jitter)
-    local_views = None
-    if local_crops:
-        local_views = view_augmentation(channels, crop_scale=local_scale, size=local_side(local_size, size), **jitter)
-    return MultiCrop(global_views, views, local_views, local_crops)
+@dataclass(frozen=True)
+class ViewOptions:
+    """The 13 view options Exemplar, BYOL and VICReg share (each task keeps its own defaults, a
+    ``VIEW_DEFAULTS`` instance, and its config keys are these fields: ``task.crop_scale``, ...).
+
+    ``crop_scale``: a random resized crop keeping that share of the area (null: none); ``flip``, ``translate``,
+    ``scale``, ``rotation``, ``brightness``, ``contrast``, ``saturation``, ``hue``, ``erase``: the jitter of
+    :func:`view_augmentation`; ``local_crops``, ``local_size``, ``local_scale``: multi-crop's extra views.
+    """
+
+    crop_scale: list[float] | None = (0.3, 1.0)
+    flip: bool = True
+    translate: float = 0.0
+    scale: list[float] = (1.0, 1.0)
+    rotation: float = 0.0
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.0
+    hue: float = 0.0
+    erase: float = 0.0
+    local_crops: int = 0
+    local_size: int | None = None
+    local_scale: list[float] = (0.1, 0.4)
+
+    def given(self, options: dict, image_size: int) -> ViewOptions:
+        """These defaults with ``options`` (a task's ``**views``) put in, each checked (an ``OptionError``
+        names it)."""
+        unknown = sorted(set(options) - {f.name for f in fields(self)})
+        check_option(not unknown, unknown[0] if unknown else "", "is not a view option")
+        views = replace(self, **options)
+        check_jitter(
+            views.translate, list(views.scale), views.brightness, views.contrast, views.saturation, views.hue,
+            views.crop_scale, views.erase, views.rotation,
+        )  # fmt: skip
+        check_local_crops(views.local_crops, views.local_size, list(views.local_scale), image_size)
+        return views
+
+    def pipelines(self, channels: int, size: int) -> tuple[nn.Sequential, nn.Sequential | None]:
+        """``(global, local)`` Kornia pipelines: the global views at ``size`` px, the local ones (None without
+        local crops) at :func:`local_side` px, both with the same jitter."""
+        jitter = {
+            "translate": self.translate, "scale": list(self.scale), "rotation": self.rotation,
+            "brightness": self.brightness, "contrast": self.contrast, "saturation": self.saturation, "hue": self.hue,
+            "flip": self.flip, "erase": self.erase,
+        }  # fmt: skip
+        crop = None if self.crop_scale is None else list(self.crop_scale)
+        global_views = view_augmentation(channels, crop_scale=crop, size=size, **jitter)
+        if not self.local_crops:
+            return global_views, None
+        local_size = local_side(self.local_size, size)
+        return global_views, view_augmentation(channels, crop_scale=list(self.local_scale), size=local_size, **jitter)
+
+
+def multi_crop(channels: int, size: int, views: int, options: ViewOptions) -> MultiCrop:
+    """A :class:`MultiCrop` of ``views`` global views and ``options.local_crops`` local ones."""
+    global_views, local_views = options.pipelines(channels, size)
+    return MultiCrop(global_views, views, local_views, options.local_crops)

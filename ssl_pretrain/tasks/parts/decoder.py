@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoders import DownsampleRecord
+from ...encoders import DownsampleRecord
 
 UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "transposed")
 
