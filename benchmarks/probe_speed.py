@@ -25,9 +25,9 @@ from common import report, run_main  # noqa: E402
 from ssl_pretrain.build import resolve_device  # noqa: E402
 from ssl_pretrain.config import listed, load_config  # noqa: E402
 from ssl_pretrain.data import DataInfo, EpochBatchSampler, make_loader, to_device_float  # noqa: E402
-from ssl_pretrain.evaluation.frozen.feature_view import FeatureView  # noqa: E402
-from ssl_pretrain.evaluation.frozen.logistic import fit_logistic_regression, top1  # noqa: E402
-from ssl_pretrain.evaluation.frozen.method import frozen_features  # noqa: E402
+from ssl_pretrain.evaluation.features.feature_view import FeatureView  # noqa: E402
+from ssl_pretrain.evaluation.features.logistic import fit_logistic_regression, top1  # noqa: E402
+from ssl_pretrain.evaluation.features.method import frozen_features  # noqa: E402
 from ssl_pretrain.evaluation.shared.encoder_source import load_encoder  # noqa: E402
 from ssl_pretrain.evaluation.shared.metrics import percent_correct  # noqa: E402
 from ssl_pretrain.evaluation.shared.splits import labeled_splits  # noqa: E402

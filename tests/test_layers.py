@@ -81,3 +81,44 @@ def test_the_whole_config_reaches_at_most_ten_evaluation_functions():
                     takers.append(f"{path.relative_to(PACKAGE)}:{node.name}")
     assert len(takers) <= 10, takers
     assert "evaluation/finetuning/run.py:run_finetune" in takers, "the scan sees the entry points"
+
+
+EVALUATION = PACKAGE / "evaluation"
+WINGS = {"embedding", "extras", "finetuning", "frozen"}
+FLOOR = {"features", "shared"}  # what every wing may stand on; features itself stands on shared alone
+
+
+def _evaluation_imports(path: Path) -> set[str]:
+    """The evaluation sub-packages ``path`` imports from (relative or absolute, lazy ones included)."""
+    module_parts = path.relative_to(PACKAGE).with_suffix("").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            target = list(module_parts[: len(module_parts) - node.level]) + (node.module or "").split(".")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssl_pretrain."):
+            target = node.module.split(".")[1:]
+        else:
+            continue
+        if target[:1] == ["evaluation"] and len(target) > 1 and target[1]:
+            found.add(target[1])
+    return found
+
+
+def test_each_evaluation_wing_imports_only_itself_the_features_floor_and_shared():
+    allowed = {**{wing: {wing, *FLOOR} for wing in WINGS}, "features": set(FLOOR), "shared": {"shared"}}
+    assert {p.name for p in EVALUATION.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(allowed)
+    violations = []
+    for part, may in allowed.items():
+        for path in sorted((EVALUATION / part).rglob("*.py")):
+            for target in _evaluation_imports(path) - may:
+                violations.append(f"{path.relative_to(PACKAGE)} imports evaluation.{target}")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_wing_check_sees_a_wing_importing_another(tmp_path):
+    bad = EVALUATION / "embedding" / "_wing_probe.py"
+    bad.write_text("from ..finetuning import run\nfrom ssl_pretrain.evaluation.frozen import knn\n")
+    try:
+        assert _evaluation_imports(bad) == {"finetuning", "frozen"}
+    finally:
+        bad.unlink()

@@ -16,10 +16,10 @@ from ..config import Config, listed
 from ..data import DataInfo
 from ..data.loader import seeded_subset
 from ..errors import BadInput
-from ..evaluation.frozen.feature_view import FeatureView
-from ..evaluation.frozen.features import extract_features
+from ..evaluation.features.feature_view import FeatureView
+from ..evaluation.features.features import extract_features
+from ..evaluation.features.logistic import fit_logistic_regression, top1
 from ..evaluation.frozen.knn import weighted_knn_predict
-from ..evaluation.frozen.logistic import fit_logistic_regression, top1
 from ..evaluation.shared.metrics import percent_correct
 from ..evaluation.shared.splits import labeled_splits, validation_split
 from ..utils.precision import resolve_precision

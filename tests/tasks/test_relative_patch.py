@@ -5,7 +5,7 @@ import torch
 
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import OptionError
-from ssl_pretrain.evaluation.frozen.feature_view import FeatureView
+from ssl_pretrain.evaluation.features.feature_view import FeatureView
 from ssl_pretrain.tasks import RelativePatchLocation
 from ssl_pretrain.tasks.parts.patches import (
     CENTRE,

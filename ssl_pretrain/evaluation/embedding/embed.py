@@ -17,7 +17,7 @@ from ...data.loader import loader_workers
 from ...encoders import Encoder
 from ...utils.precision import Precision
 from ...utils.progress import progress_bar
-from ..frozen.feature_view import FeatureView
+from ..features.feature_view import FeatureView
 from .store import EmbeddingWriter, IndexRow, claim_folder, write_record
 
 

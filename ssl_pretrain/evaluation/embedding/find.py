@@ -179,7 +179,7 @@ class QueryEmbedder:
     ``(B, C, H, W)`` uint8 images -> ``(B, D)`` float32 vectors as ``embed`` wrote them."""
 
     def __init__(self, settings: dict, device: torch.device):
-        from ..frozen.feature_view import FeatureView
+        from ..features.feature_view import FeatureView
 
         encoder = load_encoder(Path(settings["encoder"])).to(device).eval()
         self.view, self.device = FeatureView(encoder), device

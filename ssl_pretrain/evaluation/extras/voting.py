@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..frozen.logistic import LinearClassifier, fit_logistic_regression
+from ..features.logistic import LinearClassifier, fit_logistic_regression
 
 
 def hard_vote(probs: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ Two questions decide it (the four classic transfer-learning situations):
 
 from __future__ import annotations
 
-from ..frozen.layer_view import POOLED
+from ..features.layer_view import POOLED
 
 
 def choose_freeze_point(

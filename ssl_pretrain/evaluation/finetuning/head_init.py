@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..frozen.features import extract_features
-from ..frozen.logistic import fit_logistic_regression
+from ..features.features import extract_features
+from ..features.logistic import fit_logistic_regression
 from ..shared.classifier import ImageClassifier, fold_standardisation
 from ..shared.predict import classifier_info
 

@@ -29,12 +29,11 @@ from ...registry import UNLABELED_METHODS
 from ...runs import write_json
 from ...utils.precision import announce_precision
 from ...utils.rng import seed_everything
-from ..frozen.layer_view import LayerView, available_layers
-from ..frozen.logistic import LogisticProbe
-from ..frozen.method import validation_scores
-from ..frozen.probe import results_dir
+from ..features.layer_view import LayerView, available_layers
+from ..features.logistic import LogisticProbe
+from ..features.method import validation_scores
 from ..shared.classifier import ImageClassifier, load_classifier
-from ..shared.encoder_source import load_encoder
+from ..shared.encoder_source import load_encoder, results_dir
 from ..shared.predict import accuracy, predict_logits
 from ..shared.reports import FinetuneReport
 from ..shared.selection import RULE as SELECTION_RULE

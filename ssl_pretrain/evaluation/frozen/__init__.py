@@ -1,1 +1,2 @@
-"""The frozen-feature wing: linear probes (one layer, every layer, several views) and kNN on features extracted once."""
+"""The frozen-feature wing: the linear probe, kNN and the label-free ranking, three commands on the features
+floor (:mod:`ssl_pretrain.evaluation.features`)."""

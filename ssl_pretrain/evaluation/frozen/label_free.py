@@ -18,9 +18,9 @@ from ...data import DataInfo
 from ...data.loader import seeded_subset
 from ...errors import BadInput
 from ...utils.spectrum import normalised_std, rankme
+from ..features.feature_view import FeatureView
+from ..features.features import extract_features
 from ..shared.encoder_source import load_encoder
-from .feature_view import FeatureView
-from .features import extract_features
 
 GAUGE_SEED_OFFSET = 2  # the gauges' images: seeded by the run's seed + 2 (the online evaluation's use + 0, + 1)
 

@@ -14,16 +14,16 @@ from ...errors import ConfigError
 from ...runs import write_json
 from ...utils.precision import announce_precision, resolve_precision
 from ...utils.rng import seed_everything
+from ..features.feature_view import FeatureView, RawPixels
+from ..features.layer_view import LayerView
+from ..features.logistic import LinearClassifier, LogisticProbe
+from ..features.method import FrozenMethod, evaluate_encoder, format_table, validation_scores
+from ..features.views import control_view, probe_view, task_grid
 from ..shared.classifier import ImageClassifier, fold_standardisation, save_classifier
-from ..shared.encoder_source import load_encoder, pretraining_saw_test, run_dir_of
+from ..shared.encoder_source import load_encoder, pretraining_saw_test, results_dir
 from ..shared.reports import FrozenReport
 from ..shared.selection import RULE as SELECTION_RULE
 from ..shared.splits import labeled_splits, validation_split
-from .feature_view import FeatureView, RawPixels
-from .layer_view import LayerView
-from .logistic import LinearClassifier, LogisticProbe
-from .method import FrozenMethod, evaluate_encoder, format_table, validation_scores
-from .views import control_view, probe_view, task_grid
 
 
 def run_probe(config: Config) -> FrozenReport:
@@ -172,10 +172,3 @@ def _save_probe_classifier(encoder: Encoder, pool: int, size: int, fitted, path:
     model.head.load_state_dict({"weight": weight, "bias": bias})
     top1 = report.test_top1("pretrained")
     save_classifier(model, path, {"kind": "linear probe", "protocol": report.protocol, "top1": top1})
-
-
-def results_dir(source: Path) -> Path:
-    run = run_dir_of(source)
-    if run is not None:
-        return run
-    return source if source.is_dir() else source.parent

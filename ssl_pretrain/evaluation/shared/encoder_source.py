@@ -128,3 +128,11 @@ def _saw_development_test(pretrained_with: int | None, evaluated_with: int) -> t
     if pretrained_with is not None and pretrained_with >= evaluated_with:
         return False, f"pretraining left out the last {pretrained_with} training images (data.development)"
     return True, f"pretraining read training images this development split (data.development={evaluated_with}) tests on"
+
+
+def results_dir(source: Path) -> Path:
+    """Where an evaluation of ``source`` writes its report: its run directory, else the folder it is in."""
+    run = run_dir_of(source)
+    if run is not None:
+        return run
+    return source if source.is_dir() else source.parent

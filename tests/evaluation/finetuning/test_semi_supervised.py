@@ -23,7 +23,7 @@ from ssl_pretrain.evaluation.shared.classifier import ImageClassifier
 from ssl_pretrain.evaluation.shared.splits import labeled_splits, validation_split
 from ssl_pretrain.utils.files import safe_torch_load
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def test_the_unlabeled_stream_carries_no_labels_and_no_validation_or_test_image(image_folder, tmp_path):
@@ -260,7 +260,7 @@ def test_the_documented_semi_supervised_method_is_one_class_and_one_registration
     """docs/evaluation.md's Pi-model example, run as written: registered, configured, chosen on validation."""
     from ssl_pretrain.registry import UNLABELED_METHODS
 
-    docs = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text()
+    docs = (Path(__file__).parents[3] / "docs" / "evaluation.md").read_text()
     section = docs[docs.index("### Adding a semi-supervised method") :]
     code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
     exec(compile(code, "docs/evaluation.md", "exec"), {})

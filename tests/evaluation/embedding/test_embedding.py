@@ -30,14 +30,14 @@ from ssl_pretrain.evaluation.embedding.run import open_collection
 from ssl_pretrain.evaluation.embedding.search import approximate_top_k, collection_mean, top_k_cosine
 from ssl_pretrain.evaluation.embedding.store import IndexRow, IndexRows, open_embeddings
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny pretrained run for the module, on its own copy of the generated image folder, with one broken
     file added to the folder afterwards."""
-    from ..conftest import make_image_folder
+    from ...conftest import make_image_folder
 
     root = tmp_path_factory.mktemp("embedding")
     image_folder = make_image_folder(root / "images")

@@ -12,7 +12,7 @@ from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.evaluation.extras.gradcam import grad_cam
 from ssl_pretrain.evaluation.shared.classifier import ImageClassifier
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def _planted(n: int, generator: torch.Generator):

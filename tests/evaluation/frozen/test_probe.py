@@ -6,12 +6,12 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.config import load_config
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.encoders import build_encoder
-from ssl_pretrain.evaluation.frozen.feature_view import FeatureView
-from ssl_pretrain.evaluation.frozen.logistic import LogisticProbe, fit_logistic_regression, top1
-from ssl_pretrain.evaluation.frozen.method import evaluate_encoder
+from ssl_pretrain.evaluation.features.feature_view import FeatureView
+from ssl_pretrain.evaluation.features.logistic import LogisticProbe, fit_logistic_regression, top1
+from ssl_pretrain.evaluation.features.method import evaluate_encoder
 from ssl_pretrain.evaluation.shared.splits import labeled_splits, stratified_split
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def test_logistic_regression_separates_separable_classes():
@@ -158,7 +158,7 @@ def test_probe_classifier_file_reproduces_the_probe(image_folder, tmp_path):
 def test_closed_form_gradients_match_autograd():
     import torch.nn.functional as F
 
-    from ssl_pretrain.evaluation.frozen.logistic import loss_and_gradients
+    from ssl_pretrain.evaluation.features.logistic import loss_and_gradients
 
     torch.manual_seed(0)
     x, y = torch.randn(500, 20, dtype=torch.float64), torch.randint(0, 4, (500,))

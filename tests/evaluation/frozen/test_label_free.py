@@ -6,7 +6,7 @@ import json
 import ssl_pretrain as ssl
 from ssl_pretrain.cli import main
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def _run(image_folder, out, name, extra=()):

@@ -14,7 +14,7 @@ from ssl_pretrain.evaluation.extras.voting import (
     stacking_features,
 )
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def _one_hot_probs(predictions, classes=3, confidence=0.8):

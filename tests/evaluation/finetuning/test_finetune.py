@@ -13,7 +13,7 @@ from ssl_pretrain.evaluation.finetuning.auto_freeze import choose_freeze_point
 from ssl_pretrain.evaluation.finetuning.freezing import FreezePlan, make_finetune_optimizer
 from ssl_pretrain.evaluation.shared.classifier import ImageClassifier, load_classifier
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 STAGES = ["stem", "layer1", "layer2", "layer3"]
 
@@ -266,9 +266,9 @@ def test_a_step_budget_sets_the_epochs_for_any_label_count(image_folder, tmp_pat
 
 def test_the_head_can_start_from_a_linear_probe(image_folder, tmp_path):
     from ssl_pretrain.config import load_config
+    from ssl_pretrain.evaluation.features.features import extract_features
+    from ssl_pretrain.evaluation.features.logistic import fit_logistic_regression
     from ssl_pretrain.evaluation.finetuning.head_init import HeadInputs, init_head_from_probe
-    from ssl_pretrain.evaluation.frozen.features import extract_features
-    from ssl_pretrain.evaluation.frozen.logistic import fit_logistic_regression
     from ssl_pretrain.evaluation.shared.predict import classifier_info, predict_logits
     from ssl_pretrain.evaluation.shared.splits import labeled_splits
 
@@ -291,8 +291,8 @@ def test_fine_tuning_and_feature_extraction_run_in_the_runs_precision(image_fold
     """trainer.precision reaches evaluation: the fine-tuning step and frozen-feature extraction run under
     its autocast (bf16 here; on CUDA, auto picks bf16 or fp16), features come back as float32."""
     from ssl_pretrain.config import load_config
-    from ssl_pretrain.evaluation.frozen.feature_view import FeatureView
-    from ssl_pretrain.evaluation.frozen.features import extract_features
+    from ssl_pretrain.evaluation.features.feature_view import FeatureView
+    from ssl_pretrain.evaluation.features.features import extract_features
     from ssl_pretrain.evaluation.shared.predict import classifier_info
     from ssl_pretrain.evaluation.shared.splits import labeled_splits
     from ssl_pretrain.utils.precision import resolve_precision

@@ -10,10 +10,10 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.config import load_config
 from ssl_pretrain.encoders import build_encoder
 from ssl_pretrain.errors import ConfigError
-from ssl_pretrain.evaluation.frozen.layer_view import LayerView, available_layers
-from ssl_pretrain.evaluation.frozen.views import probe_layers
+from ssl_pretrain.evaluation.features.layer_view import LayerView, available_layers
+from ssl_pretrain.evaluation.features.views import probe_layers
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def _encoder():

@@ -9,7 +9,7 @@ import torch
 from ssl_pretrain.cli import main
 from ssl_pretrain.evaluation.frozen.knn import weighted_knn_predict
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 
 def _reference(train_x, train_y, test_x, num_classes, k, temperature):

@@ -10,13 +10,13 @@ from ssl_pretrain.cli import main
 from ssl_pretrain.data import DataInfo
 from ssl_pretrain.data.sources import TensorImages
 from ssl_pretrain.errors import ConfigError
+from ssl_pretrain.evaluation.features.logistic import LogisticProbe
+from ssl_pretrain.evaluation.features.method import evaluate_encoder
 from ssl_pretrain.evaluation.frozen.knn import KnnMethod
-from ssl_pretrain.evaluation.frozen.logistic import LogisticProbe
-from ssl_pretrain.evaluation.frozen.method import evaluate_encoder
 from ssl_pretrain.evaluation.shared.selection import Selection, first_best
 from ssl_pretrain.evaluation.shared.splits import stratified_folds, stratified_split, validation_folds
 
-from ..helpers import folder_overrides
+from ...helpers import folder_overrides
 
 CPU = torch.device("cpu")
 INFO = DataInfo(1, 2, [0.0], [1.0])
