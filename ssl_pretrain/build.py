@@ -10,7 +10,8 @@ from .encoders import Encoder, build_encoder
 from .errors import BadInput, ConfigError, OptionError
 from .registry import TASKS
 from .tasks import PretextTask
-from .utils.precision import configure_cuda
+from .utils.precision import announce_precision, configure_cuda
+from .utils.rng import seed_everything
 
 
 def make_encoder(config: Config, info: DataInfo) -> Encoder:
@@ -60,4 +61,14 @@ def prepare_device(config: Config) -> torch.device:
     pretraining does."""
     device = resolve_device(config.device)
     configure_cuda(device, config.trainer.cudnn_benchmark, config.trainer.tf32)
+    return device
+
+
+def start(config: Config, job: str | None) -> torch.device:
+    """What every command that runs a model does first: the device prepared (:func:`prepare_device`), every
+    RNG seeded with ``seed``, and, for a ``job`` (``"fine-tuning"``, ...), the numeric path announced."""
+    device = prepare_device(config)
+    seed_everything(config.seed)
+    if job is not None:
+        announce_precision(config.trainer.precision, device, job)
     return device

@@ -579,15 +579,16 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
     """Read ``path`` (or start from ``base``), apply overrides and validate."""
     raw = dict(base or {})
     if path is not None:
-        raw = _merge(raw, read_yaml(path))
+        raw = merged(raw, read_yaml(path))
     return build_config(apply_overrides(raw, list(overrides)))
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merged(base: dict, update: dict) -> dict:
+    """``update`` laid over ``base``, section by section."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merged(out[key], value)
         else:
             out[key] = value
     return out

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ...build import prepare_device
 from ...config import Config
 from ...errors import BadInput, ConfigError
 from ...runs import write_json
 from ...utils.files import atomic_torch_save
-from ...utils.rng import seed_everything
 from ..shared.classifier import classifier_file, load_classifier
 from ..shared.metrics import percent_correct
 from ..shared.predict import accuracy, predict_logits
@@ -38,14 +36,12 @@ def _saw_validation(info: dict, split: tuple[int, float, float]) -> bool | None:
     return False if same else None
 
 
-def run_ensemble(config: Config) -> EnsembleReport:
+def run_ensemble(config: Config, device: torch.device) -> EnsembleReport:
     cfg = config.ensemble
     if len(cfg.members) < 2:
         raise ConfigError("ensemble.members", f"needs at least 2 models, got {len(cfg.members)}")
     if cfg.weights is not None and len(cfg.weights) != len(cfg.members):
         raise ConfigError("ensemble.weights", f"needs one weight per member ({len(cfg.members)}), got {cfg.weights}")
-    device = prepare_device(config)
-    seed_everything(config.seed)
     paths = [classifier_file(member, "ensemble.members") for member in cfg.members]
     loaded = [(path, *load_classifier(path, "ensemble member")) for path in paths]
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)

@@ -14,11 +14,9 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
-from ...build import prepare_device
 from ...config import Config
 from ...data import to_device_float
 from ...errors import BadInput, ConfigError
-from ...utils.rng import seed_everything
 from ..shared.classifier import ImageClassifier, classifier_file, load_classifier
 from ..shared.predict import classifier_info
 from ..shared.reports import GradcamReport
@@ -66,14 +64,12 @@ def overlay(images: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> tor
     return (1 - alpha) * rgb + alpha * heat_colours(maps)
 
 
-def run_gradcam(config: Config) -> GradcamReport:
+def run_gradcam(config: Config, device: torch.device) -> GradcamReport:
     """Heatmaps for ``gradcam.num_images`` images of ``gradcam.split``; returns the PNG's path (``png``), the
     layer and the class explained for each image."""
     cfg = config.gradcam
     if cfg.model is None:
         raise ConfigError("gradcam.model", "is required: a fine-tuning run, its best.pt, or probe_classifier.pt")
-    device = prepare_device(config)
-    seed_everything(config.seed)
     path = classifier_file(cfg.model, "gradcam.model")
     model, _ = load_classifier(path, "gradcam.model")
     model.to(device)

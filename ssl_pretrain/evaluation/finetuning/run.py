@@ -20,15 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ...build import checked_encoder, prepare_device
+from ...build import checked_encoder
 from ...config import Config, DataConfig, FinetuneConfig, ProbeConfig, listed, model_label, save_config
 from ...data import DataInfo, open_split
 from ...encoders import Encoder, encoder_from_spec
 from ...errors import BadInput
 from ...registry import UNLABELED_METHODS
 from ...runs import write_json
-from ...utils.precision import announce_precision
-from ...utils.rng import seed_everything
 from ..features.layer_view import LayerView, available_layers
 from ..features.logistic import LogisticProbe
 from ..features.method import validation_scores
@@ -77,7 +75,7 @@ def scratch_models(cfg: FinetuneConfig, spec, freeze_until: str | None) -> dict[
     return models
 
 
-def run_finetune(config: Config) -> FinetuneReport:
+def run_finetune(config: Config, device: torch.device) -> FinetuneReport:
     """Fine-tune; returns the report also written to ``finetune.json``.
 
     Every choice is made on the validation split: the epoch (the best validation epoch's weights are
@@ -89,9 +87,6 @@ def run_finetune(config: Config) -> FinetuneReport:
     cfg = config.finetune
     if config.evaluation.encoder is None:
         raise BadInput("evaluation.encoder: is required: the run directory, encoder.pt or checkpoint to fine-tune")
-    device = prepare_device(config)
-    announce_precision(config.trainer.precision, device, "fine-tuning")
-    seed_everything(config.seed)
     pretrained = load_encoder(config.evaluation.encoder)
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
     train, val = validation_split(train, cfg.val_fraction, config.seed)

@@ -64,7 +64,7 @@ class KnnMethod:
         return weighted_knn_predict(train_x, train_y, x, num_classes, k, self.temperature, self.chunk_size)
 
 
-def run_knn(config: Config) -> FrozenReport:
+def run_knn(config: Config, device: torch.device) -> FrozenReport:
     """kNN on ``evaluation.encoder`` (and the controls of ``evaluation.control``); writes ``knn.json``; ``k`` chosen
     on validation when ``knn.k`` lists several."""
     knn = config.knn
@@ -74,4 +74,4 @@ def run_knn(config: Config) -> FrozenReport:
         "k": knn.k,
         "temperature": knn.temperature,
     }
-    return evaluate_frozen(config, "knn", method, protocol)
+    return evaluate_frozen(config, device, "knn", method, protocol)

@@ -8,15 +8,18 @@ How far the ranking agrees with a labeled probe is measured by ``benchmarks/ssl_
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ...data import DataInfo
+from ...config import Config
+from ...data import DataInfo, data_info, open_split
 from ...data.loader import seeded_subset
 from ...errors import BadInput
+from ...utils.files import atomic_write_bytes
 from ...utils.spectrum import normalised_std, rankme
 from ..features.feature_view import FeatureView
 from ..features.features import extract_features
@@ -97,3 +100,17 @@ def format_ranking(ranked: list[RankedEncoder]) -> str:
 
 def ranking_record(ranked: list[RankedEncoder]) -> list[dict]:
     return [asdict(r) for r in ranked]
+
+
+def run_rank(
+    config: Config, device: torch.device, sources: list[str], snapshots: bool = False, output: str | None = None
+) -> list[RankedEncoder]:
+    """Rank ``sources`` (runs, ``encoder.pt`` files or checkpoints) by RankMe on ``gauges.images`` pretraining
+    images of ``data`` drawn by ``seed``, highest first; no label is read. ``snapshots``: a run directory also
+    stands for its kept checkpoints; ``output``: the ranking also written there as JSON."""
+    found = expand_sources(sources, snapshots)
+    images = gauge_images(open_split(config.data, "pretrain"), config.gauges.images, config.seed)
+    ranked = rank_encoders(found, images, data_info(config.data), device, config.evaluation.batch_size)
+    if output:
+        atomic_write_bytes(Path(output), json.dumps(ranking_record(ranked), indent=2).encode())
+    return ranked

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import torch
 
-from ...build import prepare_device, resolve_device
+from ...build import resolve_device
 from ...config import Config, listed
 from ...data import DataInfo
 from ...encoders import Encoder, EncoderSpec
 from ...errors import ConfigError
 from ...runs import write_json
-from ...utils.precision import announce_precision, resolve_precision
-from ...utils.rng import seed_everything
+from ...utils.precision import resolve_precision
 from ..features.feature_view import FeatureView, RawPixels
 from ..features.layer_view import LayerView
 from ..features.logistic import LinearClassifier, LogisticProbe
@@ -26,7 +25,7 @@ from ..shared.selection import RULE as SELECTION_RULE
 from ..shared.splits import labeled_splits, validation_split
 
 
-def run_probe(config: Config) -> FrozenReport:
+def run_probe(config: Config, device: torch.device) -> FrozenReport:
     """Probe ``evaluation.encoder`` (and the controls asked for); writes ``probe.json`` and, for a single
     whole-image view, ``probe_classifier.pt`` (encoder + folded linear head). With several
     layers or ``l2`` values, the layer and ``l2`` are chosen on validation and only the choice is tested."""
@@ -37,7 +36,7 @@ def run_probe(config: Config) -> FrozenReport:
         "max_iter": probe.max_iter,
     }
     method = LogisticProbe(listed(probe.l2), probe.max_iter, fit_device(config.device))
-    return evaluate_frozen(config, "probe", method, protocol)
+    return evaluate_frozen(config, device, "probe", method, protocol)
 
 
 def fit_device(name: str) -> torch.device | None:
@@ -51,7 +50,7 @@ def result_stem(command: str, fraction: float) -> str:
     return command if fraction >= 1 else f"{command}-labels{fraction:g}"
 
 
-def probe_holdout_scores(config: Config) -> dict[str, float]:
+def probe_holdout_scores(config: Config, device: torch.device) -> dict[str, float]:
     """``{layer: validation top-1}`` of a linear probe with the first ``probe.l2``, per layer of the probe's
     view (``probe.layers``, else the pooled view), fitted on the labeled training images minus a stratified
     ``evaluation.val_fraction`` of them and scored on that hold-out.
@@ -60,19 +59,17 @@ def probe_holdout_scores(config: Config) -> dict[str, float]:
     so a probe setting chosen some other way (e.g. by cross-validation) can be set against a fine-tuning run
     on the same images. Nothing is chosen, the test set is not scored and nothing is written.
     """
-    device, _, view, info, train, _ = _frozen_inputs(config)
+    device, _, view, info, train, _ = _frozen_inputs(config, device)
     fit, val = validation_split(train, config.evaluation.val_fraction, config.seed)
     method = LogisticProbe(listed(config.probe.l2)[:1], config.probe.max_iter, fit_device(config.device))
     return validation_scores(view, fit, val, info, device, method, config.evaluation.batch_size)
 
 
-def _frozen_inputs(config: Config):
+def _frozen_inputs(config: Config, device: torch.device):
     """``(device, encoder, view, info, train, test)`` of a frozen-feature evaluation of ``evaluation.encoder``:
     the probe's feature view (``probe.*``) and the labeled splits (``data.label_fraction``, seeded)."""
     if config.evaluation.encoder is None:
         raise ConfigError("evaluation.encoder", "is required: a run directory, an encoder.pt or a checkpoint")
-    device = prepare_device(config)
-    seed_everything(config.seed)
     encoder = load_encoder(config.evaluation.encoder)
     spec = encoder.spec
     size, view = probe_view(config.probe, task_grid(config.task.name, config.task.options), spec, encoder)
@@ -81,13 +78,14 @@ def _frozen_inputs(config: Config):
     return device, encoder, view, info, train, test
 
 
-def evaluate_frozen(config: Config, command: str, method: FrozenMethod, protocol: dict) -> FrozenReport:
+def evaluate_frozen(
+    config: Config, device: torch.device, command: str, method: FrozenMethod, protocol: dict
+) -> FrozenReport:
     """:func:`~.frozen.evaluate_encoder` with ``method`` on the encoder of ``evaluation.encoder`` and the
     controls of ``evaluation.control``; writes ``<command>.json``."""
-    device, encoder, view, info, train, test = _frozen_inputs(config)
+    device, encoder, view, info, train, test = _frozen_inputs(config, device)
     spec = encoder.spec
     saw_test, leakage = pretraining_saw_test(Path(config.evaluation.encoder), config.data)
-    announce_precision(config.trainer.precision, device, "feature extraction")
     options = {
         "batch_size": config.evaluation.batch_size,
         "num_workers": config.data.num_workers,
