@@ -52,13 +52,13 @@ def folder_overrides(image_folder, output_dir, run_name: str = "run") -> list[st
 
 def interrupt_after_checkpoint(monkeypatch, step: int) -> None:
     """Make a pretraining in this process stop (as with Ctrl-C) right after saving its step-``step`` checkpoint."""
-    from ssl_pretrain.train import trainer
+    from ssl_pretrain.train import checkpoint
 
-    save = trainer._save_checkpoint
+    save = checkpoint.save_checkpoint
 
     def save_then_interrupt(run):
         save(run)
         if run.state.progress.step == step:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_interrupt)

@@ -86,6 +86,7 @@ def test_the_whole_config_reaches_only_the_commands_and_four_helpers_in_evaluati
     assert "run_finetune" in takers, "the scan sees the entry points"
     assert len(set(takers) - runs) <= 4, sorted(set(takers) - runs)
 
+
 EVALUATION = PACKAGE / "evaluation"
 WINGS = {"embedding", "extras", "finetuning", "frozen"}
 FLOOR = {"features", "shared"}  # what every wing may stand on; features itself stands on shared alone

@@ -28,8 +28,10 @@ PATTERN = PathArg("pattern", "OUT_PATTERN", "printf-style shard names, e.g. shar
 
 
 def _row(name: str, help: str, where: str, run: str, show: str, **options) -> Command:
-    """A row whose ``run`` and ``show`` are functions of the module ``where`` (relative to the package)."""
-    return Command(name, help, f"ssl_pretrain.{where}:{run}", f"ssl_pretrain.{where}:{show}", **options)
+    """A row whose ``run`` and ``show`` are functions of the module ``where`` (relative to the package; ``show``
+    may name another module's, ``module:function``)."""
+    show = f"ssl_pretrain.{show}" if ":" in show else f"ssl_pretrain.{where}:{show}"
+    return Command(name, help, f"ssl_pretrain.{where}:{run}", show, **options)
 
 
 _EVALUATES = {"config": "from_source", "device": True}
@@ -42,7 +44,7 @@ BUILT_IN = {
              "evaluation.frozen.probe", "run_probe", "format_frozen_report", paths=(ENCODER,),
              job="feature extraction", **_EVALUATES),
         _row("knn", "weighted kNN on frozen features (knn.k, knn.temperature)", "evaluation.frozen.knn", "run_knn",
-             "format_frozen_report", paths=(ENCODER,), job="feature extraction", **_EVALUATES),
+             "evaluation.frozen.probe:format_frozen_report", paths=(ENCODER,), job="feature extraction", **_EVALUATES),
         _row("finetune", "fine-tune encoder + head on the labels (finetune.freeze_until, finetune.unlabeled)",
              "evaluation.finetuning.run", "run_finetune", "format_finetune", paths=(ENCODER,), job="fine-tuning",
              **_EVALUATES),
@@ -50,11 +52,11 @@ BUILT_IN = {
              "run_ensemble", "format_ensemble", paths=(MEMBERS,), **_EVALUATES),
         _row("gradcam", "Grad-CAM heatmaps, PNG grid + TensorBoard (gradcam.layer)", "evaluation.extras.gradcam",
              "run_gradcam", "format_gradcam", paths=(MODEL,), **_EVALUATES),
-        _row("embed", "embed a collection with an encoder (data.*, embed.*)", "evaluation.embedding.run", "run_embed",
-             "format_embed", paths=(ENCODER,), flags=(Flag("force", "overwrite finished embeddings in embed.output"),),
-             job="embedding", **_EVALUATES),
+        _row("embed", "embed a collection with an encoder (data.*, embed.*)", "evaluation.embedding.commands",
+             "run_embed", "format_embed", paths=(ENCODER,), job="embedding", **_EVALUATES,
+             flags=(Flag("force", "overwrite finished embeddings in embed.output"),)),
         _row("neighbours", "nearest neighbours and near-duplicates in an embeddings folder (neighbours.*)",
-             "evaluation.embedding.run", "run_neighbours", "format_neighbours", paths=(EMBEDDINGS,),
+             "evaluation.embedding.commands", "run_neighbours", "format_neighbours", paths=(EMBEDDINGS,),
              flags=(Flag("force", "overwrite an existing neighbours.output"),), device=True),
         _row("rank", "rank runs or checkpoints by RankMe on unlabeled images (no labels read)",
              "evaluation.frozen.label_free", "run_rank", "format_ranking", paths=(SOURCES,),

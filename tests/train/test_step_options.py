@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.tasks import DenoisingAutoencoder
-from ssl_pretrain.train import trainer
+from ssl_pretrain.train import checkpoint
 from ssl_pretrain.utils.files import safe_torch_load
 from ssl_pretrain.utils.precision import cpu_has_native_bf16, describe_precision
 
@@ -47,13 +47,13 @@ def test_a_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(
 
 def test_skip_policy_skips_the_update_and_counts_it(image_folder, tmp_path, capsys, monkeypatch, nan_on_third_loss):
     steps = []
-    save = trainer._save_checkpoint
+    save = checkpoint.save_checkpoint
 
     def record(run):
         steps.append((run.state.progress.step, run.state.progress.skipped_steps))
         save(run)
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", record)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", record)
     assert _pretrain(image_folder, tmp_path, ["trainer.max_steps=6", "trainer.nonfinite=skip"]) == 0
     assert "loss became nan at step 3; step skipped (1 so far" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
