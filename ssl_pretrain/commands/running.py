@@ -3,6 +3,7 @@ the defaults, then ``-c``/``config``, then the overrides), the preamble (device,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,14 +24,12 @@ def command_config(command: Command, config: Any, overrides: list[str], paths: d
     base = None
     if command.config == "from_source":
         source = _source(command, paths, overrides)
+        if source is not None and not Path(source).expanduser().exists():
+            raise BadInput(f"{command.paths[0].key or command.name}: {source} does not exist")
         base = defaults_for(saved_run_config(source), overrides) if source else None
         if strict and base is None and config is None:
-            first = command.paths[0]
-            where = f"{first.key}=PATH" if first.key else first.metavar
-            raise BadInput(
-                f"{command.name}: give {first.metavar} (or {where}) inside a run directory (one with config.yaml), "
-                "or -c CONFIG"
-            )
+            given = f"{source} is not inside a run directory (one with config.yaml)" if source else "no source given"
+            raise BadInput(f"{command.name}: {given}; give a config (-c) naming the data")
     elif strict and command.config == "required" and config is None:
         raise BadInput(f"{command.name}: -c CONFIG is required (e.g. -c configs/fashion_mnist/dae.yaml)")
     return build_config(apply_overrides(merged(base or {}, raw_config(config)), overrides))
