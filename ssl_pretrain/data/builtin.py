@@ -101,7 +101,8 @@ STL10 = DatasetSpec(
 def open_shards(cfg: DataConfig, split: Split):
     """``data.name=shards``: the pretraining split streams; labeled splits are decoded into memory. Without
     ``data.test_root`` the test split is the samples whose key hashes below ``data.test_fraction``."""
-    from .shards import ShardSource, load_split, scan, shard_paths
+    from .shard_stream import ShardSource
+    from .shards import load_split, scan, shard_paths
 
     size, channels = cfg.image_size or 32, cfg.channels or 3
     if split == "test" and cfg.test_root is not None:

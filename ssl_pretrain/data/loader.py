@@ -139,7 +139,7 @@ def pretraining_batches(
     ``decode_on_device`` the stream's JPEGs arrive encoded, for :func:`decode_on_device`. ``local_processes``:
     training processes on this machine, which share its cores between their loader workers."""
     if getattr(dataset, "streaming", False):
-        from .shards import stream_loader
+        from .shard_stream import stream_loader
 
         workers = loader_workers(num_workers, dataset, local_processes)
         stream = dataset.stream(batch_size, seed, rank, world_size, workers, encoded=decode_on_device)

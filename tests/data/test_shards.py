@@ -14,15 +14,8 @@ from torch.utils.data import DataLoader
 
 from ssl_pretrain.cli import main
 from ssl_pretrain.data import shards as shard_module
-from ssl_pretrain.data.shards import (
-    ShardSource,
-    ShardStream,
-    members,
-    shard_paths,
-    stream_loader,
-    survey,
-    write_shards,
-)
+from ssl_pretrain.data.shard_stream import ShardSource, ShardStream, stream_loader
+from ssl_pretrain.data.shards import members, shard_paths, survey, write_shards
 from ssl_pretrain.errors import BadInput
 
 from ..helpers import TINY
@@ -270,7 +263,7 @@ def test_jpegs_left_encoded_decode_on_the_device_into_the_same_batches(tmp_path)
 def test_data_decode_gpu_is_refused_where_it_cannot_run(shards, image_folder):
     from ssl_pretrain.data import open_split
     from ssl_pretrain.data.loader import decodes_on_device
-    from ssl_pretrain.data.shards import ShardSource
+    from ssl_pretrain.data.shard_stream import ShardSource
 
     stream = ShardSource(shards, 16, 3, None, True, "shards")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
