@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_config, run_main  # noqa: E402
-from low_label import (  # noqa: E402
+from low_label_cells import (  # noqa: E402
     FINETUNE_RECIPE,
     FINETUNE_STEPS,
     HEAD,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_main  # noqa: E402
-from low_label import finetune_cell  # noqa: E402
+from low_label_cells import finetune_cell  # noqa: E402
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report, run_main  # noqa: E402
-from low_label import K_GRID, L2_GRID  # noqa: E402
+from low_label_cells import K_GRID, L2_GRID  # noqa: E402
 
 import ssl_pretrain as ssl  # noqa: E402
 

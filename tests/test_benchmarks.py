@@ -1,5 +1,6 @@
 """The benchmark scripts' --smoke modes, so they do not rot (their figures come from full runs)."""
 
+import importlib
 import json
 import re
 import statistics
@@ -296,13 +297,13 @@ def test_low_label_pick_defers_to_the_best_layer_probe_on_a_tie():
     assert [c.note for c in scores.picked()] == ["fine-tune"]
 
 
-def _low_label():
+def _low_label(module: str = "low_label"):
+    """The benchmark script ``low_label`` (or its shared cells, ``low_label_cells``) as a module."""
     sys.path.insert(0, "benchmarks")
     try:
-        import low_label
+        return importlib.import_module(module)
     finally:
         sys.path.remove("benchmarks")
-    return low_label
 
 
 def test_low_label_pick_compares_probes_on_fine_tunings_hold_out_when_they_have_one():
@@ -322,7 +323,7 @@ def test_low_label_pick_compares_probes_on_fine_tunings_hold_out_when_they_have_
 def test_low_label_reuses_only_a_finished_fine_tuning_run_of_the_same_config(tmp_path):
     from ssl_pretrain.config import load_config, save_config
 
-    low_label = _low_label()
+    cells = _low_label("low_label_cells")
     folder = tmp_path / "finetune"
     config = load_config("configs/fashion_mnist/rotation.yaml", ["finetune.lr=0.003", "finetune.name=x-2"])
     for name, lr, finished in (("x-1", 0.003, True), ("x-2", 0.003, True), ("x-3", 0.01, True), ("x-4", 0.003, False)):
@@ -331,16 +332,16 @@ def test_low_label_reuses_only_a_finished_fine_tuning_run_of_the_same_config(tmp
                     folder / name / "config.yaml")  # fmt: skip
         if finished:
             (folder / name / "finetune.json").write_text("{}")
-    assert low_label.finished_finetuning(folder, "x", config) == folder / "x-2", "the newest finished match"
+    assert cells.finished_finetuning(folder, "x", config) == folder / "x-2", "the newest finished match"
     config.finetune.lr = 0.03
-    assert low_label.finished_finetuning(folder, "x", config) is None
-    assert low_label.finished_finetuning(folder, "y", load_config("configs/fashion_mnist/rotation.yaml")) is None
+    assert cells.finished_finetuning(folder, "x", config) is None
+    assert cells.finished_finetuning(folder, "y", load_config("configs/fashion_mnist/rotation.yaml")) is None
 
 
 def test_low_label_fine_tuning_cell_reads_a_finished_run_instead_of_training(tmp_path):
     from ssl_pretrain.config import load_config, save_config
 
-    low_label = _low_label()
+    low_label, cells = _low_label(), _low_label("low_label_cells")
     run = tmp_path / "run"
     run.mkdir()
     save_config(load_config("configs/fashion_mnist/rotation.yaml"), run / "config.yaml")
@@ -348,9 +349,9 @@ def test_low_label_fine_tuning_cell_reads_a_finished_run_instead_of_training(tmp
     done.mkdir(parents=True)
     overrides = ["data.label_fraction=0.01", "seed=1", "finetune.init=random", "finetune.freeze_until=null"]
     overrides += [
-        f"finetune.steps={low_label.FINETUNE_STEPS[0.01]}",
-        *low_label.FINETUNE_RECIPE,
-        *low_label.HEAD["random"],
+        f"finetune.steps={cells.FINETUNE_STEPS[0.01]}",
+        *cells.FINETUNE_RECIPE,
+        *cells.HEAD["random"],
         "finetune.keep=last",
     ]
     save_config(load_config(run / "config.yaml", [f"evaluation.encoder={run}", "trainer.progress=false", *overrides,
@@ -358,7 +359,7 @@ def test_low_label_fine_tuning_cell_reads_a_finished_run_instead_of_training(tmp
     report = {"val_top1": 90.0, "test_top1": 80.5, "train_seconds": 120.0, "diagnostics": {"note": "not used"}}
     report |= {"selected": {"chosen": {"augment": "strong", "epoch": 75}}, "protocol": {"strategy": "full"}}
     (done / "finetune.json").write_text(json.dumps(report))
-    cell = low_label.finetune_cell(run, 0.01, 1, "random", "null", ["finetune.keep=last"], reuse=True)
+    cell = cells.finetune_cell(run, 0.01, 1, "random", "null", ["finetune.keep=last"], reuse=True)
     assert (cell.val, cell.test, cell.minutes, cell.reused) == (90.0, 80.5, 2.0, True)
     assert cell.note == "full, strong, epoch 75" and cell.study == {}, "no pseudo-label study in that run"
     scores = low_label.Scores()
@@ -383,9 +384,9 @@ def test_low_label_semi_method_sets_the_recipe_the_run_name_and_the_column(tmp_p
         configs.append(config)
         return SimpleNamespace(to_dict=lambda: report)
 
-    monkeypatch.setattr(low_label.ssl, "finetune", record)
+    monkeypatch.setattr(_low_label("low_label_cells").ssl, "finetune", record)
     for method in ("fixmatch", "pretext"):
-        low_label.finetune_cell(run, 0.01, 0, "pretrained", "null", [], semi=method)
+        _low_label("low_label_cells").finetune_cell(run, 0.01, 0, "pretrained", "null", [], semi=method)
     fixmatch, s4l = (c.finetune for c in configs)
     assert fixmatch.unlabeled.method == "fixmatch" and fixmatch.name.startswith("lowlabel-0.01-s0-pretrained-semi-1")
     assert s4l.unlabeled.method == "pretext" and s4l.name.startswith("lowlabel-0.01-s0-pretrained-semi-pretext-")

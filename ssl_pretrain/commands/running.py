@@ -28,11 +28,18 @@ def command_config(command: Command, config: Any, overrides: list[str], paths: d
             raise BadInput(f"{command.paths[0].key or command.name}: {source} does not exist")
         base = defaults_for(saved_run_config(source), overrides) if source else None
         if strict and base is None and config is None:
-            given = f"{source} is not inside a run directory (one with config.yaml)" if source else "no source given"
-            raise BadInput(f"{command.name}: {given}; give a config (-c) naming the data")
+            raise BadInput(f"{command.name}: {_not_in_a_run(command.paths[0], source)}")
     elif strict and command.config == "required" and config is None:
         raise BadInput(f"{command.name}: -c CONFIG is required (e.g. -c configs/fashion_mnist/dae.yaml)")
     return build_config(apply_overrides(merged(base or {}, raw_config(config)), overrides))
+
+
+def _not_in_a_run(first, source: str | None) -> str:
+    """Why a command that takes its defaults from its source's run has no config, and what to give."""
+    if source is not None:
+        return f"{source} is not inside a run directory (one with config.yaml); give a config (-c) naming the data"
+    alternative = f", or {first.key}=PATH" if first.key else ""
+    return f"give {first.metavar} ({first.help}{alternative}) inside a run directory, or -c CONFIG"
 
 
 def _source(command: Command, paths: dict, overrides: list[str]) -> str | None:

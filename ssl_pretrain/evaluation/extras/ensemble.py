@@ -37,6 +37,8 @@ def _saw_validation(info: dict, split: tuple[int, float, float]) -> bool | None:
 
 
 def run_ensemble(config: Config, device: torch.device) -> EnsembleReport:
+    """Each member and the ensemble (``ensemble.method``) scored on validation and test; ``ensemble-<method>.json``
+    written to ``ensemble.output`` (default ``<output_dir>/ensemble``)."""
     cfg = config.ensemble
     if len(cfg.members) < 2:
         raise ConfigError("ensemble.members", f"needs at least 2 models, got {len(cfg.members)}")
@@ -48,23 +50,7 @@ def run_ensemble(config: Config, device: torch.device) -> EnsembleReport:
     _, val = validation_split(train, cfg.val_fraction, config.seed)
     split = (config.seed, config.data.label_fraction, cfg.val_fraction)
 
-    members, val_probs, test_probs = [], [], []
-    for path, model, info in loaded:
-        model.to(device)
-        v_logits, val_y = predict_logits(model, val, device)
-        t_logits, test_y = predict_logits(model, test, device)
-        model.cpu()
-        val_probs.append(v_logits.softmax(dim=1))
-        test_probs.append(t_logits.softmax(dim=1))
-        members.append(
-            {
-                "model": str(path),
-                "kind": info.get("kind"),
-                "val_top1": accuracy(v_logits, val_y),
-                "test_top1": accuracy(t_logits, test_y),
-                "member_saw_validation": _saw_validation(info, split),
-            }
-        )
+    members, val_probs, test_probs, val_y, test_y = _score_members(loaded, val, test, device, split)
     classes = {p.shape[1] for p in test_probs}
     if len(classes) != 1:
         raise BadInput(f"ensemble.members: the models predict different numbers of classes ({sorted(classes)})")
@@ -103,6 +89,29 @@ def run_ensemble(config: Config, device: torch.device) -> EnsembleReport:
     )
     write_json(out_dir / f"ensemble-{cfg.method}.json", report.to_dict())
     return report
+
+
+def _score_members(loaded: list, val, test, device: torch.device, split: tuple):
+    """``(member records, validation probabilities, test probabilities, validation labels, test labels)``: each
+    ``(path, model, info)`` of ``loaded`` scored on ``val`` and ``test``, one model on the device at a time."""
+    members, val_probs, test_probs = [], [], []
+    for path, model, info in loaded:
+        model.to(device)
+        v_logits, val_y = predict_logits(model, val, device)
+        t_logits, test_y = predict_logits(model, test, device)
+        model.cpu()
+        val_probs.append(v_logits.softmax(dim=1))
+        test_probs.append(t_logits.softmax(dim=1))
+        members.append(
+            {
+                "model": str(path),
+                "kind": info.get("kind"),
+                "val_top1": accuracy(v_logits, val_y),
+                "test_top1": accuracy(t_logits, test_y),
+                "member_saw_validation": _saw_validation(info, split),
+            }
+        )
+    return members, val_probs, test_probs, val_y, test_y
 
 
 def _combine(method: str, probs: torch.Tensor, weights: torch.Tensor | None, head) -> torch.Tensor:

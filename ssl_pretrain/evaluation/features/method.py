@@ -13,6 +13,7 @@ single candidate it fits on all the training labels and scores the test set: not
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -90,41 +91,15 @@ def evaluate_encoder(
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     extract_seconds = round(time.perf_counter() - start, 1)
     candidates = [(layer, setting) for layer in train_x for setting in method.settings()]
-    rows, selection = [], None
     if len(candidates) > 1:
-        if val_folds > len(train_y):
-            raise ConfigError("evaluation.val_folds", f"is {val_folds}, more than the {len(train_y)} labeled images")
-        folds = validation_folds(train_y, val_fraction, val_folds, seed)
-        validation = _validation_text(folds, val_fraction, seed)
-        val_y = torch.cat([train_y[val_idx] for _, val_idx in folds])  # every fold's labels, in fold order
-        kept: dict[str, torch.Tensor] = {}  # training features of the best layer so far, for the refit
-        for layer in list(train_x):
-            x = train_x.pop(layer)
-            layer_test = test_x.pop(layer)
-            for setting in method.settings():
-                t0 = time.perf_counter()
-                predicted, first_fit = [], None  # one fit alive at a time (kNN's hold their features)
-                for fit_idx, val_idx in folds:
-                    fitted = method.fit(x[fit_idx], train_y[fit_idx], num_classes, setting)
-                    predicted.append(method.predict(fitted, x[val_idx]))
-                    if diagnostics and first_fit is None:
-                        first_fit = fitted
-                val_top1 = percent_correct(torch.cat(predicted), val_y)
-                row = _row(name, view, layer, x.shape[1], setting, extract_seconds, t0) | {"val_top1": val_top1}
-                if diagnostics:  # from the first fold's fit
-                    row["diagnostic_test_top1"] = percent_correct(method.predict(first_fit, layer_test), test_y)
-                rows.append(row)
-            if rows[first_best([r["val_top1"] for r in rows])]["layer"] == layer:
-                kept = {layer: x, "test": layer_test}
-        settings = [{"layer": r["layer"], **_setting_of(r, method)} for r in rows]
-        selection = Selection.from_scores(settings, [r["val_top1"] for r in rows], validation)
-        index = first_best([r["val_top1"] for r in rows])
+        search = _Search(name, view, method, num_classes, extract_seconds, diagnostics)
+        rows, selection, index, kept = search.run(train_x, train_y, test_x, test_y, val_fraction, val_folds, seed)
         layer, setting = rows[index]["layer"], _setting_of(rows[index], method)
         x, layer_test = kept[layer], kept["test"]
     else:
-        index, (layer, setting) = 0, candidates[0]
+        index, (layer, setting), selection = 0, candidates[0], None
         x, layer_test = train_x.pop(layer), test_x.pop(layer)
-        rows.append(_row(name, view, layer, x.shape[1], setting, extract_seconds, time.perf_counter()))
+        rows = [_row(name, view, layer, x.shape[1], setting, extract_seconds, time.perf_counter())]
     t0 = time.perf_counter()
     fitted = method.fit(x, train_y, num_classes, setting)
     chosen = rows[index]
@@ -138,6 +113,54 @@ def evaluate_encoder(
     if selection is not None:
         selection.test_top1 = chosen["top1"]
     return rows, selection, fitted
+
+
+@dataclass
+class _Search:
+    """Every candidate (layer x setting) of ``method`` scored on the validation folds of the training labels."""
+
+    name: str
+    view: Any
+    method: FrozenMethod
+    num_classes: int
+    extract_seconds: float
+    diagnostics: bool
+
+    def run(self, train_x: dict, train_y, test_x: dict, test_y, val_fraction: float, folds: int, seed: int):
+        """``(rows, selection, index of the best row, {best layer: its training features, "test": its test
+        features})``; each layer's features are dropped once scored, unless it is the best so far."""
+        if folds > len(train_y):
+            raise ConfigError("evaluation.val_folds", f"is {folds}, more than the {len(train_y)} labeled images")
+        splits = validation_folds(train_y, val_fraction, folds, seed)
+        val_y = torch.cat([train_y[val_idx] for _, val_idx in splits])  # every fold's labels, in fold order
+        rows: list[dict] = []
+        kept: dict[str, torch.Tensor] = {}  # training features of the best layer so far, for the refit
+        for layer in list(train_x):
+            x, layer_test = train_x.pop(layer), test_x.pop(layer)
+            for setting in self.method.settings():
+                rows.append(self._score(layer, setting, x, train_y, val_y, splits, layer_test, test_y))
+            if rows[first_best([r["val_top1"] for r in rows])]["layer"] == layer:
+                kept = {layer: x, "test": layer_test}
+        settings = [{"layer": r["layer"], **_setting_of(r, self.method)} for r in rows]
+        scores = [r["val_top1"] for r in rows]
+        selection = Selection.from_scores(settings, scores, _validation_text(splits, val_fraction, seed))
+        return rows, selection, first_best(scores), kept
+
+    def _score(self, layer, setting, x, train_y, val_y, splits, layer_test, test_y) -> dict:
+        """One candidate's row: its validation top-1 over the folds (one fit alive at a time: kNN's hold
+        their features); with ``diagnostics`` the first fold's fit scored on the test set too."""
+        t0 = time.perf_counter()
+        predicted, first_fit = [], None
+        for fit_idx, val_idx in splits:
+            fitted = self.method.fit(x[fit_idx], train_y[fit_idx], self.num_classes, setting)
+            predicted.append(self.method.predict(fitted, x[val_idx]))
+            if self.diagnostics and first_fit is None:
+                first_fit = fitted
+        row = _row(self.name, self.view, layer, x.shape[1], setting, self.extract_seconds, t0)
+        row["val_top1"] = percent_correct(torch.cat(predicted), val_y)
+        if self.diagnostics:
+            row["diagnostic_test_top1"] = percent_correct(self.method.predict(first_fit, layer_test), test_y)
+        return row
 
 
 def validation_scores(view, fit_set, val_set, info: DataInfo, device, method: FrozenMethod, batch_size: int) -> dict:

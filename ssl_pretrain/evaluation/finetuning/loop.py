@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ...data import EpochBatchSampler, make_loader, to_device_float
 from ...utils.draws import augment_on_device
 from ...utils.files import atomic_torch_save
 from ...utils.optim import warmup_cosine_factor
-from ...utils.precision import resolve_channels_last, resolve_precision, to_memory_format
+from ...utils.precision import Precision, resolve_channels_last, resolve_precision, to_memory_format
 from ...utils.progress import progress_bar
 from ..shared.classifier import ImageClassifier, classifier_state
 from ..shared.predict import accuracy, classifier_info, predict_logits
@@ -26,6 +27,7 @@ from .augment import finetune_augmentation
 from .freezing import FreezePlan, make_finetune_optimizer
 from .study import pseudo_label_accuracy
 from .unlabeled import Unlabeled, UnlabeledMethod, unlabeled_batches
+from .unlabeled.base import Objective
 
 
 def warmup_steps(configured: int, total: int) -> int:
@@ -49,9 +51,6 @@ def encoder_lr_mult(backbone_lr_mult: float, init: str) -> float:
     """``finetune.backbone_lr_mult`` for pretrained layers; a randomly initialised encoder (the control)
     learns at the head's rate, as training from scratch would."""
     return backbone_lr_mult if init == "pretrained" else 1.0
-
-
-STUDY_THRESHOLD = 0.95  # the pseudo-label study's confidence floor when the method sets none
 
 
 @dataclass
@@ -132,12 +131,84 @@ class History:
     pseudo_label_study: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class _Stepper:
+    """What one training step uses: the model and its method's objective, the optimizer and schedule, the
+    precision and memory layout, the labeled batches' augmentation, the unlabeled stream (None: no pool)."""
+
+    model: ImageClassifier
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision
+    channels_last: bool
+    augment: torch.nn.Module
+    stream: Iterator | None
+    device: torch.device
+
+    def step(self, batch, info) -> tuple[torch.Tensor, dict]:
+        """One optimizer step on a labeled uint8 ``batch`` (and an unlabeled one from the stream)."""
+        images = to_device_float(batch.images, info, self.device)
+        images = to_memory_format(augment_on_device(self.augment, images), self.channels_last)
+        labels = batch.labels.to(self.device, non_blocking=True)  # pinned on CUDA: no wait
+        views = ()
+        if self.stream is not None:
+            pool = to_device_float(next(self.stream).images, info, self.device)
+            views = tuple(to_memory_format(v, self.channels_last) for v in self.objective.views(pool))
+        with self.precision.autocast():
+            loss, stats = self.objective.loss(self.model, images, labels, views)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.backward_and_step(loss, self.optimizer)
+        self.scheduler.step()
+        return loss, stats
+
+
 def fit_candidate(
     recipe: Recipe, options: LoopOptions, candidate: Candidate, data: LabeledData, device: torch.device
 ) -> History:
     """Train one candidate. Writes ``checkpoints/last.pt`` and ``checkpoints/best.pt``, the weights kept: the
     best validation epoch's, or with ``recipe.keep="last"`` the last epoch's (then its one validation score is
     not the highest of many noisy looks)."""
+    sampler = EpochBatchSampler(len(data.train), recipe.batch_size, options.seed)
+    epochs = finetune_epochs(recipe.epochs, candidate.setting.get("steps", recipe.steps), len(sampler))
+    stepper, protocol = _stepper(recipe, options, candidate, data, device, epochs * len(sampler))
+    every = validation_interval(recipe.val_every, epochs)
+    protocol.update(epochs=epochs, val_every=every)
+    model, info = stepper.model, classifier_info(stepper.model)
+    loader = make_loader(data.train, sampler, options.num_workers, pin_memory=device.type == "cuda")
+    writer = SummaryWriter(str(candidate.out_dir / "tb"))
+    bar = progress_bar(epochs * len(sampler), "finetune", options.progress)
+    history = History(candidate.out_dir, protocol, recipe.keep)
+    step = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            sampler.set_epoch(epoch - 1)
+            candidate.plan.train()
+            t0 = time.perf_counter()
+            for batch in loader:
+                if len(batch.images) == 0:
+                    continue
+                loss, stats = stepper.step(batch, info)
+                step += 1
+                bar.update(1)
+                if step % options.log_every == 0:
+                    _log_step(writer, step, loss, stepper.optimizer, stats)
+            history.seconds = round(history.seconds + time.perf_counter() - t0, 1)
+            if epoch % every == 0 or epoch == epochs:
+                threshold = stepper.objective.study_threshold
+                _end_of_epoch(model, data.val, data.unlabeled, threshold, info, device, writer, epoch, history, bar)
+        _finish(model, history, epochs, recipe.keep)
+    finally:
+        bar.close()
+        writer.close()
+    return history
+
+
+def _stepper(
+    recipe: Recipe, options: LoopOptions, candidate: Candidate, data: LabeledData, device: torch.device, steps: int
+) -> tuple[_Stepper, dict]:
+    """The candidate's :class:`_Stepper` for ``steps`` steps, and its protocol so far (layout, precision,
+    schedule). The method says how many unlabeled images a step reads (none: no stream)."""
     model, setting = candidate.model.to(device), candidate.setting
     channels_last = resolve_channels_last(options.channels_last, device, model)
     if channels_last:
@@ -150,60 +221,18 @@ def fit_candidate(
             {"params": objective.parameters, "lr": setting["lr"], "weight_decay": recipe.weight_decay, "name": "method"}
         )
     optimizer = make_finetune_optimizer(groups, recipe.optimizer, recipe.momentum, precision.needs_fused_optimizer)
-    sampler = EpochBatchSampler(len(data.train), recipe.batch_size, options.seed)
-    epochs = finetune_epochs(recipe.epochs, setting.get("steps", recipe.steps), len(sampler))
-    steps = epochs * len(sampler)
     warmup = warmup_steps(recipe.warmup_steps, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, steps, 0.0))
-    every = validation_interval(recipe.val_every, epochs)
-    protocol = {**candidate.protocol, "epochs": epochs, "steps": steps, "channels_last": channels_last}
-    protocol.update(val_every=every, precision=precision.name)
-    protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
-    info = classifier_info(model)
     augment = finetune_augmentation(setting["augment"], model.image_size).to(device)
-    pin = device.type == "cuda"
-    loader = make_loader(data.train, sampler, options.num_workers, pin_memory=pin)
+    unlabeled_batch = recipe.method.unlabeled_batch(setting, recipe.batch_size)
     stream = None
-    if recipe.method.uses_pool:
-        batch = max(1, round(setting["ratio"] * recipe.batch_size))
-        stream = unlabeled_batches(data.unlabeled.pool, batch, options.seed + 1, options.num_workers, pin)
-    writer = SummaryWriter(str(candidate.out_dir / "tb"))
-    bar = progress_bar(steps, "finetune", options.progress)
-    history = History(candidate.out_dir, protocol, recipe.keep)
-    step = 0
-    try:
-        for epoch in range(1, epochs + 1):
-            sampler.set_epoch(epoch - 1)
-            candidate.plan.train()
-            t0 = time.perf_counter()
-            for batch in loader:
-                if len(batch.images) == 0:
-                    continue
-                images = to_device_float(batch.images, info, device)
-                images = to_memory_format(augment_on_device(augment, images), channels_last)
-                labels = batch.labels.to(device, non_blocking=True)  # pinned on CUDA: no wait
-                views = ()
-                if stream is not None:
-                    pool = to_device_float(next(stream).images, info, device)
-                    views = tuple(to_memory_format(v, channels_last) for v in objective.views(pool))
-                with precision.autocast():
-                    loss, stats = objective.loss(model, images, labels, views)
-                optimizer.zero_grad(set_to_none=True)
-                precision.backward_and_step(loss, optimizer)
-                scheduler.step()
-                step += 1
-                bar.update(1)
-                if step % options.log_every == 0:
-                    _log_step(writer, step, loss, optimizer, stats)
-            history.seconds = round(history.seconds + time.perf_counter() - t0, 1)
-            if epoch % every == 0 or epoch == epochs:
-                threshold = setting.get("threshold", STUDY_THRESHOLD)
-                _end_of_epoch(model, data.val, data.unlabeled, threshold, info, device, writer, epoch, history, bar)
-        _finish(model, history, epochs, recipe.keep)
-    finally:
-        bar.close()
-        writer.close()
-    return history
+    if unlabeled_batch:
+        pin = device.type == "cuda"
+        stream = unlabeled_batches(data.unlabeled.pool, unlabeled_batch, options.seed + 1, options.num_workers, pin)
+    protocol = {**candidate.protocol, "steps": steps, "channels_last": channels_last, "precision": precision.name}
+    protocol["schedule"] = f"linear warm-up {warmup} steps, cosine to 0 over {steps} steps"
+    stepper = _Stepper(model, objective, optimizer, scheduler, precision, channels_last, augment, stream, device)
+    return stepper, protocol
 
 
 def _log_step(writer: SummaryWriter, step: int, loss: torch.Tensor, optimizer, stats: dict) -> None:

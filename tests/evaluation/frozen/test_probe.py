@@ -175,16 +175,16 @@ def test_closed_form_gradients_match_autograd():
 
 
 def test_probe_holdout_scores_match_the_probes_own_hold_out_and_write_nothing(image_folder, tmp_path):
-    """The hold-out a one-fold probe chooses on (and fine-tuning validates on), for one given setting."""
-    from ssl_pretrain.evaluation.frozen.probe import probe_holdout_scores
+    """The hold-out a one-fold probe chooses on (and fine-tuning validates on), for one given setting, through
+    the public API (``ssl.probe_validation``)."""
+    import ssl_pretrain as ssl
 
     assert main(["pretrain", "-c", "configs/fashion_mnist/dae.yaml", *folder_overrides(image_folder, tmp_path)]) == 0
     run = tmp_path / "run"
     assert main(["probe", f"evaluation.encoder={run}", "probe.layers=all", "probe.l2=[1e-3,1e-1]"]) == 0
     rows = json.loads((run / "probe.json").read_text())["results"]
     written = sorted(p.name for p in run.iterdir())
-    config = load_config(run / "config.yaml", [f"evaluation.encoder={run}", "probe.layers=all", "probe.l2=0.1"])
-    scores = probe_holdout_scores(config)
+    scores = ssl.probe_validation(run, {"probe.layers": "all", "probe.l2": 0.1})
     held_out = stratified_split(torch.tensor([0] * 9 + [1] * 10 + [2] * 10), 0.1, 0)[1]
     assert scores.keys() == {r["layer"] for r in rows} and "pooled" in scores
     for row in rows:

@@ -29,6 +29,7 @@ class Objective:
     parameters the method adds besides the classifier's (heads of its own)."""
 
     parameters: list[nn.Parameter] = []
+    study_threshold: float = 0.95  # the confidence a pseudo-label needs in the study-only check
 
     def views(self, pool: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return ()
@@ -68,6 +69,10 @@ class UnlabeledMethod:
         """What the candidate does, for ``finetune.json``'s protocol (None: labels only)."""
         return None
 
+    def unlabeled_batch(self, setting: dict, batch_size: int) -> int:
+        """Unlabeled images a step of candidate ``setting`` reads beside ``batch_size`` labeled ones (0: none)."""
+        return 0
+
 
 LabelsOnly = UnlabeledMethod
 
@@ -88,6 +93,9 @@ class PoolMethod(UnlabeledMethod):
         check_option(bool(ratios) and all(r > 0 for r in ratios), "ratio", "must be > 0, or a non-empty list of them")
         check_option(options["weight"] >= 0, "weight", "must be >= 0")
         return options
+
+    def unlabeled_batch(self, setting: dict, batch_size: int) -> int:
+        return max(1, round(setting["ratio"] * batch_size))
 
     def record(self, setting: dict, pool_text: str) -> dict:
         return {

@@ -56,6 +56,7 @@ class FixMatchObjective(Objective):
         self.weak = finetune_augmentation("crop_flip", image_size).to(device)
         self.strong = strong_augmentation().to(device)
         self.threshold, self.weight = threshold, weight
+        self.study_threshold = threshold  # the study checks the pseudo-labels this candidate keeps
 
     def views(self, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return augment_on_device(self.weak, pool), augment_on_device(self.strong, pool)
