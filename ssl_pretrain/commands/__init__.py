@@ -3,6 +3,6 @@ shape (:mod:`.command`), running one (:mod:`.running`), and the commands that ar
 (pretrain, export, shard, demo)."""
 
 from .command import Command, Flag, PathArg
-from .table import COMMANDS, register_command
+from .table import COMMANDS, ENCODER, register_command
 
-__all__ = ["COMMANDS", "Command", "Flag", "PathArg", "register_command"]
+__all__ = ["COMMANDS", "ENCODER", "Command", "Flag", "PathArg", "register_command"]

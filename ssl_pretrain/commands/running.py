@@ -20,7 +20,7 @@ def command_config(command: Command, config: Any, overrides: list[str], paths: d
     first path, given positionally or by its key), ``config`` over it, the paths' keys, ``overrides`` last.
     ``strict`` (the command line): a command that needs a config and has none is refused."""
     keyed = [f"{p.key}={as_text(paths[p.name])}" for p in command.paths if p.key and p.name in paths]
-    overrides = [*command.preset, *keyed, *overrides]
+    given, overrides = overrides, [*command.preset, *keyed, *overrides]
     base = None
     if command.config == "from_source":
         source = _source(command, paths, overrides)
@@ -28,18 +28,19 @@ def command_config(command: Command, config: Any, overrides: list[str], paths: d
             raise BadInput(f"{command.paths[0].key or command.name}: {source} does not exist")
         base = defaults_for(saved_run_config(source), overrides) if source else None
         if strict and base is None and config is None:
-            raise BadInput(f"{command.name}: {_not_in_a_run(command.paths[0], source)}")
+            raise BadInput(f"{command.name}: {_not_in_a_run(command.paths[0], source, given)}")
     elif strict and command.config == "required" and config is None:
         raise BadInput(f"{command.name}: -c CONFIG is required (e.g. -c configs/fashion_mnist/dae.yaml)")
     return build_config(apply_overrides(merged(base or {}, raw_config(config)), overrides))
 
 
-def _not_in_a_run(first, source: str | None) -> str:
+def _not_in_a_run(first, source: str | None, overrides: list[str]) -> str:
     """Why a command that takes its defaults from its source's run has no config, and what to give."""
     if source is not None:
         return f"{source} is not inside a run directory (one with config.yaml); give a config (-c) naming the data"
     alternative = f", or {first.key}=PATH" if first.key else ""
-    return f"give {first.metavar} ({first.help}{alternative}) inside a run directory, or -c CONFIG"
+    misplaced = f"; {overrides[0]} is KEY=VALUE, not a path" if overrides else ""
+    return f"give {first.metavar} ({first.help}{alternative}) inside a run directory, or -c CONFIG{misplaced}"
 
 
 def _source(command: Command, paths: dict, overrides: list[str]) -> str | None:

@@ -1,9 +1,13 @@
 """The interface every pretext task implements.
 
-A task is an ``nn.Module`` that owns the encoder and whatever head or decoder it trains. The
-trainer only ever calls these four methods, so a new task is one new module plus one line in
-the registry (``ssl_pretrain/tasks/__init__.py``). A task's options are the keyword-only
-parameters of its constructor, with their defaults; the config validates against them.
+A task is an ``nn.Module`` that owns the encoder and whatever head or decoder it trains. The framework
+calls eight methods, four of which a task must write (``make_batch``, ``forward``, ``loss``, and ``previews``
+to be seen in TensorBoard); the others have defaults: ``complete_options`` and ``probe_grid`` (the config and
+the probe), ``select_images`` (the images it trains on), ``after_step`` (after each optimizer step). A new
+task is one module plus one line in :data:`ssl_pretrain.registry.TASKS` (or a ``register_task`` call, or an
+entry point). Its options are the keyword-only parameters of its constructor, with their defaults (and the
+fields of its ``option_groups``, as the view tasks' :class:`~ssl_pretrain.tasks.parts.views.ViewOptions`); the
+config validates against them. The parts tasks are built from are :mod:`ssl_pretrain.tasks.parts`.
 """
 
 from __future__ import annotations
