@@ -126,3 +126,16 @@ def test_the_wing_check_sees_a_wing_importing_another(tmp_path):
         assert _evaluation_imports(bad) == {"finetuning", "frozen"}
     finally:
         bad.unlink()
+
+
+def test_no_module_over_450_lines_and_no_function_over_60():
+    """Small modules with one job: the package's size limits, read from its source."""
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 450:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert not too_long, too_long
