@@ -116,10 +116,11 @@ def check_required(command: Command, paths: dict, overrides: list[str]) -> None:
 
 
 def usage(command: Command) -> str:
-    """``ssl-pretrain NAME [-c CONFIG] PATHS [KEY=VALUE ...]``."""
+    """``ssl-pretrain NAME [-c CONFIG] [--FLAG ...] PATHS [KEY=VALUE ...]``."""
     parts = ["ssl-pretrain", command.name]
     if command.config not in ("none", "overrides"):
         parts.append("-c CONFIG" if command.config == "required" else "[-c CONFIG]")
+    parts += [f"[{f.option}]" if f.type is bool else f"[{f.option} {f.name.upper()}]" for f in command.flags]
     parts += [f"{p.metavar} [{p.metavar} ...]" if p.many else p.metavar for p in command.paths]
     if command.config != "none":
         parts.append("[KEY=VALUE ...]")
