@@ -46,6 +46,7 @@ class DataConfig:
     test_fraction: float = _ranged(0.2, lambda v: 0 < v < 1, "in (0, 1) (image_folder without test_root)")
     pretrain_on_test: bool = False
     development: int | None = _positive(None)
+    labels: str | None = None  # a CSV naming the labeled images (path,label / index[,label]); the others unlabeled
 
 
 @dataclass

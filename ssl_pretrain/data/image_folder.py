@@ -7,6 +7,7 @@ computed without them.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..errors import BadInput
 from .decode import decode_image
 from .holdout import RULE as HOLDOUT_RULE
 from .holdout import digest_of, held_out_mask, relative_paths
+from .labels import folder_labels, read_label_file
 from .sources import FolderImages, scan_folder
 from .spec import DatasetSpec, Split, data_info
 
@@ -49,8 +51,9 @@ def _check_readable(dataset: FolderImages, key: str) -> None:
 
 
 def holds_out_test(cfg: DataConfig, dataset) -> bool:
-    """An image folder with labels and no ``data.test_root`` keeps its test split inside ``data.root``."""
-    return cfg.name == "image_folder" and cfg.test_root is None and dataset.has_labels
+    """An image folder with labels (its sub-folders, or ``data.labels``) and no ``data.test_root`` keeps its test
+    split inside ``data.root``."""
+    return cfg.name == "image_folder" and cfg.test_root is None and (dataset.has_labels or cfg.labels is not None)
 
 
 def _without_held_out(cfg: DataConfig, split: Split, dataset: FolderImages) -> FolderImages:
@@ -58,7 +61,7 @@ def _without_held_out(cfg: DataConfig, split: Split, dataset: FolderImages) -> F
     ``train`` and for ``pretrain`` (unless ``data.pretrain_on_test``: transductive use)."""
     if not holds_out_test(cfg, dataset) or (split == "pretrain" and cfg.pretrain_on_test):
         return dataset
-    held = held_out_mask(dataset.files, dataset.root, cfg.test_fraction)
+    held = _held_out(cfg, dataset)
     part = dataset.subset((held if split == "test" else ~held).nonzero().flatten())
     if len(part) == 0:
         raise BadInput(
@@ -70,9 +73,24 @@ def _without_held_out(cfg: DataConfig, split: Split, dataset: FolderImages) -> F
     return part
 
 
-def open_image_folder(cfg: DataConfig, split: Split) -> FolderImages:
+def _labelled_folder(cfg: DataConfig, split: Split) -> FolderImages:
+    """Every image file of the split's root, labelled by ``data.labels`` when given (not by sub-folders)."""
     info = data_info(cfg)
-    part = _without_held_out(cfg, split, load_image_folder(cfg, split, info.image_size, info.channels))
+    dataset = load_image_folder(cfg, split, info.image_size, info.channels)
+    if cfg.labels is not None and _root_key(cfg, split) == "data.root":
+        dataset = dataset.with_labels(*folder_labels(read_label_file(cfg.labels), dataset.files, dataset.root))
+    return dataset
+
+
+def _held_out(cfg: DataConfig, dataset: FolderImages):
+    """``(N,)`` bool: the test files of a folder that holds them out by path (a partly labelled folder's are
+    among its labeled files)."""
+    held = held_out_mask(dataset.files, dataset.root, cfg.test_fraction)
+    return held & (dataset.labels >= 0) if cfg.labels is not None else held
+
+
+def open_image_folder(cfg: DataConfig, split: Split) -> FolderImages:
+    part = _without_held_out(cfg, split, _labelled_folder(cfg, split))
     _check_readable(part, _root_key(cfg, split))
     return part
 
@@ -131,12 +149,13 @@ def split_record(cfg: DataConfig, pretrain_set) -> tuple[dict, list[str]]:
     if cfg.test_root is not None:
         record["test_split"] = f"data.test_root ({cfg.test_root}), never read by pretraining"
         return record, held
-    info = data_info(cfg)
-    everything = load_image_folder(cfg, "train", info.image_size, info.channels)
-    if not everything.has_labels:
+    everything = _labelled_folder(cfg, "train")
+    if not holds_out_test(cfg, everything):
         record["test_split"] = "none: the folder has no class sub-folders, so nothing was held out"
         return record, held
-    mask = held_out_mask(everything.files, everything.root, cfg.test_fraction)
+    if cfg.labels is not None:
+        record["labels_sha256"] = hashlib.sha256(Path(cfg.labels).expanduser().read_bytes()).hexdigest()
+    mask = _held_out(cfg, everything)
     held = [p for p, h in zip(relative_paths(everything.files, everything.root), mask.tolist(), strict=True) if h]
     record["held_out_fraction"] = cfg.test_fraction
     record["held_out_files"] = len(held)

@@ -73,6 +73,10 @@ class TensorImages(Dataset):
         """The same images with every label unknown (-1): an unlabeled stream cannot leak labels."""
         return TensorImages(self.images, None, f"{self.description}, labels removed", self.origin)
 
+    def with_labels(self, labels: torch.Tensor) -> TensorImages:
+        """The same images with ``labels (N,)`` (-1: unlabeled), as ``data.labels`` gives them."""
+        return TensorImages(self.images, labels, self.description, self.origin)
+
     @property
     def has_labels(self) -> bool:
         return bool((self.labels >= 0).all())
@@ -138,6 +142,12 @@ class FolderImages(Dataset):
         description = f"{self.description}, labels removed"
         return FolderImages(
             self.files, unknown, [], self.image_size, self.channels, description, self.root, self.origin
+        )
+
+    def with_labels(self, labels: list[int], classes: list[str]) -> FolderImages:
+        """The same files with ``labels`` (-1: unlabeled) over ``classes``, as ``data.labels`` gives them."""
+        return FolderImages(
+            self.files, labels, classes, self.image_size, self.channels, self.description, self.root, self.origin
         )
 
     @property

@@ -24,7 +24,7 @@ from ..config import DataConfig
 from ..errors import BadInput
 from ..registry import DATASETS
 
-Split = Literal["pretrain", "train", "test"]
+Split = Literal["pretrain", "train", "test", "pool"]  # pool: every training image (data.labels)
 
 
 @dataclass
@@ -90,23 +90,49 @@ def existing_root(cfg: DataConfig) -> Path | None:
 
 def open_split(cfg: DataConfig, split: Split):
     """The dataset of one split, with ``data.limit`` applied to ``pretrain`` (and ``data.development``: the
-    last N training images are the test split, the dataset's own test split is never opened)."""
+    last N training images are the test split, the dataset's own test split is never opened). With
+    ``data.labels``, ``train`` is the images the file labels and ``pool`` every training image (the
+    unlabeled ones with label -1)."""
     if cfg.development is not None and cfg.pretrain_on_test:
         raise BadInput(
             "data.pretrain_on_test: cannot be combined with data.development, whose test split is training images "
             "that pretraining must leave out; set one of them"
         )
+    kind = "train" if split == "pool" else split
     if cfg.development is None:
-        ds = dataset_spec(cfg.name).open(cfg, split)
+        ds = dataset_spec(cfg.name).open(cfg, kind)
     else:
         ds = development_split(
-            dataset_spec(cfg.name).open(cfg, "pretrain" if split == "pretrain" else "train"), split, cfg.development
+            dataset_spec(cfg.name).open(cfg, "pretrain" if kind == "pretrain" else "train"), kind, cfg.development
         )
     if split == "pretrain" and cfg.limit is not None and getattr(ds, "streaming", False):
         raise BadInput("data.limit: a streamed dataset cannot be cut to its first N images; list fewer shards")
     if split == "pretrain" and cfg.limit is not None and cfg.limit < len(ds):
         ds = ds.subset(torch.arange(cfg.limit))
+    if cfg.labels is not None and split in ("train", "pool"):
+        ds = _partly_labelled(cfg, ds, split)
     return ds
+
+
+def _partly_labelled(cfg: DataConfig, ds, split: Split):
+    """``data.labels``: the training images labelled by the file (an image folder labels itself, before its
+    test files are held out); ``train`` keeps the labeled ones, ``pool`` every one."""
+    from .labels import indexed_labels, read_label_file
+
+    if getattr(ds, "streaming", False) or cfg.name == "shards":
+        raise BadInput("data.labels: not supported for data.name=shards yet; use an image folder")
+    if cfg.name != "image_folder":
+        ds = ds.with_labels(indexed_labels(read_label_file(cfg.labels), ds.labels))
+    if split == "pool":
+        return ds
+    labeled = (ds.labels >= 0).nonzero().flatten()
+    if len(labeled) == 0:
+        raise BadInput(
+            f"data.labels: none of the images {cfg.labels} names is in the training split ({ds.description})"
+        )
+    part = ds.subset(labeled)
+    part.description = f"{ds.description}, the {len(part)} labelled by {cfg.labels}"
+    return part
 
 
 def development_split(train, split: Split, held: int):

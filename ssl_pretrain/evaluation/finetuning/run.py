@@ -219,11 +219,11 @@ def _text(value) -> str:
 def _unlabeled(data: DataConfig, seed: int, val, study_accuracy: bool) -> Unlabeled:
     """The unlabeled pool (every training image outside the validation split, labels removed) and, with
     ``finetune.pseudo_label_accuracy``, a labeled copy of 2000 of its images for the study-only check."""
-    everything = open_split(data, "train")
+    everything = open_split(data, "pool")  # every training image, labeled by data.labels or not
     pool = unlabeled_pool(everything, val)
     study = None
     if study_accuracy:
-        keep = ~torch.isin(everything.origin, val.origin)
+        keep = ~torch.isin(everything.origin, val.origin) & (everything.labels >= 0)
         order = keep.nonzero().flatten()
         sample = order[torch.randperm(len(order), generator=torch.Generator().manual_seed(seed))[:2000]]
         study = everything.subset(sample.sort().values)
