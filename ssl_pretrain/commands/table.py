@@ -24,6 +24,12 @@ EMBEDDINGS = PathArg("embeddings", "EMBEDDINGS", "the folder embed wrote", key="
 SOURCES = PathArg("sources", "PATH", "run directories, encoder.pt files or checkpoints", many=True, required=True)
 OUT = PathArg("out", "OUT", "a directory, or a path ending in .pt (.onnx with export.format=onnx)", required=True)
 FOLDER = PathArg("source", "SRC_FOLDER", "an image folder (labels from its sub-folders)", required=True)
+SELECT_SOURCE = PathArg(
+    "source",
+    "SOURCE",
+    "an embeddings folder, or an encoder (run directory, encoder.pt or checkpoint)",
+    key="select.source",
+)
 PATTERN = PathArg("pattern", "OUT_PATTERN", "printf-style shard names, e.g. shards/train-%06d.tar", required=True)
 
 
@@ -62,6 +68,9 @@ BUILT_IN = {
              "evaluation.frozen.label_free", "run_rank", "format_ranking", paths=(SOURCES,),
              flags=(Flag("snapshots", "a run directory also stands for its kept checkpoints"),
                     Flag("output", "also write the ranking as JSON to this file", str, None)), **_EVALUATES),
+        _row("select", "choose which images to label next (select.budget, select.strategy, data.labels)",
+             "evaluation.embedding.select", "run_select", "format_select", paths=(SELECT_SOURCE,), job="embedding",
+             **_EVALUATES),
         _row("export", "encoder-only weights (encoder.pt + encoder.yaml), or ONNX with export.format=onnx",
              "commands.export", "run_export", "format_export", paths=(CHECKPOINT, OUT)),
         _row("shard", "write an image folder as WebDataset tar shards (labels from sub-folders)", "commands.shard",

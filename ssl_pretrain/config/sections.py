@@ -161,6 +161,25 @@ class NeighboursConfig:
 
 
 @dataclass
+class SelectConfig:
+    """``ssl-pretrain select``: which images to label (docs/evaluation.md#which-images-to-label)."""
+
+    source: str | None = None  # an embeddings folder, or an encoder whose collection is embedded first
+    budget: int = _positive(10)
+    strategy: Literal["typiclust", "probcover", "kmeans", "kcenter", "random"] = "typiclust"
+    output: str | None = None
+    max_clusters: int = _ranged(500, lambda v: v >= 1, ">= 1")  # typiclust: at most this many clusters
+    min_cluster_size: int = _positive(5)  # typiclust: smaller clusters are left out
+    neighbours: int = _positive(20)  # typiclust: typicality's nearest neighbours
+    clusters: int = _ranged(10, lambda v: v >= 2, ">= 2")  # probcover: k-means pseudo-classes of the purity rule
+    purity: float = _ranged(0.95, lambda v: 0 < v <= 1, "in (0, 1]")  # probcover: balls this pure
+    ball_neighbours: int = _ranged(64, lambda v: v >= 2, ">= 2")  # probcover: a ball is read among these
+    iterations: int = _positive(20)  # k-means iterations
+    typicality_sample: int = _ranged(10000, lambda v: v >= 2, ">= 2")  # typiclust: rows of a cluster scored
+    chunk_size: int = _positive(4096)
+
+
+@dataclass
 class ExportConfig:
     """``ssl-pretrain export``: the encoder's weights for PyTorch/torchvision, or an ONNX graph."""
 
@@ -268,6 +287,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     neighbours: NeighboursConfig = field(default_factory=NeighboursConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
 
@@ -296,6 +316,7 @@ _FIXED_SECTIONS = {
     "embed": EmbedConfig,
     "neighbours": NeighboursConfig,
     "export": ExportConfig,
+    "select": SelectConfig,
     "ensemble": EnsembleConfig,
     "gradcam": GradcamConfig,
 }
