@@ -21,7 +21,7 @@ from ..shared.classifier import classifier_file, load_classifier
 from ..shared.metrics import percent_correct
 from ..shared.predict import accuracy, predict_logits
 from ..shared.reports import EnsembleReport
-from ..shared.splits import labeled_splits, validation_split
+from ..shared.splits import TOO_FEW_TO_SPLIT, labeled_splits, too_few_to_validate, validation_split
 from .voting import accuracy_weights, fit_stacking, hard_vote, soft_vote, stacking_features
 
 
@@ -47,7 +47,7 @@ def run_ensemble(config: Config, device: torch.device) -> EnsembleReport:
     paths = [classifier_file(member, "ensemble.members") for member in cfg.members]
     loaded = [(path, *load_classifier(path, "ensemble member")) for path in paths]
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
-    _, val = validation_split(train, cfg.val_fraction, config.seed)
+    val = _validation(train, cfg.method, cfg.weights, cfg.val_fraction, config.seed)
     split = (config.seed, config.data.label_fraction, cfg.val_fraction)
 
     members, val_probs, test_probs, val_y, test_y = _score_members(loaded, val, test, device, split)
@@ -91,6 +91,16 @@ def run_ensemble(config: Config, device: torch.device) -> EnsembleReport:
     return report
 
 
+def _validation(train, method: str, weights: list | None, fraction: float, seed: int):
+    """The validation split, as fine-tuning draws it; empty with too few labels (members are then scored on the
+    test set alone, and a method that learns on validation is refused)."""
+    if not too_few_to_validate(train.labels):
+        return validation_split(train, fraction, seed)[1]
+    if method == "stacking" or (method == "weighted" and weights is None):
+        raise ConfigError("ensemble.method", f"{method} learns on validation, but {TOO_FEW_TO_SPLIT}; use soft or hard")
+    return train.subset(torch.zeros(0, dtype=torch.long))
+
+
 def _score_members(loaded: list, val, test, device: torch.device, split: tuple):
     """``(member records, validation probabilities, test probabilities, validation labels, test labels)``: each
     ``(path, model, info)`` of ``loaded`` scored on ``val`` and ``test``, one model on the device at a time."""
@@ -123,11 +133,15 @@ def _combine(method: str, probs: torch.Tensor, weights: torch.Tensor | None, hea
     return soft_vote(probs, weights)
 
 
+def _top1(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_ensemble(report: EnsembleReport) -> str:
     lines = [f"{'model':<60} {'val top-1':>9} {'test top-1':>10}"]
     for m in report.members:
-        lines.append(f"{m['model'][-60:]:<60} {m['val_top1']:>9.2f} {m['test_top1']:>10.2f}")
+        lines.append(f"{m['model'][-60:]:<60} {_top1(m['val_top1']):>9} {m['test_top1']:>10.2f}")
     method, val = report.protocol["method"], report.ensemble_val_top1
-    lines.append(f"{'ensemble (' + method + ')':<60} {val:>9.2f} {report.ensemble_top1:>10.2f}")
+    lines.append(f"{'ensemble (' + method + ')':<60} {_top1(val):>9} {report.ensemble_top1:>10.2f}")
     lines.append(f"{Path(report.report_file).name} written to {Path(report.report_file).parent}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from ...errors import ConfigError
 from ...utils.precision import Precision
 from ..shared.metrics import percent_correct
 from ..shared.selection import Selection, first_best
-from ..shared.splits import validation_folds
+from ..shared.splits import too_few_to_validate, validation_folds
 from .features import extract_features
 
 
@@ -91,13 +91,13 @@ def evaluate_encoder(
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     extract_seconds = round(time.perf_counter() - start, 1)
     candidates = [(layer, setting) for layer in train_x for setting in method.settings()]
-    if len(candidates) > 1:
+    if len(candidates) > 1 and not too_few_to_validate(train_y):
         search = _Search(name, view, method, num_classes, extract_seconds, diagnostics)
         rows, selection, index, kept = search.run(train_x, train_y, test_x, test_y, val_fraction, val_folds, seed)
         layer, setting = rows[index]["layer"], _setting_of(rows[index], method)
         x, layer_test = kept[layer], kept["test"]
     else:
-        index, (layer, setting), selection = 0, candidates[0], None
+        index, (layer, setting), selection = 0, candidates[0], None  # one candidate, or too few labels to choose
         x, layer_test = train_x.pop(layer), test_x.pop(layer)
         rows = [_row(name, view, layer, x.shape[1], setting, extract_seconds, time.perf_counter())]
     t0 = time.perf_counter()

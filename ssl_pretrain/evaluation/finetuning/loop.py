@@ -254,6 +254,9 @@ def _finish(model: ImageClassifier, history: History, epochs: int, keep: str) ->
 def _end_of_epoch(model, val, unlabeled, threshold, info, device, writer, epoch: int, history: History, bar) -> None:
     """Validation top-1 (the best epoch's weights saved, unless the last epoch is kept), and the study-only
     pseudo-label check (predictions of at least ``threshold`` confidence)."""
+    if len(val) == 0:  # too few labels to validate: nothing is chosen, the last epoch is kept
+        history.val_top1.append(None)
+        return
     val_top1 = accuracy(*predict_logits(model, val, device))
     history.val_top1.append(val_top1)
     writer.add_scalar("val/top1", val_top1, epoch)

@@ -36,8 +36,9 @@ from ..shared.predict import accuracy, predict_logits
 from ..shared.reports import FinetuneReport
 from ..shared.selection import RULE as SELECTION_RULE
 from ..shared.selection import Selection, first_best
-from ..shared.splits import labeled_splits, validation_split
+from ..shared.splits import TOO_FEW, labeled_splits, too_few_to_validate, validation_split
 from .auto_freeze import choose_freeze_point
+from .few_labels import fixed_recipe
 from .freezing import FreezePlan, frozen_stages, strategy_name
 from .head_init import init_head_from_probe
 from .loop import Candidate, LabeledData, LoopOptions, Recipe, encoder_lr_mult, fit_candidate
@@ -89,7 +90,7 @@ def run_finetune(config: Config, device: torch.device) -> FinetuneReport:
         raise BadInput("evaluation.encoder: is required: the run directory, encoder.pt or checkpoint to fine-tune")
     pretrained = load_encoder(config.evaluation.encoder)
     train, test = labeled_splits(config.data, config.seed, config.evaluation.train_limit)
-    train, val = validation_split(train, cfg.val_fraction, config.seed)
+    cfg, train, val = _validation(cfg, train, config.seed)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     out_dir = _finetune_dir(cfg, config.data.label_fraction, Path(config.evaluation.encoder))
     method = unlabeled_method(cfg)
@@ -129,9 +130,18 @@ def run_finetune(config: Config, device: torch.device) -> FinetuneReport:
         candidate = Candidate(model, plan, setting, run_dir, protocol)
         histories.append(fit_candidate(recipe, options, candidate, data, device))
     validation = f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})"
+    validation = validation if len(val) else TOO_FEW
     report = _choose_and_test(settings, histories, validation, out_dir, test, device, cfg.test_last_epoch)
     write_json(out_dir / "finetune.json", report.to_dict())
     return report
+
+
+def _validation(cfg: FinetuneConfig, train, seed: int):
+    """``(recipe, train, val)``: the stratified ``finetune.val_fraction`` held out; with too few labels to
+    validate, every label trains, the validation split is empty and the recipe is the fixed one."""
+    if too_few_to_validate(train.labels):
+        return fixed_recipe(cfg), train, train.subset(torch.zeros(0, dtype=torch.long))
+    return (cfg, *validation_split(train, cfg.val_fraction, seed))
 
 
 def _start(init: str, pretrained: Encoder, scratch: Encoder | None) -> Encoder:
@@ -186,7 +196,8 @@ def format_finetune(report: FinetuneReport) -> str:
     lines.append(
         f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
         f"{report.test_top1:.2f}% at the {_kept_text(protocol['keep'])} {report.best_epoch} "
-        f"(validation {report.val_top1:.2f}%)" + ("" if last is None else f"; last epoch {last:.2f}% (diagnostic)")
+        + ("(no validation: too few labels)" if report.val_top1 is None else f"(validation {report.val_top1:.2f}%)")
+        + ("" if last is None else f"; last epoch {last:.2f}% (diagnostic)")
     )
     study = report.diagnostics.get("pseudo_label_study")
     if study:

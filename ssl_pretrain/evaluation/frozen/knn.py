@@ -31,7 +31,7 @@ def weighted_knn_predict(
     train = F.normalize(train_x.float(), dim=1)
     train_y = train_y.to(device)
     k = min(k, len(train))
-    predictions = []
+    predictions = [torch.zeros(0, dtype=torch.long)]  # no query: no prediction
     for start in range(0, len(test_x), chunk_size):
         query = F.normalize(test_x[start : start + chunk_size].to(device).float(), dim=1)
         similarity, nearest = (query @ train.T).topk(k, dim=1)

@@ -22,7 +22,7 @@ from ..shared.classifier import ImageClassifier, fold_standardisation, save_clas
 from ..shared.encoder_source import load_encoder, pretraining_saw_test, results_dir
 from ..shared.reports import FrozenReport
 from ..shared.selection import RULE as SELECTION_RULE
-from ..shared.splits import labeled_splits, validation_split
+from ..shared.splits import TOO_FEW, labeled_splits, too_few_to_validate, validation_split
 
 
 def run_probe(config: Config, device: torch.device) -> FrozenReport:
@@ -148,7 +148,7 @@ def _frozen_protocol(config: Config, spec: EncoderSpec, view, info: DataInfo, tr
         "encoder_mode": "eval, frozen",
         "augmentation": "none",
         "epochs": "features extracted once",
-        "selection": SELECTION_RULE,
+        "selection": TOO_FEW if too_few_to_validate(train.labels) else SELECTION_RULE,
         "val_fraction": config.evaluation.val_fraction,
         "val_folds": config.evaluation.val_folds,
         "label_fraction": config.data.label_fraction,

@@ -24,6 +24,8 @@ def predict_logits(model, dataset, device: torch.device, batch_size: int = 512) 
         if len(batch.images):
             logits.append(model(to_device_float(batch.images, info, device)).float().cpu())
             labels.append(batch.labels)
+    if not logits:  # an empty split (too few labels to hold any out)
+        return torch.zeros(0, model.num_classes), torch.zeros(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)
 
 

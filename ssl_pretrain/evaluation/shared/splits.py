@@ -93,3 +93,17 @@ def labeled_splits(data: DataConfig, seed: int, train_limit: int | None = None):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train = train.subset(order[:train_limit].sort().values)
     return train, test
+
+
+# With a class of a single labeled image nothing can be held out of it: no choice is made on validation then.
+TOO_FEW_TO_SPLIT = "a class has a single labeled image, too few to validate"
+TOO_FEW = f"none: {TOO_FEW_TO_SPLIT}; the fixed recipe (each list's first value), every label trained on"
+
+
+def too_few_to_validate(labels: torch.Tensor) -> bool:
+    """Whether some class of ``labels (N,)`` has fewer than two images: a stratified hold-out would take
+    that class's only image (or none of it), so evaluations then train on every label, choose nothing and
+    use their fixed recipe (docs/evaluation.md#too-few-labels-to-validate)."""
+    counts = torch.bincount(labels[labels >= 0])
+    present = counts[counts > 0]
+    return len(present) == 0 or int(present.min()) < 2
