@@ -45,6 +45,7 @@ def parsed_args() -> argparse.Namespace:
     parser.add_argument("--fixmatch-budgets", type=int, nargs="*", default=[])
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "label_budget.png")
     parser.add_argument("--smoke", action="store_true", help="tiny pretraining, 512 images, budgets 10 and 20")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="for the pretraining and the evaluations")
     args = parser.parse_args()
     if args.smoke:
         args.budgets, args.seeds, args.plot = [10, 20], 1, args.runs / "label_budget.png"
@@ -59,7 +60,8 @@ def encoder_run(args) -> Path:
     run = args.runs / ("vicreg-smoke" if args.smoke else "vicreg")
     if not (run / "metrics.json").is_file():
         overrides = {"output_dir": str(args.runs), "run_name": run.name, "trainer.progress": False}
-        ssl.pretrain(REPO / "configs" / "fashion_mnist" / "vicreg.yaml", {**overrides, **(SMOKE if args.smoke else {})})
+        overrides |= SMOKE if args.smoke else {}
+        ssl.pretrain(REPO / "configs" / "fashion_mnist" / "vicreg.yaml", [*_strings(overrides), *args.overrides])
     return run
 
 
@@ -94,7 +96,7 @@ def label_sets(labels, budget: int, args, folders: dict[str, Path]):
 def main() -> None:
     args = parsed_args()
     run, work = encoder_run(args), args.runs / "label_budget"
-    extra = SMOKE_EVAL if args.smoke else []
+    extra = [*(SMOKE_EVAL if args.smoke else []), *args.overrides]
     # the collection selected from: the training images (data.limit of them with --smoke), true labels kept here
     labels = open_split(ssl.load_config(run / "config.yaml", extra).data, "pretrain").labels
     folders = embeddings(run, work, not args.no_raw, extra)
@@ -131,6 +133,10 @@ def run_fixmatch(args, run: Path, work: Path, cells: dict, extra: list[str]) -> 
                 name = f"{row.replace(' ', '_')}-{budget}-s{seed}"
                 for init in ("pretrained", "random"):
                     fixmatch(run, cell, work, name, seed, init, [*FIXMATCH, *steps, *extra])
+
+
+def _strings(overrides: dict) -> list[str]:
+    return [f"{key}={json.dumps(value) if isinstance(value, bool) else value}" for key, value in overrides.items()]
 
 
 def _mean(cells: list[Cell], key: str) -> float:

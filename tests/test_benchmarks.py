@@ -601,3 +601,25 @@ def test_every_list_of_shipped_configs_is_the_configs_folder():
     assert {"byol", "vicreg"} <= set(shipped)
     for listed in (cpu_bf16.SHIPPED, host_syncs.SHIPPED, gpu_check.SHIPPED, test_cuda.GREY):
         assert listed == shipped
+
+
+def test_label_budget_benchmark_smoke(fashion_mnist_root, tmp_path):
+    """Every way of choosing a labeled set at two budgets, each evaluated, FixMatch at one, the plot written."""
+    runs = tmp_path / "runs"
+    tiny = [*_tiny_fashion_mnist(fashion_mnist_root), "data.development=16"]
+    done = _run("benchmarks/label_budget.py", "--smoke", "--runs", str(runs), *tiny)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Frozen probe, test top-1 (%):" in out and "kNN, test top-1 (%):" in out and "FixMatch from" in out
+    rows = [
+        f"| {s} ({source}) |"
+        for s in ("typiclust", "probcover", "kmeans", "kcenter")
+        for source in ("encoder", "raw pixels")
+    ]
+    assert all(row in out for row in ["| random |", "| class-balanced random |", *rows])
+    coverage = out.split("Classes covered (of 10):")[1]
+    assert "| class-balanced random | 10.00 | 10.00 |" in coverage, "ten classes, one or two images each"
+    assert (runs / "label_budget.png").stat().st_size > 10_000
+    (record,) = (runs / "label_budget").glob("label_budget-*.json")
+    cells = json.loads(record.read_text())["cells"]
+    assert {len(c["positions"]) for c in cells["random"]["10"]} == {10}
