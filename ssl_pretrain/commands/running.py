@@ -16,9 +16,10 @@ from .command import Command, as_text, raw_config
 
 
 def command_config(command: Command, config: Any, overrides: list[str], paths: dict, strict: bool) -> Config:
-    """The validated config of ``command``: ``preset``, then the run of its source (``from_source``: the
-    first path, given positionally or by its key), ``config`` over it, the paths' keys, ``overrides`` last.
-    ``strict`` (the command line): a command that needs a config and has none is refused."""
+    """The validated config of ``command``: the run of its source (``from_source``: the first path, given
+    positionally or by its key; a path that does not exist is refused), ``config`` over it, then the row's
+    ``preset``, the paths' keys and ``overrides``. ``strict`` (the command line): a command that needs a config
+    and has none is refused."""
     keyed = [f"{p.key}={as_text(paths[p.name])}" for p in command.paths if p.key and p.name in paths]
     given, overrides = overrides, [*command.preset, *keyed, *overrides]
     base = None
