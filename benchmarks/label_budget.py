@@ -66,7 +66,9 @@ def encoder_run(args) -> Path:
 
 
 def embeddings(run: Path, work: Path, raw: bool, extra: list[str]) -> dict[str, Path]:
-    """The collections' embeddings to select from: the encoder's, and (``raw``) the raw pixels'."""
+    """The collections' embeddings to select from: the encoder's, and (``raw``) the raw pixels'. Of the
+    pretraining split: the training images (for Fashion-MNIST all 60k, what ``select`` embeds by default), with
+    ``data.limit`` and ``data.development`` applied, so a pick is always a training position."""
     spec = ssl.load_encoder(run).spec
     sources = {"encoder": run}
     if raw:
@@ -76,7 +78,7 @@ def embeddings(run: Path, work: Path, raw: bool, extra: list[str]) -> dict[str, 
         folder = work / f"embeddings-{name.replace(' ', '_')}"
         if not (folder / "embed.json").is_file() or not json.loads((folder / "embed.json").read_text()).get("complete"):
             config = ssl.load_config(run / "config.yaml", extra)
-            ssl.embed(source, ["embed.split=collection", f"embed.output={folder}", "embed.projector_images=0",
+            ssl.embed(source, ["embed.split=pretrain", f"embed.output={folder}", "embed.projector_images=0",
                                "trainer.progress=false", *extra], config=config)  # fmt: skip
         folders[name] = folder
     return folders
