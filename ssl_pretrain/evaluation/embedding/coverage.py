@@ -51,10 +51,8 @@ def purest_radius(
     return chosen
 
 
-def probcover_picks(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options):
-    """The picks (:class:`~.strategies.Picks`) and ``{"radius", "purity", "mean_ball"}`` it chose them with."""
-    from .strategies import Picks
-
+def greedy_cover(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options):
+    """``(rows picked in order, each one's pseudo-class, {"radius", "purity", "mean_ball"})``."""
     n = len(vectors)
     _, pseudo, _ = spherical_kmeans(vectors, options.clusters, seed, options.iterations)
     distances, rows = nearest_rows(vectors, min(options.ball_neighbours, n - 1))
@@ -71,8 +69,8 @@ def probcover_picks(vectors: UnitVectors, labeled: torch.Tensor, budget: int, se
     for row in labeled.nonzero().flatten().tolist():
         covered[by_centre[centre_ptr[row] : centre_ptr[row + 1]]] = True
     degree = torch.zeros(n, dtype=torch.long).index_add_(0, centre, (~covered[member]).long())
-    free, generator, picks = ~labeled, torch.Generator().manual_seed(seed), Picks([], [], [])
-    while len(picks.rows) < budget:
+    free, generator, picked = ~labeled, torch.Generator().manual_seed(seed), []
+    while len(picked) < budget:
         candidates = degree.masked_fill(~free, -1)
         row = int(candidates.argmax())
         if candidates[row] <= 0:  # everything covered: the rest at random, as the paper's code does
@@ -84,14 +82,16 @@ def probcover_picks(vectors: UnitVectors, labeled: torch.Tensor, budget: int, se
         for j in newly.tolist():  # each centre whose ball holds j covers one row fewer now
             degree[by_member[member_ptr[j] : member_ptr[j + 1]]] -= 1
         free[row] = False
-        picks.rows.append(row)
-        picks.clusters.append(int(pseudo[row]))
-        picks.typicality.append(float("nan"))
-    return picks, {
-        "radius": round(radius, 4),
-        "purity": round(purity, 4),
-        "mean_ball": float(inside.sum(1).float().mean()),
-    }
+        picked.append(row)
+    return (
+        picked,
+        pseudo[picked].tolist(),
+        {
+            "radius": round(radius, 4),
+            "purity": round(purity, 4),
+            "mean_ball": float(inside.sum(1).float().mean()),
+        },
+    )
 
 
 def _pointers(keys: torch.Tensor, n: int) -> torch.Tensor:

@@ -18,12 +18,13 @@ Distances are cosine (rows centred and L2-normalised). Every strategy is determi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ...errors import BadInput
 from .clusters import UnitVectors, spherical_kmeans
+from .coverage import greedy_cover
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,13 @@ class SelectOptions:
 
 @dataclass
 class Picks:
-    """The rows chosen, in order, each with its cluster (-1: none) and typicality (NaN: not computed)."""
+    """The rows chosen, in order, each with its cluster (-1: none) and typicality (NaN: not computed), and what
+    the strategy reports (``details``: probcover's radius)."""
 
     rows: list[int]
     clusters: list[int]
     typicality: list[float]
+    details: dict = field(default_factory=dict)
 
 
 def random_picks(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options: SelectOptions) -> Picks:
@@ -90,10 +93,11 @@ def typiclust_picks(
     if not eligible.any():
         eligible = sizes > 0
     free = ~labeled
+    unpicked = torch.bincount(assignment[free], minlength=k)  # each cluster's rows neither labeled nor picked
     generator = torch.Generator().manual_seed(seed)
     picks = Picks([], [], [])
     while len(picks.rows) < budget:
-        open_clusters = [c for c in range(k) if eligible[c] and bool((free & (assignment == c)).any())]
+        open_clusters = (eligible & (unpicked > 0)).nonzero().flatten().tolist()
         if not open_clusters:
             break
         cluster = min(open_clusters, key=lambda c: (int(taken[c]), -int(sizes[c]), c))
@@ -107,7 +111,7 @@ def typiclust_picks(
         picks.rows.append(row)
         picks.clusters.append(cluster)
         picks.typicality.append(float(scores[best]))
-        free[row], taken[cluster] = False, taken[cluster] + 1
+        free[row], taken[cluster], unpicked[cluster] = False, taken[cluster] + 1, unpicked[cluster] - 1
     return picks
 
 
@@ -135,18 +139,30 @@ def _update_nearest(vectors: UnitVectors, nearest: torch.Tensor, row: int) -> No
         torch.minimum(part, 1 - x @ centre, out=part)
 
 
-STRATEGIES = {"typiclust": typiclust_picks, "kmeans": kmeans_picks, "kcenter": kcenter_picks, "random": random_picks}
+def probcover_picks(
+    vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options: SelectOptions
+) -> Picks:
+    """ProbCover (:mod:`.coverage`: the graph of balls and the purity rule); each pick's pseudo-class as its
+    cluster."""
+    rows, clusters, details = greedy_cover(vectors, labeled, budget, seed, options)
+    return Picks(rows, clusters, [float("nan")] * len(rows), details)
+
+
+STRATEGIES = {
+    "typiclust": typiclust_picks,
+    "probcover": probcover_picks,
+    "kmeans": kmeans_picks,
+    "kcenter": kcenter_picks,
+    "random": random_picks,
+}
 
 
 def choose(
     strategy: str, vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options: SelectOptions
 ) -> tuple[Picks, dict]:
     """``(picks, what the strategy reports: probcover's radius)`` of ``budget`` unlabeled rows."""
-    from .coverage import probcover_picks
-
     free = int((~labeled).sum())
     if budget > free:
         raise BadInput(f"select.budget: {budget} asked, but only {free} images are unlabeled")
-    if strategy == "probcover":  # its own module: the graph of balls and the purity rule
-        return probcover_picks(vectors, labeled, budget, seed, options)
-    return STRATEGIES[strategy](vectors, labeled, budget, seed, options), {}
+    picks = STRATEGIES[strategy](vectors, labeled, budget, seed, options)
+    return picks, picks.details
