@@ -7,7 +7,6 @@ computed without them.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from ..errors import BadInput
 from .decode import decode_image
 from .holdout import RULE as HOLDOUT_RULE
 from .holdout import digest_of, held_out_mask, relative_paths
-from .labels import folder_labels, read_label_file
+from .labels import folder_labels, labels_digest, read_label_file
 from .sources import FolderImages, scan_folder
 from .spec import DatasetSpec, Split, data_info
 
@@ -154,7 +153,7 @@ def split_record(cfg: DataConfig, pretrain_set) -> tuple[dict, list[str]]:
         record["test_split"] = "none: the folder has no class sub-folders, so nothing was held out"
         return record, held
     if cfg.labels is not None:
-        record["labels_sha256"] = hashlib.sha256(Path(cfg.labels).expanduser().read_bytes()).hexdigest()
+        record["labels_sha256"] = labels_digest(cfg.labels)
     mask = _held_out(cfg, everything)
     held = [p for p, h in zip(relative_paths(everything.files, everything.root), mask.tolist(), strict=True) if h]
     record["held_out_fraction"] = cfg.test_fraction

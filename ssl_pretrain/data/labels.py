@@ -13,6 +13,7 @@ a built-in dataset, class numbers.
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,12 @@ class LabelFile:
     keys: list[str]
     labels: list[str | None]
     by_index: bool
+
+
+def labels_digest(path: str | Path | None) -> str | None:
+    """The SHA-256 of a labels file's bytes (None without one): which labeled images a run held its test
+    images out of (``data_split.json``)."""
+    return None if path is None else hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
 def read_label_file(path: str | Path) -> LabelFile:
@@ -81,7 +88,7 @@ def folder_labels(labels: LabelFile, files: list[Path], root: Path) -> tuple[lis
     if labels.by_index:
         raise BadInput(f"data.labels: {labels.path} names positions (index); an image folder's rows name paths")
     position = {f.relative_to(root).as_posix(): i for i, f in enumerate(files)}
-    missing = [key for key in labels.keys if key.lstrip("./") not in position]
+    missing = [key for key in labels.keys if key.removeprefix("./") not in position]
     if missing:
         number = labels.keys.index(missing[0]) + 2
         raise BadInput(f"data.labels: {labels.path} row {number}: {missing[0]} is not an image file in {root}")
@@ -89,7 +96,7 @@ def folder_labels(labels: LabelFile, files: list[Path], root: Path) -> tuple[lis
     index = {name: i for i, name in enumerate(classes)}
     out = [-1] * len(files)
     for key, label in zip(labels.keys, labels.labels, strict=True):
-        out[position[key.lstrip("./")]] = index[label]
+        out[position[key.removeprefix("./")]] = index[label]
     return out, classes
 
 

@@ -20,7 +20,7 @@ import torch
 from torchvision.utils import save_image
 
 from ...config import Config, DataConfig
-from ...data.labels import read_label_file
+from ...data.labels import LabelFile, read_label_file
 from ...errors import BadInput
 from ...tasks.parts.preview import label_each
 from ...utils.files import atomic_write_bytes
@@ -53,8 +53,9 @@ def run_select(config: Config, device: torch.device) -> SelectSummary:
     folder = _embeddings_of(config, device)
     base, index, record = open_embeddings(folder)
     data = DataConfig(**{k: v for k, v in record["settings"]["data"].items() if k in _DATA_KEYS})
-    keys = [_key(row, data) for row in index]
-    labeled = _labeled(config.data.labels, keys)
+    keys = _keys(index, data)
+    given = read_label_file(config.data.labels) if config.data.labels is not None else None
+    labeled = _labeled(given, keys)
     options = SelectOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(SelectOptions)})
     start = time.perf_counter()
     picks, details = choose(s.strategy, UnitVectors(base, s.chunk_size), labeled, s.budget, config.seed, options)
@@ -64,7 +65,7 @@ def run_select(config: Config, device: torch.device) -> SelectSummary:
     chosen = [keys[r] for r in picks.rows]
     by_index = not index[0]["path"] if len(index) else True
     atomic_write_bytes(output / "selection.csv", _selection_csv(picks, chosen, by_index))
-    atomic_write_bytes(output / "labels.csv", _template(config.data.labels, chosen, by_index))
+    atomic_write_bytes(output / "labels.csv", _template(given, chosen, by_index))
     dataset = open_collection(data, record["settings"]["split"])
     images = collection_images(dataset, [int(index[r]["position"]) for r in picks.rows])
     save_image(label_each(images.float() / 255, [str(i + 1) for i in range(len(images))]), output / "selection.png",
@@ -98,23 +99,24 @@ def _embeddings_of(config: Config, device: torch.device) -> Path:
     return output
 
 
-def _key(row: dict, data: DataConfig) -> str:
-    """How a labels file names an index row: its path relative to ``data.root``, else its position."""
-    if row["path"] and isinstance(data.root, str):
-        root, path = Path(data.root).expanduser().resolve(), Path(row["path"]).resolve()
-        return path.relative_to(root).as_posix() if path.is_relative_to(root) else row["path"]
-    return str(row["position"])
+def _keys(index, data: DataConfig) -> list[str]:
+    """How a labels file names each index row: its path relative to ``data.root`` (the index holds the paths as
+    the folder was listed, below ``data.root`` as given), else its position."""
+    root = Path(data.root).expanduser() if isinstance(data.root, str) else None
+    keys = []
+    for row in index:
+        path = Path(row["path"]) if row["path"] and root is not None else None
+        if path is None:
+            keys.append(str(row["position"]))
+        else:
+            keys.append(path.relative_to(root).as_posix() if path.is_relative_to(root) else row["path"])
+    return keys
 
 
-def _labeled(labels: str | None, keys: list[str]) -> torch.Tensor:
+def _labeled(given: LabelFile | None, keys: list[str]) -> torch.Tensor:
     """``(N,)`` bool: the rows ``data.labels`` names (none without it)."""
-    labeled = torch.zeros(len(keys), dtype=torch.bool)
-    if labels is None:
-        return labeled
-    named = {key.lstrip("./") for key in read_label_file(labels).keys}
-    for row, key in enumerate(keys):
-        labeled[row] = key in named
-    return labeled
+    named = set() if given is None else {key.removeprefix("./") for key in given.keys}
+    return torch.tensor([key in named for key in keys], dtype=torch.bool)
 
 
 def _selection_csv(picks: Picks, keys: list[str], by_index: bool) -> bytes:
@@ -126,14 +128,13 @@ def _selection_csv(picks: Picks, keys: list[str], by_index: bool) -> bytes:
     return out.getvalue().encode()
 
 
-def _template(labels: str | None, chosen: list[str], by_index: bool) -> bytes:
+def _template(given: LabelFile | None, chosen: list[str], by_index: bool) -> bytes:
     """``path,label`` (or ``index,label``) rows: the rows of ``data.labels`` as they are, then the picks with
     the label left empty (for a built-in dataset an empty label is read from the dataset)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["index" if by_index else "path", "label"])
-    if labels is not None:
-        given = read_label_file(labels)
+    if given is not None:
         writer.writerows([key, label or ""] for key, label in zip(given.keys, given.labels, strict=True))
     for key in chosen:
         writer.writerow([key, ""])

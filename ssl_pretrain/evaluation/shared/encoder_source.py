@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import yaml
 
 from ...config import DataConfig, read_yaml
 from ...data.image_folder import resolved_root
+from ...data.labels import labels_digest
 from ...encoders import Encoder, encoder_from_spec
 from ...encoders.export import load_exported_encoder
 from ...errors import BadInput
@@ -114,8 +114,7 @@ def pretraining_saw_test(source: Path, data: DataConfig) -> tuple[bool | None, s
     if data.test_root is not None:
         return False, "the test images come from data.test_root, which pretraining does not read"
     fraction = record.get("held_out_fraction")
-    labels = hashlib.sha256(Path(data.labels).expanduser().read_bytes()).hexdigest() if data.labels else None
-    if fraction is not None and record.get("labels_sha256") != labels:
+    if fraction is not None and record.get("labels_sha256") != labels_digest(data.labels):
         return None, "unknown: pretraining held out the test images of another data.labels file (or none)"
     if fraction is None or record.get("pretrain_read_test"):
         return True, "pretraining read every file of data.root, this test split included"
