@@ -61,6 +61,15 @@ def test_the_clustering_strategies_cover_every_class_at_one_label_per_class_wher
     assert random_mean < 5.5 and covered["probcover"] >= 5, (random_mean, covered)
 
 
+def test_the_config_accepts_every_strategy_there_is():
+    from typing import get_args, get_type_hints
+
+    from ssl_pretrain.config.sections import SelectConfig
+    from ssl_pretrain.evaluation.embedding.strategies import STRATEGIES as BUILT
+
+    assert set(get_args(get_type_hints(SelectConfig)["strategy"])) == set(BUILT) == set(STRATEGIES)
+
+
 def test_a_budget_over_the_unlabeled_rows_is_refused():
     x, _ = _blobs(n=20)
     with pytest.raises(BadInput, match="select.budget: 30 asked, but only 20 images are unlabeled"):
