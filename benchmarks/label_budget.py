@@ -5,7 +5,10 @@ as a control, from raw pixels. Every set is handed to the evaluations as a perso
 (``data.labels``, ``index``-only rows: the true labels), and the encoder is evaluated by the frozen probe
 (GAP features, ``probe.l2`` chosen on validation where every class has two labels, else the fixed recipe: its
 first value) and kNN (``knn.k`` likewise). Optionally (``--fixmatch-budgets``) FixMatch from the pretrained
-encoder and from random initialisation on the same labels.
+encoder and from random initialisation on the same labels, by ``low_label.py``'s 1% recipe (finished runs
+reused). ``--diagnostics`` (on a development split only) prints every probe and kNN setting's test top-1 where
+a class has a single label and the fixed recipe applies: how that recipe is decided. ``--merge`` adds the cells
+of earlier records (budgets and rows this run did not evaluate) to the tables and the plot.
 
 Prints test top-1 mean ± std per cell, the classes each set covers, the seconds each choice took; writes the
 JSON record and the plot (``--plot``, matplotlib: the ``plot`` extra). ``--encoder RUN`` reuses a finished
@@ -22,7 +25,16 @@ from typing import get_args, get_type_hints
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, report, run_main  # noqa: E402
-from label_budget_cells import Cell, chosen, drawn, evaluate, fixmatch, mean_std, raw_pixels_encoder  # noqa: E402
+from label_budget_cells import (  # noqa: E402
+    Cell,
+    chosen,
+    drawn,
+    evaluate,
+    fixmatch,
+    mean_std,
+    raw_pixels_encoder,
+    values,
+)
 
 import ssl_pretrain as ssl  # noqa: E402
 from ssl_pretrain.config.sections import SelectConfig  # noqa: E402
@@ -35,7 +47,6 @@ STRATEGIES = [s for s in get_args(get_type_hints(SelectConfig)["strategy"]) if s
 SMOKE = {"trainer.max_steps": 2, "data.limit": 512, "trainer.batch_size": 32, "trainer.progress": False}
 # --smoke: the 512 first training images, tested on the development split's last 1000 (not the test set)
 SMOKE_EVAL = ["data.limit=512", "data.development=1000", "probe.max_iter=20", "evaluation.batch_size=256"]
-FIXMATCH = ["finetune.steps=1000", "finetune.lr=0.003", "finetune.batch_size=64", "finetune.augment=crop_flip"]
 
 
 def parsed_args() -> argparse.Namespace:
@@ -47,18 +58,26 @@ def parsed_args() -> argparse.Namespace:
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--no-raw", action="store_true", help="no selection from raw pixels (the control)")
     parser.add_argument("--fixmatch-budgets", type=int, nargs="*", default=[])
+    parser.add_argument("--fixmatch-seeds", type=int, default=3, help="FixMatch runs a row and budget: the first "
+                        "draws, or training seeds on a strategy's one set")  # fmt: skip
+    parser.add_argument("--fixmatch-scratch-seeds", type=int, help="of those, from random init (default: all)")
     parser.add_argument(
         "--fixmatch-strategy", default="typiclust (encoder)",
         help="the labeled sets FixMatch also trains on besides the random draws: given, not chosen on the test set "
         "(choose it in a development run: data.development=10000)",
     )  # fmt: skip
+    parser.add_argument("--diagnostics", action="store_true", help="every setting's test top-1 where too few "
+                        "labels leave nothing to choose on: needs data.development (never the test set)")  # fmt: skip
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="records whose other cells to add")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "label_budget.png")
     parser.add_argument("--smoke", action="store_true", help="tiny pretraining, 512 images, budgets 10 and 20")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="for the pretraining and the evaluations")
     args = parser.parse_args()
     if args.smoke:
         args.budgets, args.seeds, args.plot = [10, 20], 1, args.runs / "label_budget.png"
-        args.fixmatch_budgets = args.fixmatch_budgets or [20]
+        args.fixmatch_budgets, args.fixmatch_seeds = args.fixmatch_budgets or [20], 1
+    if args.diagnostics and not args.smoke and not any(o.startswith("data.development=") for o in args.overrides):
+        raise BadInput("--diagnostics reads test scores of settings nobody chose: give data.development=N")
     return args
 
 
@@ -115,12 +134,13 @@ def main() -> None:
     for budget in args.budgets:
         for row, seed, cell in label_sets(labels, budget, args, folders):
             cell.classes = len(set(labels[cell.positions].tolist()))
-            evaluate(run, cell, work, f"{row.replace(' ', '_')}-{budget}-s{seed}", seed, extra)
+            evaluate(run, cell, work, f"{row.replace(' ', '_')}-{budget}-s{seed}", seed, extra, args.diagnostics)
             cells.setdefault(row, {}).setdefault(budget, []).append(cell)
             print(f"{budget:>4} {row:<28} seed {seed}: {cell.scores} classes {cell.classes}", flush=True)
     run_fixmatch(args, run, work, cells, extra)
-    body = tables(cells, args.budgets)
-    plotted = plot(cells, args.budgets, args.plot)
+    budgets = merge(cells, args.merge, args.budgets)
+    body = tables(cells, budgets)
+    plotted = plot(cells, budgets, args.plot)
     body += f"\n\nPlot: `{plotted.relative_to(REPO) if plotted.is_relative_to(REPO) else plotted}`." if plotted else ""
     record = {row: {b: [c.__dict__ for c in cs] for b, cs in by_budget.items()} for row, by_budget in cells.items()}
     report(
@@ -134,16 +154,32 @@ def main() -> None:
 
 def run_fixmatch(args, run: Path, work: Path, cells: dict, extra: list[str]) -> None:
     """FixMatch from the encoder and from random initialisation on the random draws and on the sets of
-    ``--fixmatch-strategy`` at ``--fixmatch-budgets``."""
+    ``--fixmatch-strategy`` at ``--fixmatch-budgets``: ``--fixmatch-seeds`` runs a row, the first draws (each
+    its own training seed) or a strategy's one set with training seeds 0, 1, ..."""
     steps = ["finetune.steps=4", "finetune.batch_size=8"] if args.smoke else []
+    scratch = args.fixmatch_seeds if args.fixmatch_scratch_seeds is None else args.fixmatch_scratch_seeds
     for budget in args.fixmatch_budgets:
-        if args.fixmatch_strategy not in cells:
-            raise BadInput(f"--fixmatch-strategy: no labeled sets {args.fixmatch_strategy!r}; rows: {', '.join(cells)}")
+        if args.fixmatch_strategy not in cells or budget not in cells[args.fixmatch_strategy]:
+            raise BadInput(f"--fixmatch-strategy: no labeled sets {args.fixmatch_strategy!r} of {budget}")
         for row in ("random", args.fixmatch_strategy):
-            for seed, cell in enumerate(cells[row][budget]):
-                name = f"{row.replace(' ', '_')}-{budget}-s{seed}"
-                for init in ("pretrained", "random"):
-                    fixmatch(run, cell, work, name, seed, init, [*FIXMATCH, *steps, *extra])
+            sets = cells[row][budget]
+            for seed in range(args.fixmatch_seeds):
+                cell, drawn_seed = (sets[seed], seed) if len(sets) > 1 else (sets[0], 0)
+                name = f"{row.replace(' ', '_')}-{budget}-s{drawn_seed}"
+                for init in ("pretrained", "random")[: 2 if seed < scratch else 1]:
+                    fixmatch(run, cell, work, name, seed, init, [*steps, *extra])
+
+
+def merge(cells: dict, records: list[Path], budgets: list[int]) -> list[int]:
+    """Add to ``cells`` each record's cells of a row and budget this run did not evaluate; the budgets of all."""
+    every = set(budgets)
+    for path in records:
+        for row, by_budget in json.loads(path.read_text())["cells"].items():
+            for budget, listed in by_budget.items():
+                if int(budget) not in cells.get(row, {}):
+                    cells.setdefault(row, {})[int(budget)] = [Cell(**c) for c in listed]
+                    every.add(int(budget))
+    return sorted(every)
 
 
 def _strings(overrides: dict) -> list[str]:
@@ -151,8 +187,8 @@ def _strings(overrides: dict) -> list[str]:
 
 
 def _mean(cells: list[Cell], key: str) -> float:
-    values = [c.scores[key] for c in cells if key in c.scores]
-    return sum(values) / len(values) if values else float("nan")
+    found = values(cells, key)
+    return sum(found) / len(found) if found else float("nan")
 
 
 def tables(cells: dict, budgets: list[int]) -> str:
@@ -164,8 +200,8 @@ def tables(cells: dict, budgets: list[int]) -> str:
         (k, f"FixMatch from {k.split('_')[1]} init, test top-1 (%)") for k in ("fixmatch_pretrained", "fixmatch_random")
     ]
     for key, title in measures:
-        lines = [f"| {row} | " + " | ".join(mean_std([c.scores[key] for c in by.get(b, []) if key in c.scores])
-                                           for b in budgets) + " |" for row, by in cells.items()]  # fmt: skip
+        lines = [f"| {row} | " + " | ".join(mean_std(values(by.get(b, []), key)) for b in budgets) + " |"
+                 for row, by in cells.items() if any(key in c.scores for cs in by.values() for c in cs)]  # fmt: skip
         if any(key in c.scores for by in cells.values() for cs in by.values() for c in cs):
             parts.append(f"{title}:\n\n{head}\n" + "\n".join(lines))
     coverage = [f"| {row} | " + " | ".join(mean_std([float(c.classes) for c in by.get(b, [])]) for b in budgets) + " |"
@@ -174,7 +210,30 @@ def tables(cells: dict, budgets: list[int]) -> str:
                for row, by in cells.items() if "(" in row]  # fmt: skip
     parts.append(f"Classes covered (of 10):\n\n{head}\n" + "\n".join(coverage))
     parts.append(f"Selection seconds:\n\n{head}\n" + "\n".join(seconds))
-    return "\n\n".join(parts)
+    return "\n\n".join([*parts, *fixed_recipe_tables(cells, budgets)])
+
+
+def fixed_recipe_tables(cells: dict, budgets: list[int]) -> list[str]:
+    """Per evaluation, the test top-1 of each setting, mean over the labeled sets (every row) of a budget with a
+    single-label class (``--diagnostics``), the best marked: what the fixed recipe's first value should be."""
+    parts = []
+    for key in ("probe", "knn"):
+        by_budget = {b: [c.candidates[key] for by in cells.values() for c in by.get(b, []) if key in c.candidates]
+                     for b in budgets}  # fmt: skip
+        by_budget = {b: found for b, found in by_budget.items() if found}
+        if not by_budget:
+            continue
+        settings = list(next(iter(by_budget.values()))[0])
+        lines = [f"| labels | sets | {' | '.join(settings)} |", "|" + " --- |" * (len(settings) + 2)]
+        for budget, found in by_budget.items():
+            means = [sum(f[s] for f in found) / len(found) for s in settings]
+            best = means.index(max(means))
+            lines.append(f"| {budget} | {len(found)} | " + " | ".join(
+                f"**{m:.2f}**" if i == best else f"{m:.2f}" for i, m in enumerate(means)) + " |")  # fmt: skip
+        title = "probe.l2" if key == "probe" else "knn.k"
+        parts.append(f"Too few labels to validate, {title}: test top-1 of each setting (mean over the sets):\n\n"
+                     + "\n".join(lines))  # fmt: skip
+    return parts
 
 
 def plot(cells: dict, budgets: list[int], path: Path) -> Path | None:

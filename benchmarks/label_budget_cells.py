@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from common import run_config
+from low_label_cells import FINETUNE_RECIPE, FINETUNE_STEPS, HEAD, SEMI_AUGMENT, SEMI_RECIPES, finished_finetuning
 from torch import nn
 
 import ssl_pretrain as ssl
@@ -16,17 +20,24 @@ from ssl_pretrain.encoders.export import export_encoder
 
 PROBE = ["probe.l2=[1e-4,1e-3,1e-2]", "trainer.progress=false"]  # first value: the fixed recipe (too few labels)
 KNN = ["knn.k=[5,10,20,50]", "trainer.progress=false"]
+# FixMatch: low_label.py's recipe at 1% of the labels (the 600 labels its 83.72% and 85.72% were measured at),
+# the last epoch kept: 1800 steps, AdamW at 0.003, two unlabeled images per labeled one, pseudo-labels above
+# 0.95, crop + flip on the labeled images; each start's own head (HEAD).
+FIXMATCH = [f"finetune.steps={FINETUNE_STEPS[0.01]}", *FINETUNE_RECIPE, *SEMI_RECIPES["fixmatch"], SEMI_AUGMENT]
+FIXMATCH += ["finetune.keep=last", "trainer.progress=false"]
 
 
 @dataclass
 class Cell:
-    """One labeled set and what it gave: test top-1 of the frozen probe and of kNN (and FixMatch, where run),
-    the classes it covers, the seconds its choice took."""
+    """One labeled set and what it gave: test top-1 of the frozen probe and of kNN (and FixMatch, where run: a
+    list, one per training seed), the classes it covers, the seconds its choice took; ``candidates``: with too
+    few labels to validate and ``diagnostics``, ``{"probe"|"knn": {setting: test top-1}}`` of every setting."""
 
     positions: list[int]
     classes: int
     seconds: float = 0.0
     scores: dict = field(default_factory=dict)
+    candidates: dict = field(default_factory=dict)
 
 
 def drawn(labels: torch.Tensor, budget: int, seed: int, balanced: bool) -> list[int]:
@@ -52,23 +63,40 @@ def chosen(embeddings: Path, budget: int, strategy: str, seed: int) -> tuple[lis
     return [int(key) for key in summary.keys], summary.seconds, summary.details
 
 
-def evaluate(run: Path, cell: Cell, work: Path, name: str, seed: int, extra: list[str]) -> None:
+def evaluate(run: Path, cell: Cell, work: Path, name: str, seed: int, extra: list[str], diagnostics: bool) -> None:
     """The frozen probe and kNN of ``run``'s encoder trained on the cell's labels (the true labels of its
-    positions: ``index``-only rows), tested on the test set."""
+    positions: ``index``-only rows), tested on the test set; with ``diagnostics`` (a development split's test
+    images only) every setting's test top-1 where there were too few labels to choose one on validation."""
     labels = work / "labels" / f"{name}.csv"
     labels.parent.mkdir(parents=True, exist_ok=True)
     labels.write_text("index\n" + "".join(f"{p}\n" for p in cell.positions))
-    given = [f"data.labels={labels}", f"seed={seed}", *extra]
-    cell.scores["probe"] = ssl.probe(run, [*PROBE, *given]).test_top1()
-    cell.scores["knn"] = ssl.knn(run, [*KNN, *given]).test_top1()
+    given = [f"data.labels={labels}", f"seed={seed}", *extra, *(["probe.test_diagnostics=true"] if diagnostics else [])]
+    for key, grid in (("probe", PROBE), ("knn", KNN)):
+        report = getattr(ssl, key)(run, [*grid, *given])
+        cell.scores[key] = report.test_top1()
+        if diagnostics and "pretrained" not in report.selected:
+            (setting,) = report.setting_keys
+            rows = [r for r in report.results if r["encoder"] == "pretrained"]
+            cell.candidates[key] = {f"{r[setting]:g}": r.get("top1", r.get("diagnostic_test_top1")) for r in rows}
 
 
-def fixmatch(run: Path, cell: Cell, work: Path, name: str, seed: int, init: str, overrides: list[str]) -> None:
-    """FixMatch from ``run``'s encoder (``init=pretrained``) or from random initialisation on the cell's labels."""
+def fixmatch(run: Path, cell: Cell, work: Path, name: str, seed: int, init: str, extra: list[str]) -> None:
+    """FixMatch from ``run``'s encoder (``init=pretrained``) or from random initialisation on the cell's labels,
+    training seed ``seed``; a finished run of the same config is read instead of trained again."""
     labels = work / "labels" / f"{name}.csv"
-    given = [f"data.labels={labels}", f"seed={seed}", f"finetune.init={init}", f"finetune.name=budget-{name}-{init}"]
-    report = ssl.finetune(run, [*overrides, *given, "finetune.unlabeled=fixmatch", "trainer.progress=false"])
-    cell.scores[f"fixmatch_{init}"] = report.test_top1
+    prefix = f"budget-{name}-{init}-t{seed}"
+    given = [f"data.labels={labels}", f"seed={seed}", f"finetune.init={init}", *HEAD[init]]
+    config = run_config(run, [*FIXMATCH, *given, *extra, f"finetune.name={prefix}-{int(time.time() * 1000)}"])
+    done = finished_finetuning(run / "finetune", prefix, config)
+    report = json.loads((done / "finetune.json").read_text()) if done else ssl.finetune(run, config=config).to_dict()
+    cell.scores.setdefault(f"fixmatch_{init}", []).append(report["test_top1"])
+    print(f"  FixMatch {init} {name} seed {seed}: {report['test_top1']}{' (reused)' if done else ''}", flush=True)
+
+
+def values(cells: list[Cell], key: str) -> list[float]:
+    """Every score ``key`` of ``cells`` (FixMatch's lists flattened)."""
+    found = [c.scores[key] for c in cells if key in c.scores]
+    return [v for f in found for v in (f if isinstance(f, list) else [f])]
 
 
 def raw_pixels(in_channels: int, *, size: int = 28) -> TrunkParts:

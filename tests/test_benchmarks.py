@@ -604,10 +604,11 @@ def test_every_list_of_shipped_configs_is_the_configs_folder():
 
 
 def test_label_budget_benchmark_smoke(fashion_mnist_root, tmp_path):
-    """Every way of choosing a labeled set at two budgets, each evaluated, FixMatch at one, the plot written."""
+    """Every way of choosing a labeled set at two budgets, each evaluated, FixMatch at one from both starts, the
+    fixed recipe's settings scored where a class has one label (--diagnostics), the plot written."""
     runs = tmp_path / "runs"
     tiny = [*_tiny_fashion_mnist(fashion_mnist_root), "data.development=16"]
-    done = _run("benchmarks/label_budget.py", "--smoke", "--runs", str(runs), *tiny)
+    done = _run("benchmarks/label_budget.py", "--smoke", "--diagnostics", "--runs", str(runs), *tiny)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Frozen probe, test top-1 (%):" in out and "kNN, test top-1 (%):" in out and "FixMatch from" in out
@@ -623,3 +624,27 @@ def test_label_budget_benchmark_smoke(fashion_mnist_root, tmp_path):
     (record,) = (runs / "label_budget").glob("label_budget-*.json")
     cells = json.loads(record.read_text())["cells"]
     assert {len(c["positions"]) for c in cells["random"]["10"]} == {10}
+    fixmatch = [c["scores"] for row in ("random", "typiclust (encoder)") for c in cells[row]["20"]]
+    assert all(len(s["fixmatch_pretrained"]) == len(s["fixmatch_random"]) == 1 for s in fixmatch)
+    diagnosed = out.split("Too few labels to validate, probe.l2")[1]
+    assert re.search(r"\| 10 \| \d+ \| .*\*\*", diagnosed), "the best of the settings marked at 10 labels"
+    assert any(set(c.get("candidates", {}).get("knn", {})) == {"5", "10", "20", "50"} for c in cells["random"]["10"])
+    not_dev = _run("benchmarks/label_budget.py", "--diagnostics", "--runs", str(runs))
+    assert not_dev.returncode == 2 and "give data.development=N" in not_dev.stderr
+
+
+def test_label_budget_merges_earlier_records(tmp_path):
+    """--merge adds the rows and budgets a run did not evaluate, never over the ones it did."""
+    sys.path.insert(0, "benchmarks")
+    try:
+        from label_budget import merge
+        from label_budget_cells import Cell
+    finally:
+        sys.path.remove("benchmarks")
+    earlier = {"random": {"10": [{"positions": [1], "classes": 1, "scores": {"probe": 40.0}}],
+                          "600": [{"positions": [2], "classes": 10, "scores": {"probe": 80.0}}]}}  # fmt: skip
+    record = tmp_path / "label_budget-1.json"
+    record.write_text(json.dumps({"cells": earlier}))
+    cells = {"random": {10: [Cell([3], 1, scores={"probe": 50.0})]}}
+    assert merge(cells, [record], [10]) == [10, 600]
+    assert cells["random"][10][0].scores["probe"] == 50.0 and cells["random"][600][0].scores["probe"] == 80.0

@@ -100,6 +100,8 @@ def evaluate_encoder(
         index, (layer, setting), selection = 0, candidates[0], None  # one candidate, or too few labels to choose
         x, layer_test = train_x.pop(layer), test_x.pop(layer)
         rows = [_row(name, view, layer, x.shape[1], setting, extract_seconds, time.perf_counter())]
+        if diagnostics:  # nothing to choose by, but each setting's test top-1 for a development split to read
+            rows += _fixed_diagnostics(name, view, method, layer, (x, train_y, layer_test, test_y), extract_seconds)
     t0 = time.perf_counter()
     fitted = method.fit(x, train_y, num_classes, setting)
     chosen = rows[index]
@@ -161,6 +163,22 @@ class _Search:
         if self.diagnostics:
             row["diagnostic_test_top1"] = percent_correct(self.method.predict(first_fit, layer_test), test_y)
         return row
+
+
+def _fixed_diagnostics(name: str, view, method: FrozenMethod, layer: str, data: tuple, extract_seconds: float):
+    """Rows of ``layer``'s settings but the first (the fixed recipe's), each fitted on every training label and
+    scored on the test set as ``diagnostic_test_top1``: ``data`` is ``(train_x (N, D), train_y (N,), test_x
+    (M, D), test_y (M,))``."""
+    x, train_y, layer_test, test_y = data
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    rows = []
+    for setting in method.settings()[1:]:
+        t0 = time.perf_counter()
+        fitted = method.fit(x, train_y, num_classes, setting)
+        row = _row(name, view, layer, x.shape[1], setting, extract_seconds, t0)
+        row["diagnostic_test_top1"] = percent_correct(method.predict(fitted, layer_test), test_y)
+        rows.append(row)
+    return rows
 
 
 def validation_scores(view, fit_set, val_set, info: DataInfo, device, method: FrozenMethod, batch_size: int) -> dict:

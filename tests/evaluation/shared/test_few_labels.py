@@ -20,7 +20,13 @@ def test_every_evaluation_runs_with_one_labeled_image_per_class(image_folder, tm
     assert "pretrained" not in probe["selected"], "nothing chosen"
     assert [r["encoder"] for r in probe["results"]].count("pretrained") == 1, "one candidate scored"
     assert probe["protocol"]["selection"].startswith("none: a class has a single labeled image")
-    assert main(["knn", str(run), *base, "knn.k=[1,5]"]) == 0
+    assert main(["knn", str(run), *base, "knn.k=[1,5]", "probe.test_diagnostics=true"]) == 0
+    knn = json.loads((run / "knn.json").read_text())["results"]
+    assert [
+        (r["k"], r["chosen"], "top1" in r, "diagnostic_test_top1" in r) for r in knn if r["encoder"] == "pretrained"
+    ] == [(1, True, True, False), (5, False, False, True)], (
+        "the fixed recipe (the first k) chosen; the other scored on the test set only as a diagnostic"
+    )
     for name, extra in (("a", ["finetune.lr=[0.01,0.1]", "finetune.freeze_until=auto"]),
                         ("b", ["finetune.unlabeled=fixmatch", "finetune.unlabeled.threshold=[0.5,0.9]"])):  # fmt: skip
         assert main(["finetune", str(run), *base, "finetune.epochs=2", f"finetune.name={name}", *extra]) == 0
