@@ -58,9 +58,11 @@ def parsed_args() -> argparse.Namespace:
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--no-raw", action="store_true", help="no selection from raw pixels (the control)")
     parser.add_argument("--fixmatch-budgets", type=int, nargs="*", default=[])
-    parser.add_argument("--fixmatch-seeds", type=int, default=3, help="FixMatch runs a row and budget: the first "
-                        "draws, or training seeds on a strategy's one set")  # fmt: skip
-    parser.add_argument("--fixmatch-scratch-seeds", type=int, help="of those, from random init (default: all)")
+    parser.add_argument("--fixmatch-seeds", type=int, nargs="+", default=[3], help="FixMatch runs a row at each "
+                        "FixMatch budget (one value, or one a budget): the first draws, or training seeds on a "
+                        "strategy's one set")  # fmt: skip
+    parser.add_argument("--fixmatch-scratch-seeds", type=int, nargs="+", help="of those, from random init (default: "
+                        "all)")  # fmt: skip
     parser.add_argument(
         "--fixmatch-strategy", default="typiclust (encoder)",
         help="the labeled sets FixMatch also trains on besides the random draws: given, not chosen on the test set "
@@ -75,10 +77,20 @@ def parsed_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.smoke:
         args.budgets, args.seeds, args.plot = [10, 20], 1, args.runs / "label_budget.png"
-        args.fixmatch_budgets, args.fixmatch_seeds = args.fixmatch_budgets or [20], 1
+        args.fixmatch_budgets, args.fixmatch_seeds = args.fixmatch_budgets or [20], [1]
+    runs, scratch = args.fixmatch_seeds, args.fixmatch_scratch_seeds or args.fixmatch_seeds
+    args.fixmatch_seeds = _per_budget(runs, args.fixmatch_budgets, "seeds")
+    args.fixmatch_scratch_seeds = _per_budget(scratch, args.fixmatch_budgets, "scratch-seeds")
     if args.diagnostics and not args.smoke and not any(o.startswith("data.development=") for o in args.overrides):
         raise BadInput("--diagnostics reads test scores of settings nobody chose: give data.development=N")
     return args
+
+
+def _per_budget(given: list[int], budgets: list[int], name: str) -> dict[int, int]:
+    """``{budget: runs}`` of ``--fixmatch-<name>``: one value for every budget, or one a budget."""
+    if len(given) not in (1, len(budgets)):
+        raise BadInput(f"--fixmatch-{name}: one value, or one for each of --fixmatch-budgets")
+    return dict(zip(budgets, given * len(budgets), strict=False))
 
 
 def encoder_run(args) -> Path:
@@ -157,13 +169,13 @@ def run_fixmatch(args, run: Path, work: Path, cells: dict, extra: list[str]) -> 
     ``--fixmatch-strategy`` at ``--fixmatch-budgets``: ``--fixmatch-seeds`` runs a row, the first draws (each
     its own training seed) or a strategy's one set with training seeds 0, 1, ..."""
     steps = ["finetune.steps=4", "finetune.batch_size=8"] if args.smoke else []
-    scratch = args.fixmatch_seeds if args.fixmatch_scratch_seeds is None else args.fixmatch_scratch_seeds
     for budget in args.fixmatch_budgets:
+        runs, scratch = args.fixmatch_seeds[budget], args.fixmatch_scratch_seeds[budget]
         if args.fixmatch_strategy not in cells or budget not in cells[args.fixmatch_strategy]:
             raise BadInput(f"--fixmatch-strategy: no labeled sets {args.fixmatch_strategy!r} of {budget}")
         for row in ("random", args.fixmatch_strategy):
             sets = cells[row][budget]
-            for seed in range(args.fixmatch_seeds):
+            for seed in range(runs):
                 cell, drawn_seed = (sets[seed], seed) if len(sets) > 1 else (sets[0], 0)
                 name = f"{row.replace(' ', '_')}-{budget}-s{drawn_seed}"
                 for init in ("pretrained", "random")[: 2 if seed < scratch else 1]:

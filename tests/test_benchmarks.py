@@ -648,3 +648,18 @@ def test_label_budget_merges_earlier_records(tmp_path):
     cells = {"random": {10: [Cell([3], 1, scores={"probe": 50.0})]}}
     assert merge(cells, [record], [10]) == [10, 600]
     assert cells["random"][10][0].scores["probe"] == 50.0 and cells["random"][600][0].scores["probe"] == 80.0
+
+
+def test_select_memory_benchmark_smoke(fashion_mnist_root, tmp_path):
+    """Two strategies at two collection sizes, each in its own process: seconds and memory tabled."""
+    runs = tmp_path / "runs"
+    done = _run("benchmarks/select_memory.py", "--smoke", "--sizes", "32", "64", "--strategies", "probcover",
+                "kmeans", "--runs", str(runs), *_tiny_fashion_mnist(fashion_mnist_root))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    less = done.stdout.split("The same less the embeddings' own MB:")[1]
+    for strategy in ("probcover", "kmeans"):
+        assert re.search(rf"\| {strategy} \| -?\d+ \| -?\d+ \|", less), strategy
+    (record,) = (runs / "select_memory").glob("select_memory-*.json")
+    cells = json.loads(record.read_text())["cells"]
+    assert cells["kmeans 64"]["peak_mb"] > cells["kmeans 64"]["imported_mb"] > 100  # torch imported: real figures
+    assert len(list((runs / "select_memory" / "embeddings-64" / "selection-probcover-10").glob("*.csv"))) == 2

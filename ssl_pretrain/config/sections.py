@@ -173,7 +173,6 @@ class SelectConfig:
     neighbours: int = _positive(20)  # typiclust: typicality's nearest neighbours
     clusters: int = _ranged(10, lambda v: v >= 2, ">= 2")  # probcover: k-means pseudo-classes of the purity rule
     purity: float = _ranged(0.95, lambda v: 0 < v <= 1, "in (0, 1]")  # probcover: balls this pure
-    ball_neighbours: int = _ranged(64, lambda v: v >= 2, ">= 2")  # probcover: a ball is read among these
     iterations: int = _positive(20)  # k-means iterations
     typicality_sample: int = _ranged(10000, lambda v: v >= 2, ">= 2")  # typiclust: rows of a cluster scored
     chunk_size: int = _positive(4096)

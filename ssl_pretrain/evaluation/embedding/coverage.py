@@ -2,64 +2,65 @@
 holds the most rows no pick (or labeled row) covers yet.
 
 The radius is the largest at which ``purity`` of the balls hold rows of one k-means pseudo-class only (the
-paper's rule, with k-means standing in for the classes). A ball is read among each row's
-``ball_neighbours`` nearest rows (cosine): a ball holding more is seen truncated, which the purity and the
-coverage both use as it is.
+paper's rule, with k-means standing in for the classes): a row's ball is pure below the distance to its nearest
+row of another pseudo-class, so the radius is a quantile of those distances. The balls are exact: every pair
+closer than the radius is an edge of the graph (memory: the edges, about N times the mean ball), found one
+chunk of rows against another.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .clusters import UnitVectors, spherical_kmeans
 
 
-def nearest_rows(vectors: UnitVectors, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(distances (N, k), rows (N, k))``: each row's ``k`` nearest other rows, distance ``1 - cosine``,
-    nearest first; one chunk of queries against one chunk of rows at a time."""
-    distances, rows = [], []
+def nearest_other_distance(vectors: UnitVectors, pseudo: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` each row's distance (``1 - cosine``) to its nearest row of another pseudo-class (``pseudo``:
+    ``(N,)``); one chunk of queries against one chunk of rows at a time."""
+    nearest = []
     for start, queries in vectors.chunks():
-        best_sims = torch.full((len(queries), k), -2.0)
-        best_rows = torch.zeros((len(queries), k), dtype=torch.long)
-        own = torch.arange(start, start + len(queries))
+        best = torch.full((len(queries),), -2.0)
+        own = pseudo[start : start + len(queries), None]
         for base_start, base in vectors.chunks():
-            sims = queries @ base.T
-            ids = torch.arange(base_start, base_start + len(base)).expand(len(queries), -1)
-            sims[ids == own[:, None]] = -2.0  # not itself
-            merged = torch.cat([best_sims, sims], dim=1)
-            top = merged.topk(k, dim=1)
-            best_rows = torch.cat([best_rows, ids], dim=1).gather(1, top.indices)
-            best_sims = top.values
-        distances.append(1 - best_sims)
-        rows.append(best_rows)
-    return torch.cat(distances), torch.cat(rows)
+            sims = (queries @ base.T).masked_fill_(own == pseudo[None, base_start : base_start + len(base)], -2.0)
+            best = torch.maximum(best, sims.max(dim=1).values)
+        nearest.append(1 - best)
+    return torch.cat(nearest)
 
 
-def purest_radius(
-    distances: torch.Tensor, rows: torch.Tensor, pseudo: torch.Tensor, purity: float
-) -> tuple[float, float]:
-    """``(radius, purity at it)``: the largest of 40 radii spanning the neighbour distances whose balls are at
-    least ``purity`` pure (every row in the ball of the centre's pseudo-class); the smallest if none is."""
-    same = pseudo[rows] == pseudo[:, None]
-    grid = torch.linspace(float(distances[:, 0].min()), float(distances[:, -1].max()), 40)
-    chosen = (float(grid[0]), 1.0)
-    for radius in grid.tolist():
-        inside = distances <= radius
-        pure = float((same | ~inside).all(dim=1).float().mean())
-        if pure >= purity:
-            chosen = (radius, pure)
-    return chosen
+def purest_radius(nearest_other: torch.Tensor, purity: float) -> tuple[float, float]:
+    """``(radius, purity at it)``: the largest radius at which at least ``purity`` of the balls (every row
+    closer than the radius) hold no row of another pseudo-class; ``nearest_other``: ``(N,)``."""
+    ordered = nearest_other.sort().values
+    pure_rows = min(len(ordered), math.ceil(purity * len(ordered) - 1e-9))
+    radius = float(ordered[len(ordered) - pure_rows])  # this many rows lie at least that far from another class
+    return radius, int((nearest_other >= radius).sum()) / len(nearest_other)
+
+
+def ball_edges(vectors: UnitVectors, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(centre (E,), member (E,))``: every ordered pair of different rows closer than ``radius``."""
+    centres, members = [], []
+    for start, queries in vectors.chunks():
+        own = torch.arange(start, start + len(queries))[:, None]
+        for base_start, base in vectors.chunks():
+            close = (queries @ base.T) > 1 - radius
+            close &= torch.arange(base_start, base_start + len(base))[None, :] != own
+            pairs = close.nonzero()
+            centres.append(pairs[:, 0] + start)
+            members.append(pairs[:, 1] + base_start)
+    return torch.cat(centres), torch.cat(members)
 
 
 def greedy_cover(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options):
     """``(rows picked in order, each one's pseudo-class, {"radius", "purity", "mean_ball"})``."""
     n = len(vectors)
     _, pseudo, _ = spherical_kmeans(vectors, options.clusters, seed, options.iterations)
-    distances, rows = nearest_rows(vectors, min(options.ball_neighbours, n - 1))
-    radius, purity = purest_radius(distances, rows, pseudo, options.purity)
-    inside = distances <= radius
-    centre = torch.arange(n).repeat_interleave(inside.sum(dim=1))
-    member = rows[inside]
+    radius, purity = purest_radius(nearest_other_distance(vectors, pseudo), options.purity)
+    centre, member = ball_edges(vectors, radius)
+    mean_ball = len(centre) / n + 1
     centre, member = torch.cat([centre, torch.arange(n)]), torch.cat([member, torch.arange(n)])  # a ball holds its row
     order = member.argsort(stable=True)
     by_member, member_ptr = centre[order], _pointers(member, n)
@@ -72,10 +73,10 @@ def greedy_cover(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed:
     free, generator, picked = ~labeled, torch.Generator().manual_seed(seed), []
     while len(picked) < budget:
         candidates = degree.masked_fill(~free, -1)
-        row = int(candidates.argmax())
-        if candidates[row] <= 0:  # everything covered: the rest at random, as the paper's code does
-            rest = free.nonzero().flatten()
-            row = int(rest[torch.randint(len(rest), (1,), generator=generator)])
+        most = int(candidates.max())
+        # among equals (and once everything is covered: among the rest) one at random, not the first in file order
+        tied = (candidates == most).nonzero().flatten() if most > 0 else free.nonzero().flatten()
+        row = int(tied[torch.randint(len(tied), (1,), generator=generator)])
         ball = by_centre[centre_ptr[row] : centre_ptr[row + 1]]
         newly = ball[~covered[ball]]
         covered[newly] = True
@@ -89,7 +90,7 @@ def greedy_cover(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed:
         {
             "radius": round(radius, 4),
             "purity": round(purity, 4),
-            "mean_ball": float(inside.sum(1).float().mean()),
+            "mean_ball": round(mean_ball, 2),
         },
     )
 

@@ -37,7 +37,6 @@ class SelectOptions:
     clusters: int = 10
     purity: float = 0.95
     iterations: int = 20
-    ball_neighbours: int = 64
     typicality_sample: int = 10000
 
 

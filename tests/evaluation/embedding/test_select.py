@@ -9,13 +9,14 @@ import torch
 from ssl_pretrain.cli import main
 from ssl_pretrain.errors import BadInput
 from ssl_pretrain.evaluation.embedding.clusters import UnitVectors
+from ssl_pretrain.evaluation.embedding.coverage import ball_edges, nearest_other_distance, purest_radius
 from ssl_pretrain.evaluation.embedding.store import VectorFile
 from ssl_pretrain.evaluation.embedding.strategies import SelectOptions, choose
 
 from ...helpers import folder_overrides
 
 STRATEGIES = ["typiclust", "probcover", "kmeans", "kcenter", "random"]
-OPTIONS = SelectOptions(max_clusters=50, min_cluster_size=3, clusters=6, ball_neighbours=32)
+OPTIONS = SelectOptions(max_clusters=50, min_cluster_size=3, clusters=6)
 
 
 def _blobs(n=600, classes=6, dim=16, seed=0):
@@ -59,6 +60,34 @@ def test_the_clustering_strategies_cover_every_class_at_one_label_per_class_wher
         [len(set(labels[choose("random", vectors, none, 6, s, OPTIONS)[0].rows].tolist())) for s in range(20)]
     )
     assert random_mean < 5.5 and covered["probcover"] >= 5, (random_mean, covered)
+
+
+def test_probcover_balls_are_exact_and_its_radius_the_largest_that_keeps_the_purity():
+    x, _ = _blobs(n=300)
+    vectors = UnitVectors(x, chunk=64)  # five chunks: every chunk against every other
+    pseudo = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(1))
+    distance = 1 - vectors.held @ vectors.held.T
+    other = distance.masked_fill(pseudo[:, None] == pseudo[None, :], float("inf")).min(dim=1).values
+    nearest = nearest_other_distance(vectors, pseudo)
+    assert torch.allclose(nearest, other, atol=1e-5)
+    radius, purity = purest_radius(nearest, 0.9)
+    assert purity == int((nearest >= radius).sum()) / 300 >= 0.9
+    assert int((nearest > radius).sum()) / 300 < 0.9, "a larger radius would leave fewer pure balls"
+    centre, member = ball_edges(vectors, radius)
+    expected = ((distance < radius) & ~torch.eye(300, dtype=torch.bool)).nonzero()
+    assert sorted(zip(centre.tolist(), member.tolist(), strict=True)) == [tuple(p) for p in expected.tolist()]
+
+
+def test_probcover_is_not_drawn_into_one_dense_class():
+    """One class 30 times as common and tight (its balls the largest, thousands of rows, first in the file): one
+    pick covers it, the others go to the other classes."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 16, generator=generator) * 4
+    labels = torch.cat([torch.zeros(3000, dtype=torch.long), torch.arange(1, 6).repeat_interleave(100)])
+    noise = torch.where(labels[:, None] == 0, 0.02, 1.0) * torch.randn(len(labels), 16, generator=generator)
+    x = (centres[labels] + noise).numpy().astype(np.float32)
+    picks, details = choose("probcover", UnitVectors(x), torch.zeros(len(x), dtype=torch.bool), 6, 0, OPTIONS)
+    assert len(set(labels[picks.rows].tolist())) == 6, (labels[picks.rows].tolist(), details)
 
 
 def test_the_config_accepts_every_strategy_there_is():
