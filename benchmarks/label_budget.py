@@ -156,7 +156,7 @@ def main() -> None:
     body += f"\n\nPlot: `{plotted.relative_to(REPO) if plotted.is_relative_to(REPO) else plotted}`." if plotted else ""
     record = {row: {b: [c.__dict__ for c in cs] for b, cs in by_budget.items()} for row, by_budget in cells.items()}
     report(
-        "Label budget: which images to label, 10 to 600 labels (Fashion-MNIST)",
+        "Label budget: which images to label, 10 to 600 labels (Fashion-MNIST)" + development_note(extra),
         body,
         args.smoke,
         {"cells": record},
@@ -191,7 +191,17 @@ def merge(cells: dict, records: list[Path], budgets: list[int]) -> list[int]:
                 if int(budget) not in cells.get(row, {}):
                     cells.setdefault(row, {})[int(budget)] = [Cell(**c) for c in listed]
                     every.add(int(budget))
+    order = ["random", "class-balanced random", *(f"{s} ({source})" for source in ("encoder", "raw pixels")
+                                                  for s in STRATEGIES)]  # fmt: skip
+    rows = sorted(cells, key=lambda row: order.index(row) if row in order else len(order))
+    cells.update({row: cells.pop(row) for row in rows})  # the tables' order, whichever run a row came from
     return sorted(every)
+
+
+def development_note(overrides: list[str]) -> str:
+    """The title's note where the test split is a development split (``data.development``)."""
+    held = [o.split("=", 1)[1] for o in overrides if o.startswith("data.development=")]
+    return f", development split (the last {held[-1]} training images as its test split)" if held else ""
 
 
 def _strings(overrides: dict) -> list[str]:

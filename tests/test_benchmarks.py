@@ -645,8 +645,9 @@ def test_label_budget_merges_earlier_records(tmp_path):
                           "600": [{"positions": [2], "classes": 10, "scores": {"probe": 80.0}}]}}  # fmt: skip
     record = tmp_path / "label_budget-1.json"
     record.write_text(json.dumps({"cells": earlier}))
-    cells = {"random": {10: [Cell([3], 1, scores={"probe": 50.0})]}}
+    cells = {"kmeans (encoder)": {10: [Cell([4], 1)]}, "random": {10: [Cell([3], 1, scores={"probe": 50.0})]}}
     assert merge(cells, [record], [10]) == [10, 600]
+    assert list(cells) == ["random", "kmeans (encoder)"], "the draws first, as in a run"
     assert cells["random"][10][0].scores["probe"] == 50.0 and cells["random"][600][0].scores["probe"] == 80.0
 
 
