@@ -20,13 +20,14 @@ from .clusters import UnitVectors, spherical_kmeans
 def nearest_other_distance(vectors: UnitVectors, pseudo: torch.Tensor) -> torch.Tensor:
     """``(N,)`` each row's distance (``1 - cosine``) to its nearest row of another pseudo-class (``pseudo``:
     ``(N,)``); one chunk of queries against one chunk of rows at a time."""
-    nearest = []
+    nearest, scratch = [], _Scratch(vectors.chunk)
     for start, queries in vectors.chunks():
         best = torch.full((len(queries),), -2.0)
         own = pseudo[start : start + len(queries), None]
         for base_start, base in vectors.chunks():
-            sims = (queries @ base.T).masked_fill_(own == pseudo[None, base_start : base_start + len(base)], -2.0)
-            best = torch.maximum(best, sims.max(dim=1).values)
+            pair = scratch.products(queries, base)
+            pair.masked_fill_(scratch.flags(own, pseudo[None, base_start : base_start + len(base)], torch.eq), -2.0)
+            best = torch.maximum(best, pair.max(dim=1).values)
         nearest.append(1 - best)
     return torch.cat(nearest)
 
@@ -42,16 +43,35 @@ def purest_radius(nearest_other: torch.Tensor, purity: float) -> tuple[float, fl
 
 def ball_edges(vectors: UnitVectors, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(centre (E,), member (E,))``: every ordered pair of different rows closer than ``radius``."""
-    centres, members = [], []
+    centres, members, scratch = [], [], _Scratch(vectors.chunk)
     for start, queries in vectors.chunks():
-        own = torch.arange(start, start + len(queries))[:, None]
         for base_start, base in vectors.chunks():
-            close = (queries @ base.T) > 1 - radius
-            close &= torch.arange(base_start, base_start + len(base))[None, :] != own
+            close = scratch.flags(scratch.products(queries, base), 1 - radius, torch.gt)
+            if base_start == start:
+                close.fill_diagonal_(False)  # a row is not its own neighbour
             pairs = close.nonzero()
             centres.append(pairs[:, 0] + start)
             members.append(pairs[:, 1] + base_start)
     return torch.cat(centres), torch.cat(members)
+
+
+class _Scratch:
+    """The ``(chunk, chunk)`` buffers that chunk-by-chunk products and comparisons are written into: a fresh
+    matrix per pair of chunks, allocated between the small tensors kept, grew the heap with the square of the
+    rows (the allocator could not hand the freed blocks back)."""
+
+    def __init__(self, chunk: int):
+        self.values, self.bools = torch.empty(chunk * chunk), torch.empty(chunk * chunk, dtype=torch.bool)
+
+    def products(self, queries: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """``(q, b)`` cosine similarities of unit rows ``queries (q, D)`` and ``base (b, D)``."""
+        out = self.values[: len(queries) * len(base)].view(len(queries), len(base))
+        return torch.matmul(queries, base.T, out=out)
+
+    def flags(self, left: torch.Tensor, right, compare) -> torch.Tensor:
+        """``compare(left, right)`` (broadcast to ``(q, b)``) into the boolean buffer."""
+        shape = torch.broadcast_shapes(left.shape, right.shape if isinstance(right, torch.Tensor) else ())
+        return compare(left, right, out=self.bools[: shape[0] * shape[1]].view(shape))
 
 
 def greedy_cover(vectors: UnitVectors, labeled: torch.Tensor, budget: int, seed: int, options):
