@@ -137,6 +137,17 @@ def test_an_older_runs_config_yaml_loads_quietly_and_a_new_one_takes_the_old_enc
     assert load_config(None, ["probe.encoder=runs/z"], base=newer).evaluation.encoder == "runs/z", "overrides win"
 
 
+def test_a_removed_key_in_an_older_runs_config_yaml_is_dropped(capsys):
+    older = build_config({}).to_dict()
+    older["select"]["ball_neighbours"] = 64  # a run's config.yaml from when ProbCover read balls among 64 rows
+    assert build_config(older).select == build_config({}).select and capsys.readouterr().err == ""
+    older["select"]["ball_neighbours"] = 32
+    assert build_config(older).select == build_config({}).select
+    assert capsys.readouterr().err.strip() == (
+        "ssl-pretrain: note: select.ball_neighbours is no longer used (ProbCover's balls are exact now); ignored"
+    )
+
+
 def test_an_old_and_a_new_key_that_disagree_in_one_file_are_refused_naming_both():
     with pytest.raises(ConfigError, match="probe.control: probe.control='all' and evaluation.control='raw_pixels'"):
         build_config({"probe": {"control": "all"}, "evaluation": {"control": "raw_pixels"}})

@@ -24,6 +24,9 @@ DEPRECATED_KEYS = {
     "probe.val_fraction": "evaluation.val_fraction",
 }
 _SILENT_ALIASES = {"probe.encoder"}
+# Keys no longer read -> (their old default, why). Older runs' config.yaml lists them: dropped there, with a
+# one-line notice when the value was not the default.
+REMOVED_KEYS = {"select.ball_neighbours": (64, "ProbCover's balls are exact now")}
 
 
 def current_key(key: str) -> str:
@@ -43,7 +46,14 @@ def note_renamed(old: str, value: Any) -> None:
 
 
 def move_deprecated(raw: dict) -> dict:
-    """Old keys inside a config file or mapping read as their new names (see :data:`DEPRECATED_KEYS`)."""
+    """Old keys inside a config file or mapping read as their new names (see :data:`DEPRECATED_KEYS`), keys
+    no longer read dropped (:data:`REMOVED_KEYS`)."""
+    for key, (default, why) in REMOVED_KEYS.items():
+        section, name = key.split(".")
+        if isinstance(raw.get(section), dict) and name in raw[section]:
+            raw[section] = dict(raw[section])
+            if raw[section].pop(name) != default:
+                print(f"ssl-pretrain: note: {key} is no longer used ({why}); ignored", file=sys.stderr)
     for old, new in DEPRECATED_KEYS.items():
         (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
         section = raw.get(old_section)
