@@ -32,6 +32,7 @@ from label_budget_cells import (  # noqa: E402
     evaluate,
     fixmatch,
     mean_std,
+    pretraining_embeddings,
     raw_pixels_encoder,
     values,
 )
@@ -113,15 +114,10 @@ def embeddings(run: Path, work: Path, raw: bool, extra: list[str]) -> dict[str, 
     sources = {"encoder": run}
     if raw:
         sources["raw pixels"] = raw_pixels_encoder(work / "raw_pixels", spec.in_channels, spec.image_size)
-    folders = {}
-    for name, source in sources.items():
-        folder = work / f"embeddings-{name.replace(' ', '_')}"
-        if not (folder / "embed.json").is_file() or not json.loads((folder / "embed.json").read_text()).get("complete"):
-            config = ssl.load_config(run / "config.yaml", extra)
-            ssl.embed(source, ["embed.split=pretrain", f"embed.output={folder}", "embed.projector_images=0",
-                               "trainer.progress=false", *extra], config=config)  # fmt: skip
-        folders[name] = folder
-    return folders
+    return {
+        name: pretraining_embeddings(source, run, work / f"embeddings-{name.replace(' ', '_')}", extra)
+        for name, source in sources.items()
+    }
 
 
 def label_sets(labels, budget: int, args, folders: dict[str, Path]):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from common import run_config
-from low_label_cells import FINETUNE_RECIPE, FINETUNE_STEPS, HEAD, SEMI_AUGMENT, SEMI_RECIPES, finished_finetuning
+from low_label_cells import FINETUNE_RECIPE, FINETUNE_STEPS, HEAD, SEMI_AUGMENT, SEMI_RECIPES, finetune_report
 from torch import nn
 
 import ssl_pretrain as ssl
@@ -87,10 +87,20 @@ def fixmatch(run: Path, cell: Cell, work: Path, name: str, seed: int, init: str,
     prefix = f"budget-{name}-{init}-t{seed}"
     given = [f"data.labels={labels}", f"seed={seed}", f"finetune.init={init}", *HEAD[init]]
     config = run_config(run, [*FIXMATCH, *given, *extra, f"finetune.name={prefix}-{int(time.time() * 1000)}"])
-    done = finished_finetuning(run / "finetune", prefix, config)
-    report = json.loads((done / "finetune.json").read_text()) if done else ssl.finetune(run, config=config).to_dict()
+    report, reused = finetune_report(run, prefix, config)
     cell.scores.setdefault(f"fixmatch_{init}", []).append(report["test_top1"])
-    print(f"  FixMatch {init} {name} seed {seed}: {report['test_top1']}{' (reused)' if done else ''}", flush=True)
+    print(f"  FixMatch {init} {name} seed {seed}: {report['test_top1']}{' (reused)' if reused else ''}", flush=True)
+
+
+def pretraining_embeddings(source, run: Path, folder: Path, extra: list[str]) -> Path:
+    """``folder``: ``source``'s embeddings (an encoder, run or exported) of the pretraining split of ``run``'s
+    config with ``extra`` (the training images, ``data.limit`` and ``data.development`` applied, so a row is
+    always a training position); reused when complete."""
+    record = folder / "embed.json"
+    if not record.is_file() or not json.loads(record.read_text()).get("complete"):
+        overrides = ["embed.split=pretrain", f"embed.output={folder}", "embed.projector_images=0", *extra]
+        ssl.embed(source, [*overrides, "trainer.progress=false"], config=ssl.load_config(run / "config.yaml", extra))
+    return folder
 
 
 def values(cells: list[Cell], key: str) -> list[float]:

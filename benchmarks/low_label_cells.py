@@ -182,15 +182,22 @@ def finetune_cell(
     overrides += [f"finetune.freeze_until={freeze}", f"finetune.steps={steps}", *FINETUNE_RECIPE, *HEAD[init]]
     overrides += [*SEMI_RECIPES[semi], SEMI_AUGMENT] if semi else []
     overrides += [*extra, f"finetune.name={prefix}-{int(time.time() * 1000)}"]
-    config = run_config(run, overrides)
-    done = finished_finetuning(run / "finetune", prefix, config) if reuse else None
-    report = json.loads((done / "finetune.json").read_text()) if done else ssl.finetune(run, config=config).to_dict()
+    report, reused = finetune_report(run, prefix, run_config(run, overrides), reuse)
     chosen = report["selected"]["chosen"]
     note = f"{report['protocol']['strategy']}, {chosen['augment']}, epoch {chosen['epoch']}"
     note += "".join(f", {key} {chosen[key]}" for key in ("model", "steps") if key in chosen)  # control candidates
     study = report["diagnostics"].get("pseudo_label_study", [{}])[-1]
     minutes = report["train_seconds"] / 60
-    return Cell(report["val_top1"], report["test_top1"], note, minutes, reused=done is not None, study=study)
+    return Cell(report["val_top1"], report["test_top1"], note, minutes, reused=reused, study=study)
+
+
+def finetune_report(run: Path, prefix: str, config: Config, reuse: bool = True) -> tuple[dict, bool]:
+    """``(finetune.json's record, whether it was reused)``: a finished run of ``config`` named ``prefix-*``
+    when ``reuse`` finds one, else a new fine-tuning run of ``run``'s encoder."""
+    done = finished_finetuning(run / "finetune", prefix, config) if reuse else None
+    if done is not None:
+        return json.loads((done / "finetune.json").read_text()), True
+    return ssl.finetune(run, config=config).to_dict(), False
 
 
 def finished_finetuning(folder: Path, prefix: str, config: Config) -> Path | None:

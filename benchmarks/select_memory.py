@@ -21,8 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, report, run_main  # noqa: E402
 from label_budget import STRATEGIES, encoder_run  # noqa: E402
-
-import ssl_pretrain as ssl  # noqa: E402
+from label_budget_cells import pretraining_embeddings  # noqa: E402
 
 CHILD = """
 import json, sys
@@ -56,12 +55,7 @@ def parsed_args() -> argparse.Namespace:
 
 def embeddings(run: Path, work: Path, rows: int, extra: list[str]) -> tuple[Path, float]:
     """The first ``rows`` training images embedded (reused when complete), and their size in MB."""
-    folder = work / f"embeddings-{rows}"
-    record = folder / "embed.json"
-    if not record.is_file() or not json.loads(record.read_text()).get("complete"):
-        given = [f"data.limit={rows}", *extra]
-        overrides = ["embed.split=pretrain", f"embed.output={folder}", "embed.projector_images=0", *given]
-        ssl.embed(run, [*overrides, "trainer.progress=false"], config=ssl.load_config(run / "config.yaml", given))
+    folder = pretraining_embeddings(run, run, work / f"embeddings-{rows}", [f"data.limit={rows}", *extra])
     vectors = np.load(folder / "embeddings.npy", mmap_mode="r")
     return folder, vectors.size * 4 / 2**20
 
