@@ -10,7 +10,6 @@ import torch
 
 from ..config import DataConfig
 from ..errors import BadInput
-from .holdout import hash_position
 from .idx import read_idx
 from .image_folder import IMAGE_FOLDER
 from .sources import TensorImages
@@ -100,39 +99,44 @@ STL10 = DatasetSpec(
 
 def open_shards(cfg: DataConfig, split: Split):
     """``data.name=shards``: the pretraining split streams; labeled splits are decoded into memory. Without
-    ``data.test_root`` the test split is the samples whose key hashes below ``data.test_fraction``."""
+    ``data.test_root`` the test split is the samples whose key hashes below ``data.test_fraction`` (with
+    ``data.labels``, of its keys: :mod:`.shard_labels`)."""
+    from .labels import key_labels, read_label_file
+    from .shard_labels import labelled_shards, shard_holdout
     from .shard_stream import ShardSource
-    from .shards import load_split, scan, shard_paths
+    from .shards import load_split, shard_paths
 
     size, channels = cfg.image_size or 32, cfg.channels or 3
     if split == "test" and cfg.test_root is not None:
         return load_split(shard_paths(cfg.test_root, "data.test_root"), size, channels, f"shards {cfg.test_root}")
     paths = shard_paths(cfg.root)
-    labeled = scan(paths[0]).labeled
-    held = cfg.test_fraction if cfg.test_root is None and labeled else None
+    held = shard_holdout(cfg, paths)
     description = f"shards {cfg.root}"
     if split == "pretrain":
-        held = None if cfg.pretrain_on_test else held
-        return ShardSource(paths, size, channels, held, labeled, description)
+        labels = None if cfg.labels is None else key_labels(read_label_file(cfg.labels))
+        skipped = None if cfg.pretrain_on_test else held
+        return ShardSource(paths, size, channels, skipped, held is not None, description, labels)
+    if cfg.labels is not None:
+        return labelled_shards(cfg, paths, split, held, size, channels)
     if held is None:
         return load_split(paths, size, channels, description)
     if split == "test":
-        return load_split(paths, size, channels, f"{description}, held-out samples", lambda k: hash_position(k) < held)
-    return load_split(paths, size, channels, f"{description}, without held-out", lambda k: hash_position(k) >= held)
+        return load_split(paths, size, channels, f"{description}, held-out samples", keep=held)
+    return load_split(paths, size, channels, f"{description}, without held-out", held_out=held)
 
 
 def shard_stats(cfg: DataConfig, channels: int) -> tuple[list[float], list[float]]:
     """Per-channel statistics of up to 256 training images of the first shard (0.5 / 0.25 without one): the
-    samples held out for testing (labeled shards without ``data.test_root``) are not decoded."""
-    from .shards import decode_sample, members, shard_paths
+    samples held out for testing are not decoded."""
+    from .shard_labels import shard_holdout
+    from .shards import decode_sample, shard_paths, split_samples
 
     if cfg.root is None:
         return [0.5] * channels, [0.25] * channels
-    held = cfg.test_fraction if cfg.test_root is None and not cfg.pretrain_on_test else 0.0
+    paths = shard_paths(cfg.root)
+    held = None if cfg.pretrain_on_test else shard_holdout(cfg, paths)
     arrays = []
-    for sample in members(shard_paths(cfg.root)[0]):
-        if "cls" in sample and hash_position(str(sample["__key__"])) < held:  # a labeled sample held out
-            continue
+    for sample in split_samples(paths[0], None, held):
         array = decode_sample(sample, 32, channels)
         if array is not None:
             arrays.append(array)
@@ -146,7 +150,14 @@ def shard_stats(cfg: DataConfig, channels: int) -> tuple[list[float], list[float
 
 
 SHARDS = DatasetSpec(
-    open_shards, 3, 32, [0.5] * 3, [0.25] * 3, stats=shard_stats, description="WebDataset tar shards, streamed"
+    open_shards,
+    3,
+    32,
+    [0.5] * 3,
+    [0.25] * 3,
+    stats=shard_stats,
+    description="WebDataset tar shards, streamed",
+    reads_labels=True,
 )
 
 __all__ = ["CIFAR10", "FASHION_MNIST", "IMAGE_FOLDER", "SHARDS", "STL10"]

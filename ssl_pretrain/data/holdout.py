@@ -12,6 +12,7 @@ A file is held out for testing when the SHA-256 of its path relative to ``data.r
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +24,18 @@ def hash_position(relative_path: str) -> float:
     """Where ``relative_path`` (POSIX form) falls in [0, 1), uniformly spread and stable."""
     digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class KeyHoldout:
+    """The test samples of shards without ``data.test_root``: those whose key hashes below ``fraction``; with
+    ``among`` (the keys ``data.labels`` names), only those. Called with a sample key."""
+
+    fraction: float
+    among: frozenset[str] | None = None
+
+    def __call__(self, key: str) -> bool:
+        return (self.among is None or key in self.among) and hash_position(key) < self.fraction
 
 
 def relative_paths(files: list[Path], root: Path) -> list[str]:

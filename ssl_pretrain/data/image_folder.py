@@ -182,7 +182,11 @@ def _stream_record(cfg: DataConfig, source, record: dict) -> dict:
         record["test_split"] = f"data.test_root ({cfg.test_root}), never read by pretraining"
     elif source.labeled:
         record["held_out_fraction"] = cfg.test_fraction
-        record["held_out_rule"] = "SHA-256 of the sample key, as a number in [0, 1), below data.test_fraction"
+        record["held_out_rule"] = "SHA-256 of the sample key, as a number in [0, 1), below data.test_fraction" + (
+            ", among the keys data.labels names" if cfg.labels is not None else ""
+        )
+        if cfg.labels is not None:
+            record["labels_sha256"] = labels_digest(cfg.labels)
         record["pretrain_read_test"] = cfg.pretrain_on_test
         record["test_split"] = (
             "held out by key, but read by pretraining too (data.pretrain_on_test=true)"

@@ -6,8 +6,9 @@ The file has a header. For an image folder (or a flat folder of images, no class
 (``image``/``file``/``filename`` for the path, ``choice``/``class``/``category`` for the label: Label Studio's
 CSV export is ``image,choice``). For a built-in dataset the rows name positions in its training images,
 ``index,label``, or ``index`` alone: the true label is then read from the dataset (how a benchmark simulates a
-person labelling the picks). Labels are class names (an image folder's are sorted into class numbers) or, for
-a built-in dataset, class numbers.
+person labelling the picks). For shards (``data.name=shards``) the rows are ``key,label``, the samples'
+WebDataset keys. Labels are class names (an image folder's are sorted into class numbers), class numbers for a
+built-in dataset, either for shards.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from ..errors import BadInput
 
-PATH_COLUMNS = ("path", "image", "file", "filename")
+PATH_COLUMNS = ("path", "key", "image", "file", "filename")
 LABEL_COLUMNS = ("label", "choice", "class", "category")
 
 
@@ -116,3 +117,16 @@ def indexed_labels(labels: LabelFile, true_labels: torch.Tensor) -> torch.Tensor
             raise BadInput(f"data.labels: {labels.path} row {number}: a built-in dataset's label is a class number")
         out[position] = int(label) if label is not None else int(true_labels[position])
     return out
+
+
+def key_labels(labels: LabelFile) -> dict[str, int]:
+    """``{sample key: class number}`` of a shards labels file: labels that are all numbers are class numbers,
+    as the shards' ``cls`` members hold them; class names are numbered in sorted order (as ``ssl-pretrain shard``
+    numbers an image folder's sub-folders)."""
+    if labels.by_index:
+        raise BadInput(f"data.labels: {labels.path} names positions (index); for shards the rows are key,label")
+    names = [str(label) for label in labels.labels]
+    if all(name.isdigit() for name in names):
+        return {key: int(name) for key, name in zip(labels.keys, names, strict=True)}
+    number = {name: i for i, name in enumerate(sorted(set(names)))}
+    return {key: number[name] for key, name in zip(labels.keys, names, strict=True)}

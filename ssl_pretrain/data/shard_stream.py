@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import BadInput
+from .holdout import KeyHoldout
 from .shards import decode_chunk, split_samples, survey
 from .sources import Batch
 
@@ -39,7 +40,7 @@ class ShardStream(IterableDataset):
         world_size: int = 1,
         num_workers: int = 0,
         buffer: int = 1000,
-        held_out: float | None = None,
+        held_out: KeyHoldout | None = None,
         description: str = "shards",
         encoded: bool = False,
         digests: list[str | None] | None = None,
@@ -163,9 +164,11 @@ class ShardSource:
     streaming = True
 
     def __init__(
-        self, paths: list[Path], size: int, channels: int, held_out: float | None, labeled: bool, description: str
-    ):
+        self, paths: list[Path], size: int, channels: int, held_out: KeyHoldout | None, labeled: bool, description: str,
+        labels: dict[str, int] | None = None,
+    ):  # fmt: skip
         self.paths, self.size, self.channels, self.held_out, self.labeled = paths, size, channels, held_out, labeled
+        self.labels = labels  # data.labels by key, read by embed and neighbours (None: the samples' cls)
         self.counts, self.digests = survey(paths, held_out)
         self.description = description
         if sum(self.counts) == 0:
@@ -212,7 +215,7 @@ class ShardSource:
                 break
             if position in wanted:
                 chunk.append((position, sample))
-        found = decode_chunk(chunk, self.size, self.channels)
+        found = decode_chunk(chunk, self.size, self.channels, labels=self.labels)
         slot = {int(p): i for i, p in enumerate(found.indices.tolist())}
         order = torch.tensor([slot[p] for p in positions if p in slot], dtype=torch.long)
         return Batch(found.images[order], found.labels[order], found.indices[order], found.skipped)
@@ -230,7 +233,7 @@ class ShardSource:
 
     def named_batch(self, chunk: list[tuple[int, dict]]) -> tuple[Batch, list[str]]:
         """``(position, sample)`` pairs decoded, with the ``<shard>:<key>`` names of the images kept."""
-        batch = decode_chunk(chunk, self.size, self.channels)
+        batch = decode_chunk(chunk, self.size, self.channels, labels=self.labels)
         names = {p: f"{s.get('__url__', '')}:{s['__key__']}" for p, s in chunk}
         return batch, [names[int(p)] for p in batch.indices.tolist()]
 

@@ -26,7 +26,7 @@ import io
 import re
 import struct
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,7 +35,7 @@ import torch
 
 from ..errors import BadInput
 from .decode import decode_image, device_decodable
-from .holdout import hash_position
+from .holdout import KeyHoldout
 from .sources import IMAGE_SUFFIXES, Batch, TensorImages
 
 IMAGE_KEYS = tuple(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
@@ -139,7 +139,12 @@ def members(path: Path, digest: str | None = None) -> Iterator[dict]:
         files = ({**entry, "__url__": str(path)} for entry in _files(path, digest))
         yield from webdataset().tariterators.group_by_keys(files)
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-        raise BadInput(f"data.root: shard {path} cannot be read ({err})") from None
+        raise BadInput(f"data.root: shard {path} cannot be read ({_one_line(err)})") from None
+
+
+def _one_line(err: Exception) -> str:
+    """An error's text on one line (tarfile lists each compression it tried on a line of its own)."""
+    return " ".join(str(err).split())
 
 
 def _image_bytes(sample: dict) -> bytes | None:
@@ -151,7 +156,11 @@ def _name(sample: dict) -> str:
     return f"{sample['__key__']} ({sample.get('__url__', 'shard')})"
 
 
-def _label(sample: dict) -> int:
+def _label(sample: dict, labels: dict[str, int] | None = None) -> int:
+    """The sample's label: ``labels``' entry for its key when given (``data.labels``; -1 without one), else its
+    ``cls`` member (-1 without one)."""
+    if labels is not None:
+        return labels.get(str(sample["__key__"]), -1)
     value = sample.get("cls")
     if value is None:
         return -1
@@ -194,19 +203,19 @@ def scan(path: Path) -> ShardScan:
                     if key is not None:
                         keys.setdefault(key, set()).add(ext.lower())
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise BadInput(f"data.root: shard {path} cannot be read ({err})") from None
+        raise BadInput(f"data.root: shard {path} cannot be read ({_one_line(err)})") from None
     labeled = any("cls" in exts for exts in keys.values())
     images = [k for k, exts in keys.items() if exts & set(IMAGE_KEYS)]
     return ShardScan(images, labeled, _digest(files) if uncompressed else None)
 
 
-def survey(paths: list[Path], held_out: float | None = None) -> tuple[list[int], list[str | None]]:
+def survey(paths: list[Path], held_out: KeyHoldout | None = None) -> tuple[list[int], list[str | None]]:
     """Per shard, the samples with an image without those held out for testing (the stream's epoch length),
     and the digest of its members."""
     counts, digests = [], []
     for path in paths:
         found = scan(path)
-        counts.append(sum(1 for k in found.keys if held_out is None or hash_position(k) >= held_out))
+        counts.append(sum(1 for k in found.keys if held_out is None or not held_out(k)))
         digests.append(found.digest)
     return counts, digests
 
@@ -217,43 +226,60 @@ def decode_sample(sample: dict, size: int, channels: int) -> np.ndarray | None:
     return None if data is None else decode_image(data, size, channels)
 
 
-def load_split(paths: list[Path], size: int, channels: int, description: str, keep=None) -> TensorImages:
-    """Every readable image of ``paths`` (whose key ``keep(key)`` accepts) decoded into memory, with labels."""
-    images, labels = [], []
+def load_split(
+    paths: list[Path],
+    size: int,
+    channels: int,
+    description: str,
+    *,
+    held_out: KeyHoldout | None = None,
+    keep: Callable[[str], bool] | None = None,
+    labels: dict[str, int] | None = None,
+) -> TensorImages:
+    """The readable images of ``paths`` (less those ``held_out``; only those whose key ``keep`` accepts) decoded
+    into memory, labelled by ``labels`` (by key, -1 without one) or else the samples' ``cls``. Each image's
+    ``origin`` is its position among the samples not held out, so splits cut by ``keep`` from the same shards
+    agree."""
+    images, found, origin = [], [], []
+    position = 0
     for path in paths:
-        for sample in members(path):
-            if keep is not None and not keep(str(sample["__key__"])):
+        for sample in split_samples(path, None, held_out):
+            key, position = str(sample["__key__"]), position + 1
+            if keep is not None and not keep(key):
                 continue
             array = decode_sample(sample, size, channels)
             if array is not None:
                 images.append(torch.from_numpy(array.copy()))
-                labels.append(_label(sample))
+                found.append(_label(sample, labels))
+                origin.append(position - 1)
     if not images:
         raise BadInput(f"data.root: no readable image in the shards of {description}")
-    return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.long), description)
+    return TensorImages(torch.stack(images), torch.tensor(found, dtype=torch.long), description, torch.tensor(origin))
 
 
-def split_samples(path: Path, digest: str | None, held_out: float | None) -> Iterator[dict]:
-    """The samples of one shard that its split holds, in order: those with an image, less those whose key
-    hashes below ``held_out`` (held out for testing). Their order gives the split's positions."""
+def split_samples(path: Path, digest: str | None, held_out: KeyHoldout | None) -> Iterator[dict]:
+    """The samples of one shard that its split holds, in order: those with an image, less those ``held_out``
+    (for testing). Their order gives the split's positions."""
     for sample in members(path, digest):
         if _image_bytes(sample) is None:
             continue
-        if held_out is not None and hash_position(str(sample["__key__"])) < held_out:
+        if held_out is not None and held_out(str(sample["__key__"])):
             continue
         yield sample
 
 
-def decode_chunk(chunk: list[tuple[int, dict]], size: int, channels: int, encoded: bool = False) -> Batch:
-    """``(position, sample)`` pairs -> one :class:`Batch`; unreadable samples named in ``skipped``; with
-    ``encoded``, JPEGs the device can decode are left encoded."""
-    images, labels, kept, skipped = [], [], [], []
+def decode_chunk(
+    chunk: list[tuple[int, dict]], size: int, channels: int, encoded: bool = False, labels: dict[str, int] | None = None
+) -> Batch:
+    """``(position, sample)`` pairs -> one :class:`Batch`, labelled as :func:`_label` says; unreadable samples named
+    in ``skipped``; with ``encoded``, JPEGs the device can decode are left encoded."""
+    images, found, kept, skipped = [], [], [], []
     left, left_labels, left_kept = [], [], []
     for index, sample in chunk:
         data = _image_bytes(sample)
         if encoded and data is not None and device_decodable(data):
             left.append((_name(sample), torch.frombuffer(bytearray(data), dtype=torch.uint8)))
-            left_labels.append(_label(sample))
+            left_labels.append(_label(sample, labels))
             left_kept.append(index)
             continue
         array = decode_sample(sample, size, channels)
@@ -261,12 +287,12 @@ def decode_chunk(chunk: list[tuple[int, dict]], size: int, channels: int, encode
             skipped.append(_name(sample))
             continue
         images.append(torch.from_numpy(array.copy()))
-        labels.append(_label(sample))
+        found.append(_label(sample, labels))
         kept.append(index)
     empty = torch.zeros(0, channels, size, size, dtype=torch.uint8)
     return Batch(
         torch.stack(images) if images else empty,
-        torch.tensor(labels + left_labels, dtype=torch.long),
+        torch.tensor(found + left_labels, dtype=torch.long),
         torch.tensor(kept + left_kept, dtype=torch.long),
         skipped,
         tuple(left),

@@ -55,6 +55,8 @@ class DatasetSpec:
         stats: optional ``stats(cfg, channels) -> (mean, std)`` for datasets whose statistics depend on the
             data found (image folders); it replaces ``mean`` and ``std``.
         description: one line for listings and errors.
+        reads_labels: ``open`` reads ``data.labels`` itself and opens the ``pool`` split (every training image,
+            -1 where unlabeled; shards, which label samples as they are read); others are labelled for it.
     """
 
     open: Callable[[DataConfig, Split], Any]
@@ -64,6 +66,7 @@ class DatasetSpec:
     std: list[float]
     stats: Callable[[DataConfig, int], tuple[list[float], list[float]]] | None = None
     description: str = ""
+    reads_labels: bool = False
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -98,18 +101,17 @@ def open_split(cfg: DataConfig, split: Split):
             "data.pretrain_on_test: cannot be combined with data.development, whose test split is training images "
             "that pretraining must leave out; set one of them"
         )
-    kind = "train" if split == "pool" else split
+    spec = dataset_spec(cfg.name)
+    kind = "train" if split == "pool" and not spec.reads_labels else split
     if cfg.development is None:
-        ds = dataset_spec(cfg.name).open(cfg, kind)
+        ds = spec.open(cfg, kind)
     else:
-        ds = development_split(
-            dataset_spec(cfg.name).open(cfg, "pretrain" if kind == "pretrain" else "train"), kind, cfg.development
-        )
+        ds = development_split(spec.open(cfg, "pretrain" if kind == "pretrain" else "train"), kind, cfg.development)
     if split == "pretrain" and cfg.limit is not None and getattr(ds, "streaming", False):
         raise BadInput("data.limit: a streamed dataset cannot be cut to its first N images; list fewer shards")
     if split == "pretrain" and cfg.limit is not None and cfg.limit < len(ds):
         ds = ds.subset(torch.arange(cfg.limit))
-    if cfg.labels is not None and split in ("train", "pool"):
+    if cfg.labels is not None and split in ("train", "pool") and not spec.reads_labels:
         ds = _partly_labelled(cfg, ds, split)
     return ds
 
@@ -119,8 +121,6 @@ def _partly_labelled(cfg: DataConfig, ds, split: Split):
     test files are held out); ``train`` keeps the labeled ones, ``pool`` every one."""
     from .labels import indexed_labels, read_label_file
 
-    if getattr(ds, "streaming", False) or cfg.name == "shards":
-        raise BadInput("data.labels: not supported for data.name=shards yet; use an image folder")
     if cfg.name != "image_folder":
         ds = ds.with_labels(indexed_labels(read_label_file(cfg.labels), ds.labels))
     if split == "pool":

@@ -21,6 +21,7 @@ from torchvision.utils import save_image
 
 from ...config import Config, DataConfig
 from ...data.labels import LabelFile, read_label_file
+from ...data.shards import shard_paths
 from ...errors import BadInput
 from ...tasks.parts.preview import label_each
 from ...utils.files import atomic_write_bytes
@@ -34,8 +35,8 @@ from .strategies import Picks, SelectOptions, choose
 @dataclass
 class SelectSummary:
     """What ``select`` chose and wrote: ``rows`` (embedding rows, in order), ``keys`` (each pick's path
-    relative to ``data.root``, or its position), ``labeled_before``, ``seconds`` (the choice alone), what
-    the strategy reports (``details``: probcover's radius), the files."""
+    relative to ``data.root``, its key in shards, or its position), ``labeled_before``, ``seconds`` (the choice
+    alone), what the strategy reports (``details``: probcover's radius), the files."""
 
     output: str
     strategy: str
@@ -53,7 +54,7 @@ def run_select(config: Config, device: torch.device) -> SelectSummary:
     folder = _embeddings_of(config, device)
     base, index, record = open_embeddings(folder)
     data = DataConfig(**{k: v for k, v in record["settings"]["data"].items() if k in _DATA_KEYS})
-    keys = _keys(index, data)
+    keys, column = _keys(index, data)
     given = read_label_file(config.data.labels) if config.data.labels is not None else None
     labeled = _labeled(given, keys)
     options = SelectOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(SelectOptions)})
@@ -63,9 +64,8 @@ def run_select(config: Config, device: torch.device) -> SelectSummary:
     output = Path(s.output).expanduser() if s.output else folder / f"selection-{s.strategy}-{s.budget}"
     output.mkdir(parents=True, exist_ok=True)
     chosen = [keys[r] for r in picks.rows]
-    by_index = not index[0]["path"] if len(index) else True
-    atomic_write_bytes(output / "selection.csv", _selection_csv(picks, chosen, by_index))
-    atomic_write_bytes(output / "labels.csv", _template(given, chosen, by_index))
+    atomic_write_bytes(output / "selection.csv", _selection_csv(picks, chosen, column))
+    atomic_write_bytes(output / "labels.csv", _template(given, chosen, column))
     dataset = open_collection(data, record["settings"]["split"])
     images = collection_images(dataset, [int(index[r]["position"]) for r in picks.rows])
     save_image(label_each(images.float() / 255, [str(i + 1) for i in range(len(images))]), output / "selection.png",
@@ -99,9 +99,12 @@ def _embeddings_of(config: Config, device: torch.device) -> Path:
     return output
 
 
-def _keys(index, data: DataConfig) -> list[str]:
-    """How a labels file names each index row: its path relative to ``data.root`` (the index holds the paths as
-    the folder was listed, below ``data.root`` as given), else its position."""
+def _keys(index, data: DataConfig) -> tuple[list[str], str]:
+    """How a labels file names each index row, and the column that names it: a shard sample by its key
+    (``key``), a file by its path relative to ``data.root`` (``path``: the index holds the paths as the folder
+    was listed, below ``data.root`` as given), else a position (``index``)."""
+    if data.name == "shards":
+        return _sample_keys(index, [str(p) for p in shard_paths(data.root)]), "key"
     root = Path(data.root).expanduser() if isinstance(data.root, str) else None
     keys = []
     for row in index:
@@ -110,6 +113,17 @@ def _keys(index, data: DataConfig) -> list[str]:
             keys.append(str(row["position"]))
         else:
             keys.append(path.relative_to(root).as_posix() if path.is_relative_to(root) else row["path"])
+    return keys, "path" if root is not None and len(index) and index[0]["path"] else "index"
+
+
+def _sample_keys(index, shards: list[str]) -> list[str]:
+    """The sample keys of streamed shards' index rows, named ``<shard>:<key>`` (rows come shard by shard)."""
+    keys, shard = [], ""
+    for row in index:
+        name = row["path"]
+        if not shard or not name.startswith(f"{shard}:"):
+            shard = next((s for s in shards if name.startswith(f"{s}:")), "")
+        keys.append(name[len(shard) + 1 :] if shard else name)
     return keys
 
 
@@ -119,21 +133,22 @@ def _labeled(given: LabelFile | None, keys: list[str]) -> torch.Tensor:
     return torch.tensor([key in named for key in keys], dtype=torch.bool)
 
 
-def _selection_csv(picks: Picks, keys: list[str], by_index: bool) -> bytes:
+def _selection_csv(picks: Picks, keys: list[str], column: str) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["rank", "index" if by_index else "path", "cluster", "typicality"])
+    writer.writerow(["rank", column, "cluster", "typicality"])
     for rank, (key, cluster, typical) in enumerate(zip(keys, picks.clusters, picks.typicality, strict=True), start=1):
         writer.writerow([rank, key, cluster, "" if typical != typical else f"{typical:.4f}"])
     return out.getvalue().encode()
 
 
-def _template(given: LabelFile | None, chosen: list[str], by_index: bool) -> bytes:
-    """``path,label`` (or ``index,label``) rows: the rows of ``data.labels`` as they are, then the picks with
-    the label left empty (for a built-in dataset an empty label is read from the dataset)."""
+def _template(given: LabelFile | None, chosen: list[str], column: str) -> bytes:
+    """``path,label`` (``key,label`` for shards, ``index,label`` for a built-in dataset) rows: the rows of
+    ``data.labels`` as they are, then the picks with the label left empty (for a built-in dataset an empty label
+    is read from the dataset)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["index" if by_index else "path", "label"])
+    writer.writerow([column, "label"])
     if given is not None:
         writer.writerows([key, label or ""] for key, label in zip(given.keys, given.labels, strict=True))
     for key in chosen:
