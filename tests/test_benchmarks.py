@@ -631,6 +631,9 @@ def test_label_budget_benchmark_smoke(fashion_mnist_root, tmp_path):
     assert any(set(c.get("candidates", {}).get("knn", {})) == {"5", "10", "20", "50"} for c in cells["random"]["10"])
     not_dev = _run("benchmarks/label_budget.py", "--diagnostics", "--runs", str(runs))
     assert not_dev.returncode == 2 and "give data.development=N" in not_dev.stderr
+    seeds = ["--fixmatch-budgets", "60", "100", "--fixmatch-seeds", "3", "2", "1"]
+    uneven = _run("benchmarks/label_budget.py", *seeds, "--runs", str(runs))
+    assert uneven.returncode == 2 and "--fixmatch-seeds: one value, or one for each" in uneven.stderr
 
 
 def test_label_budget_merges_earlier_records(tmp_path):
