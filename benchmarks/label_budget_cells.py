@@ -24,7 +24,8 @@ KNN = ["knn.k=[5,10,20,50]", "trainer.progress=false"]
 # the last epoch kept: 1800 steps, AdamW at 0.003, two unlabeled images per labeled one, pseudo-labels above
 # 0.95, crop + flip on the labeled images; each start's own head (HEAD).
 FIXMATCH = [f"finetune.steps={FINETUNE_STEPS[0.01]}", *FINETUNE_RECIPE, *SEMI_RECIPES["fixmatch"], SEMI_AUGMENT]
-FIXMATCH += ["finetune.keep=last", "trainer.progress=false"]
+# One candidate and the last epoch kept: nothing is chosen, so every label trains (no validation split).
+FIXMATCH += ["finetune.keep=last", "finetune.validation=auto", "trainer.progress=false"]
 
 
 @dataclass

@@ -30,7 +30,10 @@ K_GRID = "knn.k=[5,10,20,50]"
 # 1% of the labels: 1800 steps, three times the 600 of the 2026-12-03 tables (recipe_dev.py, 2026-12-04: the
 # longer budget won for both starts, training from scratch most).
 FINETUNE_STEPS = {0.01: 1800, 0.1: 2000, 1.0: 4000}
+# The runs are compared on their validation split (low_label's pick, recipe_dev's decisions, semi_curve's
+# column), so it is held out even where a run itself chooses nothing (finetune.validation=always).
 FINETUNE_RECIPE = ["finetune.batch_size=64", "finetune.lr=0.003", "finetune.augment=[crop_flip,strong]"]
+FINETUNE_RECIPE += ["finetune.validation=always"]
 # The head of each start: a pretrained encoder, a linear layer on the flattened last feature map started from
 # a linear probe (finetune.head=flatten, finetune.head_init=probe); training from scratch, a random head on
 # global average pooling (a probe on random features is a poor start).
@@ -212,9 +215,11 @@ def finished_finetuning(folder: Path, prefix: str, config: Config) -> Path | Non
 
 
 def unnamed_config(config: dict) -> dict:
-    """``config`` as its YAML file reads back, without ``finetune.name``."""
+    """``config`` as its YAML file reads back, without ``finetune.name``; a run saved before
+    ``finetune.validation`` existed held its validation split out always, and reads so."""
     plain = yaml.safe_load(yaml.safe_dump(config))
     plain["finetune"].pop("name")
+    plain["finetune"].setdefault("validation", "always")
     return plain
 
 

@@ -220,6 +220,8 @@ class FinetuneConfig:
     val_fraction: float = _ranged(0.1, lambda v: 0 < v < 1, "in (0, 1)")
     val_every: int | None = _positive(None)
     keep: Literal["best", "last"] = "best"
+    # auto: the validation split is held out only where something is chosen on it; always: held out anyway
+    validation: Literal["auto", "always"] = "auto"
     test_last_epoch: bool = False
     init: Literal["pretrained", "random"] = "pretrained"
     # Training from scratch only: the architecture, ``{backbone: NAME, <its options>}`` as in the model section,

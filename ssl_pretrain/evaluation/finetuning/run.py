@@ -36,7 +36,7 @@ from ..shared.predict import accuracy, predict_logits
 from ..shared.reports import FinetuneReport
 from ..shared.selection import RULE as SELECTION_RULE
 from ..shared.selection import Selection, first_best
-from ..shared.splits import TOO_FEW, labeled_splits, too_few_to_validate, validation_split
+from ..shared.splits import NOTHING_TO_CHOOSE, TOO_FEW, labeled_splits, too_few_to_validate, validation_split
 from .auto_freeze import choose_freeze_point
 from .few_labels import fixed_recipe
 from .freezing import FreezePlan, frozen_stages, strategy_name
@@ -130,18 +130,27 @@ def run_finetune(config: Config, device: torch.device) -> FinetuneReport:
         candidate = Candidate(model, plan, setting, run_dir, protocol)
         histories.append(fit_candidate(recipe, options, candidate, data, device))
     validation = f"stratified {cfg.val_fraction:g} of the labeled training images ({len(val)}; seed {config.seed})"
-    validation = validation if len(val) else TOO_FEW
+    validation = validation if len(val) else TOO_FEW if too_few_to_validate(train.labels) else NOTHING_TO_CHOOSE
     report = _choose_and_test(settings, histories, validation, out_dir, test, device, cfg.test_last_epoch)
     write_json(out_dir / "finetune.json", report.to_dict())
     return report
 
 
 def _validation(cfg: FinetuneConfig, train, seed: int):
-    """``(recipe, train, val)``: the stratified ``finetune.val_fraction`` held out; with too few labels to
-    validate, every label trains, the validation split is empty and the recipe is the fixed one."""
+    """``(recipe, train, val)``: the stratified ``finetune.val_fraction`` held out where something is chosen on
+    it (or ``finetune.validation=always``); else every label trains and the validation split is empty, and with
+    too few labels to validate the recipe is the fixed one."""
+    empty = train.subset(torch.zeros(0, dtype=torch.long))
     if too_few_to_validate(train.labels):
-        return fixed_recipe(cfg), train, train.subset(torch.zeros(0, dtype=torch.long))
+        return fixed_recipe(cfg), train, empty
+    if cfg.validation == "auto" and not _chooses(cfg):
+        return cfg, train, empty
     return (cfg, *validation_split(train, cfg.val_fraction, seed))
+
+
+def _chooses(cfg: FinetuneConfig) -> bool:
+    """Whether anything is chosen on validation: the best epoch, the freeze point (``auto``), a candidate."""
+    return cfg.keep == "best" or cfg.freeze_until == "auto" or len(candidate_settings(cfg, unlabeled_method(cfg))) > 1
 
 
 def _start(init: str, pretrained: Encoder, scratch: Encoder | None) -> Encoder:
@@ -196,7 +205,7 @@ def format_finetune(report: FinetuneReport) -> str:
     lines.append(
         f"fine-tuned ({protocol['strategy']}, {protocol['init']} init, {chosen}): test top-1 "
         f"{report.test_top1:.2f}% at the {_kept_text(protocol['keep'])} {report.best_epoch} "
-        + ("(no validation: too few labels)" if report.val_top1 is None else f"(validation {report.val_top1:.2f}%)")
+        + (f"(validation {report.val_top1:.2f}%)" if report.val_top1 is not None else _no_validation(selected))
         + ("" if last is None else f"; last epoch {last:.2f}% (diagnostic)")
     )
     study = report.diagnostics.get("pseudo_label_study")
@@ -210,6 +219,10 @@ def format_finetune(report: FinetuneReport) -> str:
     out_dir = Path(report.report_file).parent
     lines.append(f"finetune.json, checkpoints/best.pt, checkpoints/last.pt and tb/ written to {out_dir}")
     return "\n".join(lines)
+
+
+def _no_validation(selected: dict) -> str:
+    return "(no validation: " + ("too few labels)" if selected["validation"].startswith(TOO_FEW) else "nothing to choose)")
 
 
 def _kept_text(keep: str) -> str:
@@ -312,7 +325,9 @@ def _protocol(
         "freeze_bn": cfg.freeze_bn,
         "augmentation": setting["augment"],
         "train_split": f"{train.description}, {len(train)} images",
-        "val_split": f"stratified {cfg.val_fraction:g} of the labeled training images, {len(val)} images",
+        "val_split": f"stratified {cfg.val_fraction:g} of the labeled training images, {len(val)} images"
+        if len(val)
+        else "none: every label trains",
         "val_fraction": cfg.val_fraction,
         "selection": SELECTION_RULE,
         "test_split": f"{test.description}, {len(test)} images",

@@ -98,6 +98,7 @@ def labeled_splits(data: DataConfig, seed: int, train_limit: int | None = None):
 # With a class of a single labeled image nothing can be held out of it: no choice is made on validation then.
 TOO_FEW_TO_SPLIT = "a class has a single labeled image, too few to validate"
 TOO_FEW = f"none: {TOO_FEW_TO_SPLIT}; the fixed recipe (each list's first value), every label trained on"
+NOTHING_TO_CHOOSE = "none: one candidate and the last epoch kept, nothing to choose; every label trained on"
 
 
 def too_few_to_validate(labels: torch.Tensor) -> bool:

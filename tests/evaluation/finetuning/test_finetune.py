@@ -161,6 +161,17 @@ def test_keeping_the_last_epoch_scores_every_candidate_at_its_last_epoch(image_f
         for key, value in last["classifier"]["encoder"].items():
             assert torch.equal(value, kept["classifier"]["encoder"][key])
     assert "at the last epoch 3" in capsys.readouterr().out
+    # one candidate and the last epoch kept: nothing is chosen, so no label is held out (unless asked)
+    one = [*args[:4], "finetune.lr=0.05", "finetune.keep=last", "trainer.progress=false"]
+    assert main([*one, "finetune.name=one"]) == 0
+    every = json.loads((run / "finetune" / "one" / "finetune.json").read_text())
+    assert every["val_top1"] is None and every["protocol"]["val_split"] == "none: every label trains"
+    assert every["selected"]["validation"].startswith("none: one candidate and the last epoch kept")
+    assert "(no validation: nothing to choose)" in capsys.readouterr().out
+    assert main([*one, "finetune.validation=always", "finetune.name=always"]) == 0
+    held = json.loads((run / "finetune" / "always" / "finetune.json").read_text())
+    trained = [int(r["protocol"]["train_split"].rsplit(", ", 1)[1].split()[0]) for r in (every, held)]
+    assert held["val_top1"] is not None and trained[0] > trained[1], trained
 
 
 def test_unknown_freeze_stage_is_bad_input(image_folder, tmp_path, capsys):
