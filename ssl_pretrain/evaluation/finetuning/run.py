@@ -222,7 +222,8 @@ def format_finetune(report: FinetuneReport) -> str:
 
 
 def _no_validation(selected: dict) -> str:
-    return "(no validation: " + ("too few labels)" if selected["validation"].startswith(TOO_FEW) else "nothing to choose)")
+    why = "too few labels" if selected["validation"].startswith(TOO_FEW) else "nothing to choose"
+    return f"(no validation: {why})"
 
 
 def _kept_text(keep: str) -> str:
