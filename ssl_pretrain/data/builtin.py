@@ -110,14 +110,15 @@ def open_shards(cfg: DataConfig, split: Split):
     if split == "test" and cfg.test_root is not None:
         return load_split(shard_paths(cfg.test_root, "data.test_root"), size, channels, f"shards {cfg.test_root}")
     paths = shard_paths(cfg.root)
-    held = shard_holdout(cfg, paths)
+    given = None if cfg.labels is None else read_label_file(cfg.labels)
+    held = shard_holdout(cfg, paths, given)
     description = f"shards {cfg.root}"
     if split == "pretrain":
-        labels = None if cfg.labels is None else key_labels(read_label_file(cfg.labels))
+        labels = None if given is None else key_labels(given)
         skipped = None if cfg.pretrain_on_test else held
         return ShardSource(paths, size, channels, skipped, held is not None, description, labels)
-    if cfg.labels is not None:
-        return labelled_shards(cfg, paths, split, held, size, channels)
+    if given is not None:
+        return labelled_shards(cfg, paths, split, held, size, channels, given)
     if held is None:
         return load_split(paths, size, channels, description)
     if split == "test":

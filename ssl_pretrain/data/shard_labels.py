@@ -20,13 +20,13 @@ from .shards import load_split, scan
 from .sources import TensorImages
 
 
-def shard_holdout(cfg: DataConfig, paths: list[Path]) -> KeyHoldout | None:
+def shard_holdout(cfg: DataConfig, paths: list[Path], given: LabelFile | None = None) -> KeyHoldout | None:
     """The samples of ``data.root``'s shards held out for testing: none with ``data.test_root``; with
     ``data.labels`` the labeled keys hashing below ``data.test_fraction``; else every key below it when the
     shards carry labels (``cls``). A row of ``data.labels`` naming a key no shard holds is bad input naming the
-    row (the tar headers are read, no image)."""
+    row (the tar headers are read, no image). ``given``: the file already read."""
     if cfg.labels is not None:
-        given = read_label_file(cfg.labels)
+        given = given or read_label_file(cfg.labels)
         _check_keys(given, paths)
         return None if cfg.test_root is not None else KeyHoldout(cfg.test_fraction, frozenset(given.keys))
     if cfg.test_root is not None:
@@ -35,11 +35,16 @@ def shard_holdout(cfg: DataConfig, paths: list[Path]) -> KeyHoldout | None:
 
 
 def labelled_shards(
-    cfg: DataConfig, paths: list[Path], split: str, held: KeyHoldout | None, size: int, channels: int
+    cfg: DataConfig,
+    paths: list[Path],
+    split: str,
+    held: KeyHoldout | None,
+    size: int,
+    channels: int,
+    given: LabelFile,
 ) -> TensorImages:
-    """The ``train``, ``pool`` or ``test`` split of shards labelled by ``data.labels`` (``test`` only when it
-    is held out of ``data.root``; ``held``: :func:`shard_holdout`'s, which checked the file's keys)."""
-    given = read_label_file(cfg.labels)
+    """The ``train``, ``pool`` or ``test`` split of shards labelled by ``given`` (``data.labels``, read; ``test``
+    only when it is held out of ``data.root``; ``held``: :func:`shard_holdout`'s, which checked the file's keys)."""
     label = key_labels(given)
     description = f"shards {cfg.root}"
     if split == "test":
